@@ -1,0 +1,87 @@
+"""Command line: ``rigfit [COMMAND] ...``; with no command it opens the window.
+
+Each sub-command lives in ``app/commands/<name>.py`` with ``add_parser(subparsers)`` and
+``run(args) -> int``. Qt is imported only when the window is opened, so every command works on a
+headless rig. Bad input raises :class:`~app.core.errors.RigfitError`; it is printed as one line and
+the exit code is 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+from app import __version__
+from app.core.errors import RigfitError
+
+COMMAND_NAMES: tuple[str, ...] = ("detect", "plan", "fit", "run", "bench", "monitor")
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line in the user's words, exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"rigfit: {message} (see 'rigfit --help')\n")
+
+
+def _command_modules() -> dict[str, ModuleType]:
+    modules: dict[str, ModuleType] = {}
+    for name in COMMAND_NAMES:
+        try:
+            modules[name] = importlib.import_module(f"app.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"app.commands.{name}":
+                raise
+    return modules
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:
+    parser = _Parser(
+        prog="rigfit",
+        description="See how a local LLM fits across your GPUs, tune the split, and run it with llama.cpp. "
+        "With no command, opens the window.",
+    )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    parser.add_argument(
+        "--long", action="store_true", help="with --version: also Python, Qt, llama.cpp and NVML versions"
+    )
+    parser.add_argument(
+        "--self-test", action="store_true", help="headless check: window, detection, planning, a short run"
+    )
+    parser.add_argument("--screenshot", metavar="FILE.png", help="render the window offscreen to a PNG and exit")
+    parser.add_argument("--rig", dest="gui_rig", metavar="EXPR", help="open the window on a planned rig")
+    modules = _command_modules()
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for module in modules.values():
+        module.add_parser(sub)
+    return parser, modules
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser, modules = build_parser()
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        if args.version:
+            from app.versions import describe_versions
+
+            print(describe_versions(long=args.long))
+            return EXIT_OK
+        if args.command is None:
+            from app.ui.app import run_gui
+
+            return run_gui(args)
+        return int(modules[args.command].run(args))
+    except RigfitError as exc:
+        print(f"rigfit: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK

@@ -1,0 +1,85 @@
+"""The planner's answer: where every layer and buffer goes, per device and on the host."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app.core.settings import Settings
+
+STATUS_FITS = "fits"
+STATUS_TIGHT = "tight"  # fits, but some GPU keeps less than 10% of its VRAM free
+STATUS_OFFLOAD = "offload"  # fits only with layers left on the CPU
+STATUS_NO = "no"
+STATUSES: tuple[str, ...] = (STATUS_FITS, STATUS_TIGHT, STATUS_OFFLOAD, STATUS_NO)
+
+
+@dataclass(frozen=True)
+class DevicePlan:
+    """One GPU's share of the model, in MiB."""
+
+    index: int
+    name: str
+    layers: int  # repeating layers (blk.N) held here
+    has_output: bool  # holds the output layer (the last tensor_split slot)
+    weights_mib: float
+    kv_mib: float
+    compute_mib: float
+    overhead_mib: float
+    capacity_mib: float
+    first_layer: int = -1  # first blk index held here (-1 when none)
+
+    @property
+    def total_mib(self) -> float:
+        return self.weights_mib + self.kv_mib + self.compute_mib + self.overhead_mib
+
+    @property
+    def free_after_mib(self) -> float:
+        return self.capacity_mib - self.total_mib
+
+    @property
+    def fits(self) -> bool:
+        return self.total_mib <= self.capacity_mib
+
+
+@dataclass(frozen=True)
+class HostPlan:
+    """What stays in system RAM, in MiB: token embeddings, CPU layers, host buffers."""
+
+    layers: int
+    weights_mib: float
+    kv_mib: float
+    compute_mib: float
+    output_mib: float
+    available_mib: float | None
+
+    @property
+    def total_mib(self) -> float:
+        return self.weights_mib + self.kv_mib + self.compute_mib + self.output_mib
+
+    @property
+    def fits(self) -> bool:
+        return self.available_mib is None or self.total_mib <= self.available_mib
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Placement of one model with one set of settings on one rig."""
+
+    model: str
+    quant: str
+    settings: Settings
+    devices: tuple[DevicePlan, ...]
+    host: HostPlan
+    status: str
+    tensor_split: tuple[float, ...]  # the effective split, one ratio per GPU, summing to 1
+    n_layer: int
+    layers_on_cpu: int
+    notes: tuple[str, ...] = ()
+
+    @property
+    def fits(self) -> bool:
+        return self.status in (STATUS_FITS, STATUS_TIGHT)
+
+    @property
+    def gpu_total_mib(self) -> float:
+        return sum(d.total_mib for d in self.devices)

@@ -1,0 +1,1 @@
+"""Hardware detection (NVML, sysfs, psutil), the GPU catalog, rig expressions and telemetry. No Qt."""

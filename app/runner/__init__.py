@@ -1,0 +1,1 @@
+"""The llama.cpp worker process and the client that talks to it. No Qt."""

@@ -1,0 +1,1 @@
+"""PySide6 widgets and the Qt adapters over the lower layers."""
