@@ -14,6 +14,21 @@ STATUSES: tuple[str, ...] = (STATUS_FITS, STATUS_TIGHT, STATUS_OFFLOAD, STATUS_N
 
 
 @dataclass(frozen=True)
+class BufferPlan:
+    """One buffer as llama.cpp logs it: ``<name> <kind> buffer size = <mib> MiB``.
+
+    ``name`` is llama.cpp's buffer name (``CUDA0``, ``CPU_Mapped``, ``CPU_REPACK``, ``CUDA_Host``,
+    ``CPU``), ``kind`` one of ``model``, ``KV``, ``compute``, ``output``; ``gpu`` the rig GPU it
+    sits on (``None`` for host memory).
+    """
+
+    name: str
+    kind: str
+    mib: float
+    gpu: int | None = None
+
+
+@dataclass(frozen=True)
 class DevicePlan:
     """One GPU's share of the model, in MiB."""
 
@@ -75,6 +90,11 @@ class Plan:
     n_layer: int
     layers_on_cpu: int
     notes: tuple[str, ...] = ()
+    # Every buffer llama.cpp would log for this load, for comparison with a real run.
+    buffers: tuple[BufferPlan, ...] = ()
+    # When the requested settings do not fit: the largest n_gpu_layers that does (None: it fits as
+    # asked, or nothing fits).
+    fit_n_gpu_layers: int | None = None
 
     @property
     def fits(self) -> bool:

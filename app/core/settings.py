@@ -15,7 +15,8 @@ class Settings:
     ``tensor_split`` is ``None`` for llama.cpp's default (proportional to each GPU's free VRAM at
     load time); otherwise one non-negative ratio per GPU of the rig. ``n_gpu_layers`` of ``-1`` puts
     every layer, the output layer included, on the GPUs. ``overhead_mib`` overrides the per-GPU
-    memory the allocator does not see (CUDA context, cuBLAS workspace) for every GPU.
+    memory the allocator does not see (CUDA context, cuBLAS workspace) for every GPU. ``swa_full``,
+    ``kv_unified`` and ``op_offload`` mirror llama_context_params and default as llama.cpp does.
     """
 
     ctx: int = 8192
@@ -31,3 +32,8 @@ class Settings:
     offload_kqv: bool = True
     n_seq_max: int = 1
     overhead_mib: float | None = None
+    # Full-size sliding-window cache: llama_context_default_params() (and so llama-cpp-python) default
+    # to true; llama-server's -swa-full flag defaults to false.
+    swa_full: bool = True
+    kv_unified: bool = False  # one KV stream shared by all sequences
+    op_offload: bool = True  # let a GPU run large-batch ops whose weights stay in host memory

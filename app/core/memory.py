@@ -1,0 +1,869 @@
+"""The memory model: what every buffer llama.cpp allocates weighs, per tensor, per layer, per device.
+
+This follows llama-cpp-python 0.3.36's vendored llama.cpp (``vendor/llama.cpp``); the source lines
+each rule follows are named next to it and in ``docs/placement.md``. The split between this module
+and :mod:`app.core.placement` is a performance split:
+
+* :func:`profile` does the per-model work once (it is cached): every tensor classified and sized in
+  the buffers a backend would allocate, summed per layer; the per-layer KV widths; the shapes the
+  compute-buffer formulas need. The result, a :class:`ModelProfile`, is public so the fit table can
+  vectorise over contexts and quantizations without calling :func:`app.core.placement.plan`.
+* the placement step (layer assignment, sums, KV and compute for one context) is cheap arithmetic
+  on the profile's numpy arrays.
+
+Buffers and how they are sized (bytes; MiB = 2**20 bytes):
+
+* Weights on a CUDA GPU: ``GGML_PAD(alloc_size, 128)`` per tensor, where ``alloc_size`` adds one
+  row of padding to quantized tensors whose row length is not a multiple of 512
+  (``ggml-cuda.cu`` ``ggml_backend_cuda_buffer_type_get_alloc_size``, ``MATRIX_ROW_PADDING``) and
+  ``ggml-alloc.c`` ``ggml_backend_alloc_ctx_tensors_from_buft`` sums the padded sizes.
+* Weights on the host are memory-mapped from the file (``CPU_Mapped``): llama.cpp logs the span
+  from the first to the last host tensor in each file (``llama_model_loader::get_mapping_range``).
+  On a CPU-only x86 machine with AVX2, 2-D matmul weights of the types ``ggml-cpu/repack.cpp``
+  repacks move to a ``CPU_REPACK`` buffer instead.
+* KV cache: one K and one V tensor per layer, ``kv_size`` cells (context padded to 256, per
+  sequence stream), on the device of the layer (``llama-kv-cache.cpp`` constructor).
+* Compute buffers: the peak of ggml-alloc's graph allocator over the worst-case prompt graph
+  (``llama-context.cpp`` ``sched_reserve``). Modelled as the largest of a few phases of the graph,
+  each a sum of simultaneously live tensors, with coefficients measured (see ``COMPUTE_*``).
+* Output buffer: logits of ``n_seq_max`` outputs (``llama_context::output_reserve``), on the host.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+from app.core.errors import RigfitError
+from app.core.model_spec import ModelSpec, TensorInfo
+from app.core.settings import Settings
+
+MIB = float(1 << 20)
+
+# --- buffer alignment and padding (ggml sources) -----------------------------------------------
+CUDA_ALIGNMENT = 128  # ggml_backend_cuda_buffer_type_get_alignment
+CPU_ALIGNMENT = 32  # TENSOR_ALIGNMENT (ggml-impl.h): CPU and CPU_REPACK buffers
+GGUF_DEFAULT_ALIGNMENT = 32  # tensor data alignment in a GGUF file unless general.alignment says otherwise
+MATRIX_ROW_PADDING = 512  # ggml-cuda/common.cuh: quantized rows padded to a multiple of 512 values
+
+# --- context and KV cache (llama-context.cpp, llama-kv-cache-iswa.cpp) --------------------------
+KV_CTX_PAD = 256  # cparams.n_ctx = GGML_PAD(n_ctx, 256); n_ctx_seq padded the same way
+SWA_CACHE_PAD = 256  # the SWA cache is padded to 256 cells too
+LLAMA_MAX_SEQ = 256
+
+# --- scheduler (ggml-backend.cpp) -------------------------------------------------------------
+PIPELINE_COPIES = 4  # GGML_SCHED_MAX_COPIES: input copies kept when pipeline parallelism is on
+OP_OFFLOAD_MIN_BATCH = 32  # CUDA offloads host-weight ops of batches this large (op_offload)
+
+# --- row split (split buffer, ggml-sycl.cpp get_row_split; CUDA's former rule) -----------------
+ROW_SPLIT_ROUNDING = 128  # rows per device are rounded down to this (mmq_y of Volta+ GPUs)
+
+# --- per-GPU memory the allocator does not see -------------------------------------------------
+# CUDA context, cuBLAS workspace, the CUDA pool: NVML's used-VRAM increase minus llama.cpp's logged
+# CUDA0 buffers on an H200, driver 580 / CUDA 13.0, for a 1B, 8B and 70B model (DEVICE.md: 527.3,
+# 528.6, 528.6 MiB). Consumer GPUs and other drivers differ (often 300-600 MiB): override it with
+# Gpu.overhead_mib or Settings.overhead_mib when measured.
+DEFAULT_GPU_OVERHEAD_MIB = 528.6
+
+# --- compute buffer phases ----------------------------------------------------------------------
+# Each phase is a set of tensors alive at once in the prompt graph of n_ubatch tokens, in units of
+# e = n_embd*T*4, f = n_ff*T*4 (one FFN intermediate), q = n_head*head_dim*T*4,
+# kvd = n_head_kv*head_dim*T*4, plus the attention mask (n_kv*T, f16 with flash attention, f32
+# without), kq = n_kv*T*n_head*4 (attention scores without flash attention) and
+# logits = n_vocab*n_outputs*4. The integer multiples of e include the allocator's fragmentation;
+# they were fitted so the formulas reproduce llama.cpp's own figures: on CUDA the four H200 loads in
+# DEVICE.md exactly (1B: logits+e; 8B and 70B at 8k and 32k: 3f+3e+mask), on the CPU the loads in
+# docs/placement.md (within one e).
+COMPUTE_CUDA_FFN_E = 3  # GPU FFN phase: 3f + 3e + masks (H200: 8B 116.01, 70B 224.01/248.01 MiB)
+COMPUTE_CUDA_OUT_E = 1  # GPU output phase: logits + 1e (H200: 1B 100.00 MiB)
+COMPUTE_CPU_FFN_E_FA = 4  # CPU FFN phase with flash attention: 3f + 4e + masks
+COMPUTE_CPU_FFN_E_NOFA = 5  # CPU FFN phase without flash attention: 3f + 5e + masks
+COMPUTE_CPU_OUT_E_FA = 2  # CPU output phase with flash attention: logits + 2e
+COMPUTE_CPU_OUT_E_NOFA = 3  # CPU output phase without flash attention: logits + 3e
+COMPUTE_ATTN_E_FA = 2  # CPU attention with flash attention: masks + 2e + 2q + 2kvd
+COMPUTE_ATTN_E_NOFA = 5  # CPU attention without flash attention: kq + masks + 5e + 2kvd
+COMPUTE_CUDA_ATTN_E_FA = 2  # GPU attention with flash attention: masks + 2e + 2q (+ f16 K/V for a
+# quantized cache); H200, 13B shape with q8_0 KV: 124.09 MiB
+COMPUTE_CUDA_ATTN_E_NOFA = (
+    4  # GPU attention without flash attention: kq + masks + 4e + 2kvd (H200 8B: 564.01)
+)
+COMPUTE_HOST_E = 2  # CUDA_Host (CPU backend with GPUs): token rows + layer-0 norm: 2e + inputs
+# GPU 0 with layers left on the host (op_offload copies each host weight in for large batches):
+# largest host weight + 3f + 2e + masks. An envelope: the measured peaks (H200, 4-layer 70B-wide
+# models, n_gpu_layers 0-4) fall 14% below to 6% above it, because where ggml-alloc's free blocks
+# fall varies with the context (167 MiB at 8k but 187 MiB at 2k and 16k for the same model).
+COMPUTE_OFFLOAD_F = 3
+COMPUTE_OFFLOAD_E = 2
+# Small graph inputs per token: tokens (i32), positions (i32), K and V cache indices (i64 each),
+# output ids (i32).
+INPUT_BYTES_PER_TOKEN = 4 + 4 + 8 + 8 + 4
+# What of them a GPU holds through its layers (measured: 0.0078 MiB at 512 tokens on the H200).
+LAYER_INPUT_BYTES_PER_TOKEN = 16
+
+# ggml types the CPU backend repacks into CPU_REPACK on x86 with AVX2 (ggml-cpu/repack.cpp
+# ggml_repack_get_optimal_repack_type; Q2_K needs AVX-512) when the tensor has a multiple of 8 rows.
+CPU_REPACK_TYPES_AVX2: frozenset[int] = frozenset(
+    {
+        int(GGMLQuantizationType.Q4_0),
+        int(GGMLQuantizationType.Q4_K),
+        int(GGMLQuantizationType.IQ4_NL),
+        int(GGMLQuantizationType.MXFP4),
+    }
+)
+CPU_REPACK_TYPES_AVX512: frozenset[int] = CPU_REPACK_TYPES_AVX2 | {int(GGMLQuantizationType.Q2_K)}
+
+_KV_TYPE_IDS = {
+    "f16": int(GGMLQuantizationType.F16),
+    "q8_0": int(GGMLQuantizationType.Q8_0),
+    "q4_0": int(GGMLQuantizationType.Q4_0),
+    "f32": int(GGMLQuantizationType.F32),
+    "bf16": int(GGMLQuantizationType.BF16),
+}
+
+# Tensors outside the repeating blocks, by the layer llama.cpp gives them (llama-arch.cpp
+# LLM_TENSOR_INFOS): input tensors stay in host memory, output tensors go with the output layer.
+_INPUT_PREFIXES = ("token_embd", "token_types", "pos_embd", "per_layer_token_embd", "tok_embd")
+_OUTPUT_PREFIXES = ("output", "cls", "result_norm", "enc.output_norm", "dec.output_norm")
+# Per-layer tensors stored once without a block number (rope frequency factors): llama.cpp
+# duplicates them into every device that holds a layer (TENSOR_DUPLICATED).
+_PER_DEVICE_PREFIXES = ("rope_freqs", "rope_factors_long", "rope_factors_short")
+# Weights consumed by a matrix multiplication: the ones op_offload copies to a GPU and repacking
+# applies to.
+_MATMUL_SUFFIXES = (
+    "attn_q.weight",
+    "attn_k.weight",
+    "attn_v.weight",
+    "attn_qkv.weight",
+    "attn_output.weight",
+    "attn_q_a.weight",
+    "attn_q_b.weight",
+    "attn_kv_a_mqa.weight",
+    "attn_kv_b.weight",
+    "attn_k_b.weight",
+    "attn_v_b.weight",
+    "ffn_gate.weight",
+    "ffn_up.weight",
+    "ffn_down.weight",
+    "ffn_gate_inp.weight",
+    "ffn_gate_shexp.weight",
+    "ffn_up_shexp.weight",
+    "ffn_down_shexp.weight",
+    "ffn_gate_exps.weight",
+    "ffn_up_exps.weight",
+    "ffn_down_exps.weight",
+    "ffn_gate_up_exps.weight",
+)
+
+ROLE_INPUT = "input"
+ROLE_OUTPUT = "output"
+ROLE_LAYER = "layer"
+ROLE_PER_DEVICE = "per_device"
+
+
+def tensor_role(t: TensorInfo) -> str:
+    """Where llama.cpp puts a tensor: ``input`` (host), ``output`` (output layer), ``layer`` or ``per_device``."""
+    if t.layer is not None:
+        return ROLE_LAYER
+    name = t.name
+    if name.startswith(_PER_DEVICE_PREFIXES):
+        return ROLE_PER_DEVICE
+    if name.startswith(_OUTPUT_PREFIXES):
+        return ROLE_OUTPUT
+    # Everything else outside the blocks (token embeddings and their norms) is an input tensor.
+    return ROLE_INPUT
+
+
+def is_matmul_weight(t: TensorInfo) -> bool:
+    """True for weights a matrix multiplication consumes (attention and FFN projections, output)."""
+    return t.name == "output.weight" or t.name.endswith(_MATMUL_SUFFIXES)
+
+
+_QUANT_SIZES: dict[int, tuple[int, int]] = {
+    int(k): (int(v[0]), int(v[1])) for k, v in GGML_QUANT_SIZES.items()
+}
+
+
+def _quant(ggml_type: int) -> tuple[int, int]:
+    try:
+        return _QUANT_SIZES[ggml_type]
+    except KeyError:
+        raise RigfitError(f"unknown ggml tensor type {ggml_type}") from None
+
+
+def row_bytes(ggml_type: int, ne0: int) -> int:
+    """ggml_row_size: bytes of ``ne0`` values of a type (``ne0`` must be a whole number of blocks)."""
+    block, size = _quant(ggml_type)
+    if ne0 % block:
+        raise RigfitError(f"a row of {ne0} values is not a whole number of {block}-value blocks")
+    return ne0 // block * size
+
+
+def tensor_bytes(t: TensorInfo) -> int:
+    """ggml_nbytes of a weight tensor."""
+    if not t.shape:
+        return _quant(t.ggml_type)[1]
+    rows = 1
+    for d in t.shape[1:]:
+        rows *= d
+    return row_bytes(t.ggml_type, t.shape[0]) * rows
+
+
+def is_quantized(ggml_type: int) -> bool:
+    """ggml_is_quantized: block-quantized types (block size above 1)."""
+    return _quant(ggml_type)[0] > 1
+
+
+def pad(n: int, align: int) -> int:
+    """GGML_PAD: round ``n`` up to a multiple of ``align``."""
+    return (n + align - 1) // align * align
+
+
+def cuda_tensor_bytes(t: TensorInfo, ne0: int | None = None, rows: int | None = None) -> int:
+    """Bytes a weight takes in a CUDA buffer: alloc size (quantized rows padded to 512) padded to 128.
+
+    ``ne0``/``rows`` describe a slice of the tensor (tensor-parallel shards); default the whole tensor.
+    """
+    full_ne0 = t.shape[0] if t.shape else 1
+    ne0 = full_ne0 if ne0 is None else ne0
+    if rows is None:
+        rows = 1
+        for d in t.shape[1:]:
+            rows *= d
+    if ne0 <= 0 or rows <= 0:
+        return 0
+    size = row_bytes(t.ggml_type, ne0) * rows
+    if is_quantized(t.ggml_type) and ne0 % MATRIX_ROW_PADDING:
+        size += row_bytes(t.ggml_type, MATRIX_ROW_PADDING - ne0 % MATRIX_ROW_PADDING)
+    return pad(size, CUDA_ALIGNMENT)
+
+
+def cpu_tensor_bytes(t: TensorInfo) -> int:
+    """Bytes a weight takes in an allocated CPU buffer (CPU, CPU_REPACK, CUDA_Host): nbytes padded to 32."""
+    return pad(tensor_bytes(t), CPU_ALIGNMENT)
+
+
+def repackable(t: TensorInfo, repack_types: frozenset[int]) -> bool:
+    """True when the CPU backend would put this weight in a CPU_REPACK buffer."""
+    return (
+        t.ggml_type in repack_types
+        and is_matmul_weight(t)
+        and len(t.shape) >= 2
+        and t.shape[1] % 8 == 0
+        and (len(t.shape) == 2 or t.name.endswith("_exps.weight"))
+    )
+
+
+def kv_type_id(name: str) -> int:
+    """ggml type id of a KV cache type name (``f16``, ``q8_0``, ``q4_0``)."""
+    try:
+        return _KV_TYPE_IDS[name.lower()]
+    except KeyError:
+        known = ", ".join(sorted(_KV_TYPE_IDS))
+        raise RigfitError(f"unknown KV cache type '{name}' (use one of {known})") from None
+
+
+# ------------------------------------------------------------------------------------------------
+# context and KV cache sizing
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KvCells:
+    """How many cells llama.cpp gives the KV cache for a context (llama-context.cpp, kv-cache-iswa.cpp)."""
+
+    n_ctx: int  # context after padding, all sequences
+    n_ctx_seq: int  # cells per sequence stream (kv_size)
+    n_stream: int  # K/V streams: n_seq_max, or 1 with a unified cache
+    swa_cells: int  # cells per stream of the sliding-window cache (= n_ctx_seq when swa_full)
+    n_ubatch: int  # tokens in the worst-case prompt graph
+    n_outputs: int  # outputs (logits rows) in the worst-case prompt graph
+
+    @property
+    def base_cells_total(self) -> int:
+        return self.n_ctx_seq * self.n_stream
+
+    @property
+    def swa_cells_total(self) -> int:
+        return self.swa_cells * self.n_stream
+
+
+def kv_cells(settings: Settings, n_swa: int = 0) -> KvCells:
+    """Cells of the KV cache(s) and the graph's token count for these settings.
+
+    Follows llama_context's constructor: n_ctx padded to 256, split into n_seq_max streams of
+    n_ctx_seq (each padded to 256) unless the cache is unified; n_batch capped by n_ctx and n_ubatch
+    by n_batch; the sliding-window cache holds ``min(n_ctx_seq, n_swa*(n_seq if unified) + n_ubatch)``
+    cells padded to 256, or the whole context with ``swa_full``.
+    """
+    n_seq = max(1, settings.n_seq_max)
+    n_ctx = pad(settings.ctx, KV_CTX_PAD)
+    if settings.kv_unified:
+        n_ctx_seq = n_ctx
+        n_stream = 1
+    else:
+        n_ctx_seq = pad(n_ctx // n_seq, KV_CTX_PAD)
+        n_ctx = n_ctx_seq * n_seq
+        n_stream = n_seq
+    # llama-cpp-python caps n_batch by the (unpadded) n_ctx, llama.cpp again by the padded one.
+    n_batch = min(settings.ctx, settings.n_batch, n_ctx)
+    n_ubatch = min(n_batch, settings.n_ubatch)
+    n_tokens = min(n_ctx, n_ubatch)
+    n_outputs = min(n_tokens, n_batch)  # n_outputs_max defaults to n_batch
+    if n_swa > 0 and not settings.swa_full:
+        swa = pad(min(n_ctx_seq, n_swa * (n_seq if settings.kv_unified else 1) + n_ubatch), SWA_CACHE_PAD)
+    else:
+        swa = n_ctx_seq
+    return KvCells(n_ctx, n_ctx_seq, n_stream, swa, n_tokens, n_outputs)
+
+
+# ------------------------------------------------------------------------------------------------
+# the per-model profile
+# ------------------------------------------------------------------------------------------------
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True, eq=False)
+class ModelProfile:
+    """Everything about a model the placement needs, precomputed once per :class:`ModelSpec`.
+
+    Byte counts are per buffer type, as the backend allocates them. Per-layer arrays have
+    ``n_layer`` entries (blk index order). For the fit table:
+
+    * weights on the GPUs for the layers ``a..b`` = ``layer_gpu_bytes[a:b].sum()``, plus
+      ``output_gpu_bytes`` on the device holding the output layer, plus ``per_device_gpu_bytes``
+      once per GPU holding a layer;
+    * KV bytes of layer ``l`` for a context = ``kv_k_width[l]`` and ``kv_v_width[l]`` values per cell
+      (see :func:`kv_layer_bytes`), times the cells of :func:`kv_cells`;
+    * compute buffers from :func:`compute_bytes` (vectorised over cell counts).
+    """
+
+    spec: ModelSpec
+    n_layer: int
+    n_embd: int
+    n_vocab: int
+    # weights
+    layer_gpu_bytes: IntArray  # CUDA buffer bytes per layer
+    layer_host_bytes: IntArray  # file bytes per layer (what the mapping holds)
+    layer_cpu_alloc_bytes: IntArray  # allocated CPU buffer bytes per layer (no mmap)
+    layer_max_matmul_gpu_bytes: IntArray  # largest matmul weight per layer, CUDA bytes (op_offload copies)
+    input_host_bytes: int  # token embeddings & other input tensors, file bytes
+    output_gpu_bytes: int  # output layer on a GPU (output_norm + output, or the duplicated token_embd)
+    output_host_bytes: int  # output layer on the host (a tied output reuses token_embd: no extra)
+    output_matmul_gpu_bytes: int  # the output weight alone, CUDA bytes
+    per_device_gpu_bytes: int  # rope factors: one copy per GPU holding a layer
+    per_device_host_bytes: int
+    # KV cache (values per cell)
+    kv_k_width: IntArray  # K values per cell per layer (0: layer has no KV)
+    kv_v_width: IntArray  # V values per cell per layer (0: no V cache, MLA)
+    kv_v_width_max: int  # V width used for every layer when V is transposed (no flash attention)
+    is_swa: BoolArray
+    n_swa: int
+    # compute-buffer dimensions
+    n_ff_eff: IntArray  # FFN intermediate width per token per layer (MoE: used experts + shared)
+    n_head: IntArray
+    n_head_kv: IntArray
+    head_dim_k: int
+    head_dim_v: int
+    uses_mla: bool
+    # host mapping spans for llama.cpp's CPU_Mapped log lines: per file, per layer first/last byte
+    layer_file_lo: IntArray  # (n_files, n_layer) first data byte of the layer's tensors, -1 if none
+    layer_file_hi: IntArray  # (n_files, n_layer) end of the last tensor
+    input_file_lo: IntArray  # (n_files,)
+    input_file_hi: IntArray
+    output_file_lo: IntArray
+    output_file_hi: IntArray
+    has_offsets: bool  # tensor offsets come from a real file
+    tensor_roles: tuple[str, ...] = ()  # tensor_role() of each spec tensor, in spec order
+    tensor_layers: tuple[int, ...] = ()  # blk index of each spec tensor, -1 outside the blocks
+    notes: tuple[str, ...] = ()
+    _extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def n_files(self) -> int:
+        return int(self.layer_file_lo.shape[0])
+
+    @property
+    def weights_total_gpu_bytes(self) -> int:
+        """All weights on one GPU (token embeddings stay on the host)."""
+        return int(self.layer_gpu_bytes.sum()) + self.output_gpu_bytes + self.per_device_gpu_bytes
+
+
+_CACHE_LOCK = threading.Lock()
+# Keyed by id(spec); each entry keeps its spec alive (prof.spec), so an id cannot be reused while
+# cached. Bounded: the whole catalog times every quantization is about 800 specs.
+_PROFILE_CACHE: OrderedDict[int, ModelProfile] = OrderedDict()
+PROFILE_CACHE_SIZE = 4096
+
+
+def profile(spec: ModelSpec) -> ModelProfile:
+    """The placement profile of a model, computed once per spec object and cached.
+
+    Raises :class:`RigfitError` when the spec has no tensors or inconsistent shapes.
+    """
+    key = id(spec)
+    with _CACHE_LOCK:
+        hit = _PROFILE_CACHE.get(key)
+        if hit is not None and hit.spec is spec:
+            _PROFILE_CACHE.move_to_end(key)
+            return hit
+    prof = _build_profile(spec)
+    with _CACHE_LOCK:
+        _PROFILE_CACHE[key] = prof
+        _PROFILE_CACHE.move_to_end(key)
+        while len(_PROFILE_CACHE) > PROFILE_CACHE_SIZE:
+            _PROFILE_CACHE.popitem(last=False)
+    return prof
+
+
+def uses_mla_cache(spec: ModelSpec) -> bool:
+    """True when llama.cpp keeps this model's compressed MLA cache (hparams.is_mla()).
+
+    A GGUF says so with ``attention.key_length_mla``/``value_length_mla``; older DeepSeek GGUFs
+    without them run as plain multi-head attention with a full K and V cache. Specs from a catalog
+    or config.json describe what today's converter writes: MLA whenever ``kv_lora_rank`` is set.
+    """
+    k_mla = int(getattr(spec, "head_dim_k_mla", 0) or 0)
+    v_mla = int(getattr(spec, "head_dim_v_mla", 0) or 0)
+    if k_mla > 0 and v_mla > 0:
+        return True
+    return spec.source != "gguf" and spec.kv_lora_rank > 0
+
+
+def _per_layer(values: Sequence[int], n_layer: int, what: str, default: int | None = None) -> list[int]:
+    if len(values) == n_layer:
+        return [int(v) for v in values]
+    if len(values) == 1:
+        return [int(values[0])] * n_layer
+    if not values and default is not None:
+        return [default] * n_layer
+    raise RigfitError(f"the model lists {len(values)} {what} values for {n_layer} layers")
+
+
+def _build_profile(spec: ModelSpec) -> ModelProfile:
+    n_layer = spec.n_layer
+    if n_layer < 1:
+        raise RigfitError(f"model '{spec.id}' has no layers")
+    if not spec.tensors:
+        raise RigfitError(
+            f"model '{spec.id}' has no tensor list: pick a quantization so its tensor sizes are known"
+        )
+    raw_alignment = spec.metadata.get("general.alignment")
+    alignment = (
+        raw_alignment if isinstance(raw_alignment, int) and raw_alignment > 0 else GGUF_DEFAULT_ALIGNMENT
+    )
+    n_files = max(1, len(spec.paths), 1 + max(t.file_index for t in spec.tensors))
+
+    layer_gpu = np.zeros(n_layer, dtype=np.int64)
+    layer_host = np.zeros(n_layer, dtype=np.int64)
+    layer_cpu = np.zeros(n_layer, dtype=np.int64)
+    layer_max_mm = np.zeros(n_layer, dtype=np.int64)
+    lo = np.full((n_files, n_layer), -1, dtype=np.int64)
+    hi = np.full((n_files, n_layer), -1, dtype=np.int64)
+    in_lo = np.full(n_files, -1, dtype=np.int64)
+    in_hi = np.full(n_files, -1, dtype=np.int64)
+    out_lo = np.full(n_files, -1, dtype=np.int64)
+    out_hi = np.full(n_files, -1, dtype=np.int64)
+
+    def span(lo_arr: IntArray, hi_arr: IntArray, idx: tuple[int, ...], t: TensorInfo, nbytes: int) -> None:
+        start, end = t.offset, t.offset + nbytes
+        lo_arr[idx] = start if lo_arr[idx] < 0 else min(int(lo_arr[idx]), start)
+        hi_arr[idx] = max(int(hi_arr[idx]), end)
+
+    input_host = 0
+    output_gpu = 0
+    output_host = 0
+    output_mm_gpu = 0
+    per_dev_gpu = 0
+    per_dev_host = 0
+    token_embd: TensorInfo | None = None
+    has_output_weight = False
+    roles: list[str] = []
+    layer_of: list[int] = []
+    offsets = [t.offset for t in spec.tensors]
+    has_offsets = spec.source == "gguf" and len(set(offsets)) == len(offsets)
+    for t in spec.tensors:
+        nbytes = tensor_bytes(t)
+        fbytes = pad(nbytes, alignment)
+        role = tensor_role(t)
+        roles.append(role)
+        layer_of.append(t.layer if role == ROLE_LAYER and t.layer is not None else -1)
+        fi = min(t.file_index, n_files - 1)
+        if role == ROLE_LAYER:
+            il = t.layer
+            assert il is not None
+            if il >= n_layer:
+                raise RigfitError(f"tensor '{t.name}' names layer {il}, but the model has {n_layer} layers")
+            g = cuda_tensor_bytes(t)
+            layer_gpu[il] += g
+            layer_host[il] += fbytes
+            layer_cpu[il] += pad(nbytes, CPU_ALIGNMENT)
+            if is_matmul_weight(t):
+                layer_max_mm[il] = max(int(layer_max_mm[il]), g)
+            span(lo, hi, (fi, il), t, nbytes)
+        elif role == ROLE_OUTPUT:
+            output_gpu += cuda_tensor_bytes(t)
+            output_host += fbytes
+            if t.name == "output.weight":
+                has_output_weight = True
+                output_mm_gpu = cuda_tensor_bytes(t)
+            span(out_lo, out_hi, (fi,), t, nbytes)
+        elif role == ROLE_PER_DEVICE:
+            per_dev_gpu += cuda_tensor_bytes(t)
+            per_dev_host += fbytes
+        else:
+            input_host += fbytes
+            if t.name == "token_embd.weight":
+                token_embd = t
+            span(in_lo, in_hi, (fi,), t, nbytes)
+    notes: list[str] = []
+    if not has_output_weight and token_embd is not None:
+        # llama.cpp creates the output from token_embd with TENSOR_DUPLICATED: a copy on the output
+        # device (llama-model-loader.cpp create_tensor); on the host it reuses the mapped tensor.
+        output_mm_gpu = cuda_tensor_bytes(token_embd)
+        output_gpu += output_mm_gpu
+        notes.append("tied embeddings: the output layer is a copy of token_embd on its device")
+
+    n_head = np.array(_per_layer(spec.n_head, n_layer, "head-count"), dtype=np.int64)
+    n_head_kv = np.array(_per_layer(spec.n_head_kv, n_layer, "KV head-count"), dtype=np.int64)
+    n_ff = np.array(_per_layer(spec.n_ff, n_layer, "feed-forward", default=0), dtype=np.int64)
+    is_swa = np.array(
+        [bool(spec.swa_layers[i]) if i < len(spec.swa_layers) else False for i in range(n_layer)],
+        dtype=np.bool_,
+    )
+    mla = uses_mla_cache(spec)
+    if mla:
+        # MLA caches one compressed latent plus the rope part per token, and no V (has_v = !is_mla).
+        width = spec.kv_lora_rank + spec.qk_rope_head_dim if spec.kv_lora_rank else spec.head_dim_k
+        k_width = np.full(n_layer, width, dtype=np.int64)
+        v_width = np.zeros(n_layer, dtype=np.int64)
+    else:
+        k_width = n_head_kv * spec.head_dim_k
+        v_width = n_head_kv * spec.head_dim_v
+    # Layers without KV heads have no cache, nor do trailing NextN (MTP) layers in normal generation
+    # (the KV filter keeps il < n_layer()).
+    n_nextn = int(getattr(spec, "n_layer_nextn", 0) or 0)
+    has_kv = (n_head_kv > 0) & (np.arange(n_layer) < n_layer - n_nextn)
+    k_width = np.where(has_kv, k_width, 0)
+    v_width = np.where(has_kv, v_width, 0)
+
+    ff_eff = n_ff.copy()
+    if spec.is_moe:
+        moe_ff = spec.n_ff_expert * max(1, spec.n_expert_used) + spec.n_ff_shared_expert * max(
+            1, spec.n_expert_shared
+        )
+        for il in range(n_layer):
+            if il >= spec.n_layer_dense_lead:
+                ff_eff[il] = max(moe_ff, 0) or int(n_ff[il])
+    if int(ff_eff.max()) <= 0:
+        ff_eff[:] = 4 * spec.n_embd
+
+    return ModelProfile(
+        spec=spec,
+        n_layer=n_layer,
+        n_embd=spec.n_embd,
+        n_vocab=spec.n_vocab,
+        layer_gpu_bytes=layer_gpu,
+        layer_host_bytes=layer_host,
+        layer_cpu_alloc_bytes=layer_cpu,
+        layer_max_matmul_gpu_bytes=layer_max_mm,
+        input_host_bytes=input_host,
+        output_gpu_bytes=output_gpu,
+        output_host_bytes=output_host,
+        output_matmul_gpu_bytes=output_mm_gpu,
+        per_device_gpu_bytes=per_dev_gpu,
+        per_device_host_bytes=per_dev_host,
+        kv_k_width=k_width.astype(np.int64),
+        kv_v_width=v_width.astype(np.int64),
+        kv_v_width_max=int(v_width.max()) if n_layer else 0,
+        is_swa=is_swa,
+        n_swa=spec.sliding_window if bool(is_swa.any()) else 0,
+        n_ff_eff=ff_eff,
+        n_head=n_head,
+        n_head_kv=n_head_kv,
+        head_dim_k=spec.head_dim_k,
+        head_dim_v=spec.head_dim_v,
+        uses_mla=mla,
+        layer_file_lo=lo,
+        layer_file_hi=hi,
+        input_file_lo=in_lo,
+        input_file_hi=in_hi,
+        output_file_lo=out_lo,
+        output_file_hi=out_hi,
+        has_offsets=has_offsets,
+        tensor_roles=tuple(roles),
+        tensor_layers=tuple(layer_of),
+        notes=tuple(notes),
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# KV cache bytes
+# ------------------------------------------------------------------------------------------------
+
+
+def kv_row_bytes(type_name: str, width: IntArray) -> IntArray:
+    """Bytes of one cell's row of ``width`` values per layer in a KV type (ggml_row_size)."""
+    block, size = _quant(kv_type_id(type_name))
+    if np.any(width % block):
+        raise RigfitError(
+            f"the KV cache type {type_name} needs rows that are a whole number of {block}-value blocks; "
+            f"this model's K/V rows are {sorted({int(w) for w in width})} values"
+        )
+    return (width // block * size).astype(np.int64)
+
+
+def kv_layer_bytes(prof: ModelProfile, settings: Settings, cells: KvCells) -> tuple[IntArray, IntArray]:
+    """K and V cache bytes per layer: ``(k_bytes, v_bytes)`` for the cells of each layer's cache.
+
+    Without flash attention V is stored transposed and every layer's V row is the widest one
+    (llama-kv-cache.cpp, [TAG_V_CACHE_VARIABLE]).
+    """
+    cells_per_layer = np.where(prof.is_swa, cells.swa_cells_total, cells.base_cells_total).astype(np.int64)
+    k_row = kv_row_bytes(settings.type_k, prof.kv_k_width)
+    v_width = prof.kv_v_width
+    if not settings.flash_attn and not prof.uses_mla:
+        v_width = np.where(prof.kv_v_width > 0, prof.kv_v_width_max, 0).astype(np.int64)
+    v_row = kv_row_bytes(settings.type_v, v_width)
+    return k_row * cells_per_layer, v_row * cells_per_layer
+
+
+# ------------------------------------------------------------------------------------------------
+# compute buffers
+# ------------------------------------------------------------------------------------------------
+
+BACKEND_CUDA = "cuda"
+BACKEND_CPU = "cpu"
+
+
+@dataclass(frozen=True)
+class ComputeRole:
+    """What one backend's share of the prompt graph contains, for :func:`compute_bytes`."""
+
+    backend: str  # BACKEND_CUDA or BACKEND_CPU
+    layers: tuple[int, ...] = ()  # repeating layers whose FFN and attention run here
+    attention_layers: tuple[int, ...] = ()  # layers whose attention runs here (KV lives here)
+    output: bool = False  # the output layer (logits) runs here
+    share: float = 1.0  # tensor parallelism: fraction of heads/FFN/vocab computed here
+    copies: int = 1  # pipeline-parallel input copies (GGML_SCHED_MAX_COPIES) or 1
+    host_inputs: bool = False  # CUDA_Host: the CPU side of a GPU run (inputs, token rows)
+    offload_weight_bytes: int = 0  # largest host weight copied here by op_offload (0: none)
+    offload_kv_row_bytes: int = 0  # per cell: largest host layer's K+V copied here for its attention
+    offload_output: bool = False  # the host-resident output weight is offloaded here
+
+
+def cuda_flash_attn_supported(head_dim_k: int, head_dim_v: int, gqa_ratio: int) -> bool:
+    """Whether CUDA's flash-attention kernels take these head sizes (fattn.cu get_best_fattn_kernel).
+
+    When they do not, llama.cpp runs the FLASH_ATTN_EXT node on the CPU and copies Q, K and V over.
+    """
+    if head_dim_k == head_dim_v and head_dim_k in (40, 64, 72, 80, 96, 112, 128, 256, 512):
+        return True
+    if (head_dim_k, head_dim_v) == (192, 128):
+        return gqa_ratio % 8 == 0
+    if (head_dim_k, head_dim_v) == (320, 256):
+        return gqa_ratio % 32 == 0
+    return (head_dim_k, head_dim_v) == (576, 512)
+
+
+def _rotation_input_bytes(prof: ModelProfile, settings: Settings) -> float:
+    # A quantized K/V cache rotates heads with Hadamard matrices (64x64 up to the head size), passed
+    # to the graph as f32 inputs (llama-kv-cache.cpp attn_rot_k/attn_rot_v).
+    rot_k = settings.type_k != "f16" and prof.head_dim_k % 64 == 0
+    rot_v = settings.type_v != "f16" and prof.head_dim_v % 64 == 0 and not prof.uses_mla
+    if not (rot_k or rot_v):
+        return 0.0
+    top = max(prof.head_dim_k if rot_k else 0, prof.head_dim_v if rot_v else 0)
+    total = 0
+    n = 64
+    while n <= top:
+        total += n * n * 4
+        n *= 2
+    return float(total)
+
+
+def compute_bytes(prof: ModelProfile, settings: Settings, cells: KvCells, role: ComputeRole) -> float:
+    """Modelled compute-buffer bytes of one backend (see the ``COMPUTE_*`` constants for the phases)."""
+    base = np.array([cells.n_ctx_seq], dtype=np.float64)
+    swa = np.array([cells.swa_cells], dtype=np.float64)
+    return float(compute_bytes_cells(prof, settings, cells.n_ubatch, cells.n_outputs, base, swa, role)[0])
+
+
+def compute_bytes_cells(
+    prof: ModelProfile,
+    settings: Settings,
+    n_ubatch: int,
+    n_outputs: int,
+    base_cells: FloatArray,
+    swa_cells: FloatArray,
+    role: ComputeRole,
+) -> FloatArray:
+    """:func:`compute_bytes` vectorised over contexts: one value per entry of ``base_cells``.
+
+    ``base_cells`` / ``swa_cells`` are the cells per stream of the full and sliding-window caches
+    (``KvCells.n_ctx_seq`` / ``KvCells.swa_cells``) for each context.
+    """
+    t = n_ubatch
+    fa = settings.flash_attn
+    e = prof.n_embd * t * 4.0
+    mask_bytes_per_cell = t * (2 if fa else 4)
+    masks = np.zeros_like(base_cells, dtype=np.float64)
+    if bool((~prof.is_swa).any()):
+        masks = masks + base_cells * mask_bytes_per_cell
+    if bool(prof.is_swa.any()):
+        masks = masks + swa_cells * mask_bytes_per_cell
+    n_kv = base_cells.astype(np.float64)
+    # Graph inputs: tokens, positions, output ids (i32), K and V cache row indices (i64; without
+    # flash attention V is stored transposed and gets one index per value).
+    v_idx = t * 8.0 * (prof.kv_v_width_max if not fa and prof.kv_v_width_max else 1)
+    inputs = t * (4 + 4 + 4 + 8) + v_idx
+    small = INPUT_BYTES_PER_TOKEN * t
+    logits = prof.n_vocab * n_outputs * 4.0 * role.share
+    rot = _rotation_input_bytes(prof, settings)
+    attn = np.array(role.attention_layers, dtype=np.int64)
+    if attn.size:
+        n_head = float(prof.n_head[attn].max())
+        n_head_kv = max(1.0, float(prof.n_head_kv[attn].max()))
+        q = n_head * prof.head_dim_k * t * 4.0 * role.share
+        kvd = float(prof.kv_k_width[attn].max()) * t * 4.0 * role.share
+        k_view = n_kv * float(prof.kv_k_width[attn].max()) * 2.0 * role.share
+        v_view = n_kv * float(prof.kv_v_width[attn].max()) * 2.0 * role.share
+        fa_on_gpu = cuda_flash_attn_supported(
+            prof.head_dim_k, prof.head_dim_v if not prof.uses_mla else 512, int(n_head // n_head_kv)
+        )
+    else:
+        n_head = q = kvd = 0.0
+        k_view = v_view = np.zeros_like(n_kv)
+        fa_on_gpu = True
+
+    if role.host_inputs:
+        host = role.copies * (masks + inputs) + COMPUTE_HOST_E * e + rot
+        if fa and not fa_on_gpu:
+            # The CPU runs every layer's flash attention: Q and f16 views of K and V come over.
+            host = host + q + k_view + v_view
+        return np.asarray(host, dtype=np.float64)
+
+    phases: list[FloatArray | float] = []
+    if role.layers:
+        layers = np.array(role.layers, dtype=np.int64)
+        f = float(prof.n_ff_eff[layers].max()) * t * 4.0 * role.share
+        if role.backend == BACKEND_CUDA:
+            phases.append(3 * f + COMPUTE_CUDA_FFN_E * e + masks + LAYER_INPUT_BYTES_PER_TOKEN * t)
+        else:
+            k = COMPUTE_CPU_FFN_E_FA if fa else COMPUTE_CPU_FFN_E_NOFA
+            phases.append(3 * f + k * e + masks + small)
+    if attn.size:
+        if role.backend == BACKEND_CUDA:
+            if fa and fa_on_gpu:
+                value = masks + COMPUTE_CUDA_ATTN_E_FA * e + 2 * q + rot
+                if settings.type_k != "f16" or settings.type_v != "f16":
+                    # The CUDA MMA/tile kernels convert a quantized K/V to f16 in scratch space that
+                    # is part of the FLASH_ATTN_EXT node's alloc size (fattn.cu get_alloc_size).
+                    value += k_view + v_view
+                phases.append(value + LAYER_INPUT_BYTES_PER_TOKEN * t)
+            elif not fa:
+                kq = n_kv * t * n_head * 4.0
+                phases.append(
+                    kq + masks + COMPUTE_CUDA_ATTN_E_NOFA * e + 2 * kvd + LAYER_INPUT_BYTES_PER_TOKEN * t
+                )
+        elif fa:
+            phases.append(masks + COMPUTE_ATTN_E_FA * e + 2 * q + 2 * kvd + small)
+        else:
+            kq = n_kv * t * n_head * 4.0
+            phases.append(kq + masks + COMPUTE_ATTN_E_NOFA * e + 2 * kvd)
+    if role.output:
+        if role.backend == BACKEND_CUDA:
+            phases.append(logits + COMPUTE_CUDA_OUT_E * e)
+        elif fa:
+            phases.append(logits + COMPUTE_CPU_OUT_E_FA * e + small)
+        else:
+            phases.append(logits + COMPUTE_CPU_OUT_E_NOFA * e + small)
+    if role.offload_weight_bytes > 0:
+        # op_offload: a host layer's matmul runs here on a copy of its weight (one weight per split).
+        f_all = float(prof.n_ff_eff.max()) * t * 4.0
+        phases.append(role.offload_weight_bytes + COMPUTE_OFFLOAD_F * f_all + COMPUTE_OFFLOAD_E * e + masks)
+    if role.offload_kv_row_bytes > 0:
+        # ... and its flash attention on copies of that layer's K and V cache (converted to f16 when
+        # quantized, as for GPU layers).
+        q_all = float(prof.n_head.max()) * prof.head_dim_k * t * 4.0
+        kv_copy = role.offload_kv_row_bytes * base_cells
+        if settings.type_k != "f16" or settings.type_v != "f16":
+            kv_copy = kv_copy + base_cells * float(prof.kv_k_width.max() + prof.kv_v_width.max()) * 2.0
+        phases.append(kv_copy + masks + COMPUTE_CUDA_ATTN_E_FA * e + 2 * q_all)
+    if role.offload_output:
+        phases.append(prof.output_matmul_gpu_bytes + logits + e)
+    if not phases:
+        return np.zeros_like(masks)
+    value = np.zeros_like(masks)
+    for phase in phases:
+        value = np.maximum(value, phase)
+    if role.copies > 1:
+        # Pipeline parallelism keeps every split input in n_copies copies that are never freed
+        # (ggml-backend.cpp, ggml_backend_sched_split_graph): masks and the incoming activations.
+        value = value + (role.copies - 1) * masks + role.copies * 2 * e
+    return value
+
+
+def output_buffer_bytes(prof: ModelProfile, settings: Settings) -> int:
+    """The logits buffer llama_context reserves at start: n_vocab floats per sequence."""
+    return prof.n_vocab * max(1, settings.n_seq_max) * 4
+
+
+# ------------------------------------------------------------------------------------------------
+# host mapping span (for llama.cpp's CPU_Mapped log lines)
+# ------------------------------------------------------------------------------------------------
+
+
+def mapped_span_bytes(
+    prof: ModelProfile, host_layers: Sequence[int], output_on_host: bool, exclude_layers_bytes: bool = False
+) -> int:
+    """What llama.cpp logs as ``CPU_Mapped model buffer size``: per file, last minus first host byte.
+
+    ``host_layers`` are the repeating layers kept on the host; token embeddings always are. Without
+    real file offsets (catalog and config specs) it is the sum of the host tensors' file sizes.
+    """
+    if not prof.has_offsets:
+        total = prof.input_host_bytes + int(prof.layer_host_bytes[list(host_layers)].sum())
+        if output_on_host:
+            total += prof.output_host_bytes
+        return total
+    total = 0
+    idx = np.array(list(host_layers), dtype=np.int64)
+    for fi in range(prof.n_files):
+        los = [int(prof.input_file_lo[fi])]
+        his = [int(prof.input_file_hi[fi])]
+        if idx.size:
+            los += [int(v) for v in prof.layer_file_lo[fi, idx]]
+            his += [int(v) for v in prof.layer_file_hi[fi, idx]]
+        if output_on_host:
+            los.append(int(prof.output_file_lo[fi]))
+            his.append(int(prof.output_file_hi[fi]))
+        los = [v for v in los if v >= 0]
+        his = [v for v in his if v >= 0]
+        if los and his:
+            total += max(his) - min(los)
+    return total
+
+
+def bytes_to_mib(n: float) -> float:
+    """Bytes to MiB."""
+    return float(n) / MIB
+
+
+def mib_to_bytes(n: float) -> float:
+    """MiB to bytes."""
+    return float(n) * MIB
+
+
+def is_finite(x: float) -> bool:
+    return math.isfinite(x)
