@@ -84,12 +84,17 @@ class NvLink:
     version: int | None = None
     peers: tuple[NvLinkPeer, ...] = ()
     supported: bool | None = None
+    # Per-link, per-direction GB/s when known (GeForce/workstation bridges use narrower links than
+    # datacenter parts of the same NVLink version: an RTX 3090 bridge is 4 x 14.0625 GB/s).
+    link_gbps: float | None = None
 
     @property
     def bandwidth_gbps(self) -> float:
         """Per-direction NVLink bandwidth of all active links, in GB/s (0 without NVLink)."""
         if self.links <= 0:
             return 0.0
+        if self.link_gbps is not None:
+            return self.links * self.link_gbps
         return self.links * NVLINK_LINK_GBPS.get(self.version or 3, 25.0)
 
 
@@ -117,6 +122,7 @@ class Gpu:
     overhead_mib: float | None = None  # memory the allocator does not see; None: planner default
     planned: bool = False
     catalog_id: str | None = None
+    temperature_c: float | None = None  # at detection time
 
     @property
     def vram_usable_mib(self) -> float:
@@ -161,6 +167,10 @@ class Rig:
     status: str = ""
     other_gpus: tuple[Gpu, ...] = ()
     machines: int = 1
+    # Machine-readable twin of ``status``: "ok", "no-nvml", "no-library", "no-driver", "no-gpus",
+    # "gpu-lost", "nvml-error" for detected rigs; "planned" for planned ones.
+    status_code: str = ""
+    notes: tuple[str, ...] = ()  # details worth showing: a lost GPU, a field the driver would not report
 
     @property
     def n_gpus(self) -> int:

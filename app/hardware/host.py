@@ -1,0 +1,53 @@
+"""The host computer: CPU model and cores, RAM total and available (psutil).
+
+The planner needs these for layers and buffers left in system memory. Nothing here raises: a field
+that cannot be read is ``None``.
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+from app.core.rig import Host
+
+_MIB = 2**20
+
+
+def cpu_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+    """The CPU's marketing name: ``model name`` from /proc/cpuinfo on Linux, else what platform says."""
+    try:
+        with cpuinfo.open(encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                # "model name" on x86; "Model"/"Hardware" name the board on ARM, "cpu" on POWER.
+                if key.strip().lower() in ("model name", "cpu model") and value.strip():
+                    return " ".join(value.split())
+    except OSError:
+        pass
+    name = platform.processor() or platform.machine()
+    return name or None
+
+
+def detect_host() -> Host:
+    """This computer's CPU and RAM."""
+    import psutil
+
+    try:
+        physical = psutil.cpu_count(logical=False)
+        logical = psutil.cpu_count(logical=True)
+    except Exception:  # psutil raises platform-specific errors; a count is optional
+        physical = logical = None
+    try:
+        memory = psutil.virtual_memory()
+        total_mib: float | None = memory.total / _MIB
+        available_mib: float | None = memory.available / _MIB
+    except Exception:
+        total_mib = available_mib = None
+    return Host(
+        cpu_name=cpu_name(),
+        cores_physical=physical,
+        cores_logical=logical,
+        ram_total_mib=total_mib,
+        ram_available_mib=available_mib,
+    )
