@@ -1,0 +1,156 @@
+"""``rigfit bench``: prompt and generation speed per split configuration, like llama-bench.
+
+For each ``mode[:ratios]`` of ``--configs`` the model is loaded in the worker, warmed up, then run
+``--repeat`` times: ``--pp`` random tokens decoded as one batch (prompt processing), then ``--tg``
+single-token decodes (generation), timed by llama.cpp's own counters. A config the rig cannot run is
+reported as such; one that fails to load or crashes the worker is reported and the next one runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.commands.run import CPU_NOTE, add_model_arguments, settings_from_args, start_worker
+from app.core.errors import RigfitError
+from app.runner import protocol as P
+from app.runner.options import BenchConfig, parse_configs, resolve_model, unsupported_reason
+
+STATUS_OK = "ok"
+STATUS_UNSUPPORTED = "unsupported"
+STATUS_FAILED = "failed"
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser("bench", help="prompt and generation tok/s per split configuration")
+    add_model_arguments(p, ctx_default=None)
+    p.add_argument(
+        "--configs",
+        default="layer",
+        metavar="MODE[:R1,R2];...",
+        help="split configurations, e.g. 'layer:1,1;layer:3,1;row:1,1' (default: layer, llama.cpp's own split)",
+    )
+    p.add_argument("--pp", type=int, default=512, metavar="N", help="prompt tokens per run (0: skip)")
+    p.add_argument("--tg", type=int, default=128, metavar="N", help="generated tokens per run (0: skip)")
+    p.add_argument("--repeat", type=int, default=3, metavar="N", help="runs per configuration")
+    p.add_argument("--json", action="store_true", help="one JSON object per configuration on stdout")
+
+
+@dataclass
+class ConfigResult:
+    config: BenchConfig
+    status: str = STATUS_OK
+    reason: str | None = None
+    pp_tok_s: list[float] = field(default_factory=list)
+    tg_tok_s: list[float] = field(default_factory=list)
+
+    def to_message(self, pp: int, tg: int, repeat: int) -> dict[str, Any]:
+        return {
+            "type": "bench",
+            "config": self.config.text,
+            "split_mode": self.config.split_mode,
+            "tensor_split": list(self.config.tensor_split) if self.config.tensor_split is not None else None,
+            "status": self.status,
+            "reason": self.reason,
+            "pp": pp,
+            "tg": tg,
+            "repeat": repeat,
+            "pp_tok_s_mean": mean(self.pp_tok_s),
+            "pp_tok_s_sd": spread(self.pp_tok_s),
+            "pp_tok_s_runs": self.pp_tok_s,
+            "tg_tok_s_mean": mean(self.tg_tok_s),
+            "tg_tok_s_sd": spread(self.tg_tok_s),
+            "tg_tok_s_runs": self.tg_tok_s,
+        }
+
+
+def mean(values: list[float]) -> float | None:
+    return round(statistics.fmean(values), 2) if values else None
+
+
+def spread(values: list[float]) -> float | None:
+    """Sample standard deviation, as llama-bench prints after ±; 0 for a single run."""
+    if not values:
+        return None
+    return round(statistics.stdev(values), 2) if len(values) > 1 else 0.0
+
+
+def _cell(values: list[float]) -> str:
+    m, s = mean(values), spread(values)
+    return "-" if m is None else f"{m:.2f} ± {s:.2f}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from app.runner.client import RunnerClient
+
+    path = resolve_model(args.model)
+    configs = parse_configs(args.configs)
+    if args.pp < 0 or args.tg < 0 or args.pp == 1:
+        raise RigfitError("--pp must be 0 or at least 2, --tg 0 or more")
+    if args.pp == 0 and args.tg == 0:
+        raise RigfitError("nothing to measure: --pp and --tg are both 0")
+    if args.repeat < 1:
+        raise RigfitError("--repeat must be at least 1")
+    if args.ctx is None:
+        args.ctx = max(args.pp + args.tg, 16)  # as llama-bench: the context holds one run
+    if args.ctx < max(args.pp, args.tg + 1):
+        raise RigfitError(f"--ctx {args.ctx} is too small for --pp {args.pp} and --tg {args.tg}")
+
+    client = RunnerClient()
+    try:
+        ready = start_worker(client)
+        n_gpus = len(ready.gpus)
+        if n_gpus == 0:
+            print(CPU_NOTE, file=sys.stderr, flush=True)
+        results: list[ConfigResult] = []
+        if not args.json:
+            print(
+                f"{'config':<24} {'pp' + str(args.pp) + ' tok/s':>20} {'tg' + str(args.tg) + ' tok/s':>20}",
+                flush=True,
+            )
+        for config in configs:
+            result = _bench_config(client, args, str(path), config, n_gpus)
+            results.append(result)
+            if args.json:
+                print(json.dumps(result.to_message(args.pp, args.tg, args.repeat)), flush=True)
+            elif result.status == STATUS_OK:
+                pp_cell = _cell(result.pp_tok_s) if args.pp else "-"
+                tg_cell = _cell(result.tg_tok_s) if args.tg else "-"
+                print(f"{config.text:<24} {pp_cell:>20} {tg_cell:>20}", flush=True)
+            else:
+                word = "cannot run" if result.status == STATUS_UNSUPPORTED else "failed"
+                print(f"{config.text:<24} {word}: {result.reason}", flush=True)
+    finally:
+        client.close()
+    return 0 if any(r.status == STATUS_OK for r in results) else 1
+
+
+def _bench_config(
+    client: Any, args: argparse.Namespace, model_path: str, config: BenchConfig, n_gpus: int
+) -> ConfigResult:
+    result = ConfigResult(config)
+    reason = unsupported_reason(config.split_mode, config.tensor_split, args.main_gpu, n_gpus)
+    if reason:
+        result.status, result.reason = STATUS_UNSUPPORTED, reason
+        return result
+    settings = settings_from_args(args, config.split_mode, config.tensor_split)
+    load = P.LoadSettings.from_settings(model_path, settings, n_threads=args.threads)
+    try:
+        client.load_sync(load)
+        # One short untimed run first, as llama-bench does: the first decode of each shape pays for
+        # allocation and thread start-up.
+        client.bench_sync(min(args.pp, 32) if args.pp else 0, min(args.tg, 2))
+        for i in range(args.repeat):
+            event = client.bench_sync(args.pp, args.tg, seed=1234 + i)
+            if event.pp_tok_s is not None:
+                result.pp_tok_s.append(event.pp_tok_s)
+            if event.tg_tok_s is not None:
+                result.tg_tok_s.append(event.tg_tok_s)
+        client.unload_sync()
+    except P.RunnerError as exc:
+        result.status, result.reason = STATUS_FAILED, exc.event.message
+    return result

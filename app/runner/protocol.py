@@ -1,0 +1,485 @@
+"""The worker protocol: requests the parent sends, events the worker answers with (docs/protocol.md).
+
+One JSON object per line, UTF-8. Requests go to the worker's stdin; events come back on a private
+copy of the worker's original stdout, which llama.cpp's own C-level writes cannot reach (the worker
+points fd 1 at stderr before it imports llama_cpp). Everything here is plain data: no llama_cpp, no
+Qt, so the parent, the GUI adapter and the tests share it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from app.core.errors import RigfitError
+from app.core.settings import KV_TYPES, SPLIT_MODES, Settings
+from app.runner.logparse import BufferSize
+
+PROTOCOL_VERSION = 1
+LOG_TAIL_LINES = 50
+# The test-only "abort" request is honoured only when the worker's environment sets this to "1".
+TEST_SWITCH_ENV = "RIGFIT_WORKER_TEST"
+
+# Requests (parent → worker)
+REQ_LOAD = "load"
+REQ_CHAT = "chat"
+REQ_BENCH = "bench"
+REQ_STOP = "stop"
+REQ_UNLOAD = "unload"
+REQ_SHUTDOWN = "shutdown"
+REQ_ABORT = "abort"
+REQUESTS: tuple[str, ...] = (REQ_LOAD, REQ_CHAT, REQ_BENCH, REQ_STOP, REQ_UNLOAD, REQ_SHUTDOWN, REQ_ABORT)
+
+# Error kinds
+ERR_BAD_REQUEST = "bad_request"
+ERR_BAD_MODEL = "bad_model"  # missing file, not a GGUF, truncated, unsupported architecture
+ERR_LOAD_FAILED = "load_failed"  # llama.cpp refused the model with these settings (e.g. out of memory)
+ERR_CONTEXT_FAILED = "context_failed"  # the model loaded but the context could not be allocated
+ERR_CANCELLED = "cancelled"  # a load stopped by a stop request
+ERR_NOT_LOADED = "not_loaded"
+ERR_GENERATION = "generation_failed"
+ERR_CRASHED = "crashed"  # made by the client: the worker process died
+ERR_START_FAILED = "start_failed"  # made by the client: the worker did not come up
+
+
+class RunnerError(RigfitError):
+    """The model process reported an error or stopped; ``event`` holds the details and the log tail."""
+
+    def __init__(self, event: ErrorEvent) -> None:
+        super().__init__(event.message)
+        self.event = event
+
+
+def encode(message: Mapping[str, Any]) -> bytes:
+    """One message as a protocol line (compact JSON + newline; never contains a raw newline)."""
+    return (json.dumps(message, ensure_ascii=False, separators=(",", ":"), allow_nan=False) + "\n").encode()
+
+
+def decode(line: bytes | str) -> dict[str, Any]:
+    """A protocol line back into a message; raises ValueError for anything that is not a JSON object."""
+    message = json.loads(line)
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        raise ValueError("a protocol message is a JSON object with a string 'type'")
+    return message
+
+
+# ---------------------------------------------------------------------------------------------------
+# Request payloads
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    """Everything the worker needs to load a model, in llama.cpp's terms.
+
+    ``tensor_split`` is ``None`` for llama.cpp's default split; ``n_gpu_layers`` of ``-1`` offloads
+    every layer; ``n_threads`` of ``None`` uses the machine's physical cores; ``seed`` is the default
+    for chats that give none.
+    """
+
+    model_path: str
+    split_mode: str = "layer"
+    tensor_split: tuple[float, ...] | None = None
+    main_gpu: int = 0
+    n_gpu_layers: int = -1
+    n_ctx: int = 4096
+    n_batch: int = 512
+    n_ubatch: int = 512
+    flash_attn: bool = True
+    type_k: str = "f16"
+    type_v: str = "f16"
+    n_threads: int | None = None
+    seed: int | None = None
+    offload_kqv: bool = True
+
+    @classmethod
+    def from_settings(
+        cls, model_path: str, settings: Settings, *, n_threads: int | None = None, seed: int | None = None
+    ) -> LoadSettings:
+        """The worker's load settings for the planner's :class:`Settings` (the same run the plan describes)."""
+        return cls(
+            model_path=model_path,
+            split_mode=settings.split_mode,
+            tensor_split=settings.tensor_split,
+            main_gpu=settings.main_gpu,
+            n_gpu_layers=settings.n_gpu_layers,
+            n_ctx=settings.ctx,
+            n_batch=settings.n_batch,
+            n_ubatch=settings.n_ubatch,
+            flash_attn=settings.flash_attn,
+            type_k=settings.type_k,
+            type_v=settings.type_v,
+            n_threads=n_threads,
+            seed=seed,
+            offload_kqv=settings.offload_kqv,
+        )
+
+    def validate(self) -> None:
+        """Raise :class:`RigfitError` for values llama.cpp would reject or misread."""
+        if not self.model_path:
+            raise RigfitError("no model file given")
+        if self.split_mode not in SPLIT_MODES:
+            raise RigfitError(f"unknown split mode '{self.split_mode}' (use one of {', '.join(SPLIT_MODES)})")
+        if self.tensor_split is not None:
+            if not self.tensor_split:
+                raise RigfitError("the split needs at least one ratio")
+            for ratio in self.tensor_split:
+                if not math.isfinite(ratio) or ratio < 0:
+                    raise RigfitError(f"split ratios must be zero or positive numbers, got {ratio:g}")
+            if sum(self.tensor_split) <= 0:
+                raise RigfitError("at least one split ratio must be above zero")
+        if self.main_gpu < 0:
+            raise RigfitError(f"the main GPU must be 0 or more, got {self.main_gpu}")
+        if self.n_gpu_layers < -1:
+            raise RigfitError(f"the number of GPU layers must be -1 (all) or more, got {self.n_gpu_layers}")
+        if self.n_ctx < 1:
+            raise RigfitError(f"the context must be at least 1 token, got {self.n_ctx}")
+        if self.n_batch < 1 or self.n_ubatch < 1:
+            raise RigfitError("the batch and micro-batch sizes must be at least 1")
+        for name, kv in (("K", self.type_k), ("V", self.type_v)):
+            if kv not in KV_TYPES:
+                raise RigfitError(f"unknown {name} cache type '{kv}' (use one of {', '.join(KV_TYPES)})")
+        if self.n_threads is not None and self.n_threads < 1:
+            raise RigfitError(f"the number of threads must be at least 1, got {self.n_threads}")
+
+    def to_message(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["tensor_split"] = list(self.tensor_split) if self.tensor_split is not None else None
+        return data
+
+    @classmethod
+    def from_message(cls, data: Mapping[str, Any]) -> LoadSettings:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise RigfitError(f"unknown load setting(s): {', '.join(unknown)}")
+        values = dict(data)
+        split = values.get("tensor_split")
+        if split is not None:
+            values["tensor_split"] = tuple(float(x) for x in split)
+        try:
+            settings = cls(**values)
+        except TypeError as exc:
+            raise RigfitError(f"bad load settings: {exc}") from None
+        return settings
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """One chat turn: the whole conversation so far and the sampling knobs.
+
+    ``temperature`` of 0 samples greedily. ``ignore_eos`` keeps generating past the end-of-turn token
+    (benchmarks need a fixed token count).
+    """
+
+    messages: tuple[ChatMessage, ...]
+    temperature: float = 0.8
+    top_p: float = 0.95
+    max_tokens: int = 256
+    seed: int | None = None
+    ignore_eos: bool = False
+
+    def validate(self) -> None:
+        if not self.messages:
+            raise RigfitError("a chat needs at least one message")
+        if self.max_tokens < 1:
+            raise RigfitError(f"max tokens must be at least 1, got {self.max_tokens}")
+        if not math.isfinite(self.temperature) or self.temperature < 0:
+            raise RigfitError(f"the temperature must be 0 or more, got {self.temperature:g}")
+        if not (0 < self.top_p <= 1):
+            raise RigfitError(f"top-p must be above 0 and at most 1, got {self.top_p:g}")
+
+    def to_message(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["messages"] = [{"role": m.role, "content": m.content} for m in self.messages]
+        return data
+
+    @classmethod
+    def from_message(cls, data: Mapping[str, Any]) -> ChatRequest:
+        raw = data.get("messages")
+        if not isinstance(raw, list):
+            raise RigfitError("a chat request needs a list of messages")
+        messages = []
+        for m in raw:
+            if (
+                not isinstance(m, dict)
+                or not isinstance(m.get("role"), str)
+                or not isinstance(m.get("content"), str)
+            ):
+                raise RigfitError("each chat message needs a string 'role' and 'content'")
+            messages.append(ChatMessage(role=m["role"], content=m["content"]))
+        return cls(
+            messages=tuple(messages),
+            temperature=float(data.get("temperature", 0.8)),
+            top_p=float(data.get("top_p", 0.95)),
+            max_tokens=int(data.get("max_tokens", 256)),
+            seed=None if data.get("seed") is None else int(data["seed"]),
+            ignore_eos=bool(data.get("ignore_eos", False)),
+        )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Events (worker → parent)
+
+
+@dataclass(frozen=True)
+class Device:
+    """A device llama.cpp can use, as ggml lists it."""
+
+    name: str
+    description: str
+    kind: str  # "cpu", "gpu", "igpu", "accel"
+    memory_total_mib: float | None = None
+    memory_free_mib: float | None = None
+
+
+@dataclass(frozen=True)
+class ReadyEvent:
+    """The worker is up: its llama.cpp build and the devices it sees."""
+
+    pid: int
+    llama_cpp_version: str
+    gpu_offload: bool
+    devices: tuple[Device, ...] = ()
+    system_info: str = ""
+    protocol: int = PROTOCOL_VERSION
+    type: str = "ready"
+
+    @property
+    def gpus(self) -> tuple[Device, ...]:
+        return tuple(d for d in self.devices if d.kind == "gpu")
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    percent: int
+    id: int | None = None
+    type: str = "progress"
+
+
+@dataclass(frozen=True)
+class LogEvent:
+    lines: tuple[str, ...]
+    source: str = "llama.cpp"  # or "stderr": the worker's raw standard error
+    type: str = "log"
+
+
+@dataclass(frozen=True)
+class VramDelta:
+    """One GPU's used memory (NVML index) before and after a load, in MiB."""
+
+    gpu: int
+    before_mib: float
+    after_mib: float  # after the load and llama.cpp's warm-up decode: what a running model holds
+    after_load_mib: float | None = None  # before that first decode (cuBLAS and friends start lazily)
+
+    @property
+    def increase_mib(self) -> float:
+        return round(self.after_mib - self.before_mib, 2)
+
+
+@dataclass(frozen=True)
+class CompareRow:
+    """A measured figure beside the planner's prediction for the same settings.
+
+    ``error_pct`` is ``(predicted - measured) / measured × 100``; ``None`` when either side is missing
+    or the measured value is zero.
+    """
+
+    device: str  # "CUDA0", "host", or a llama.cpp buffer type that spans GPUs
+    buffer: str  # "weights", "kv", "compute", "output", "total", "nvml_total"
+    predicted_mib: float | None
+    measured_mib: float | None
+    error_pct: float | None
+
+
+@dataclass(frozen=True)
+class LoadedEvent:
+    """The model is loaded: the buffers llama.cpp logged, where the layers went, what NVML saw."""
+
+    model_path: str
+    buffers: tuple[BufferSize, ...]
+    load_s: float
+    n_ctx: int
+    n_layer: int
+    layers: Mapping[str, int] = field(default_factory=dict)  # device → layers (output layer included)
+    offloaded_layers: int | None = None
+    offloadable_layers: int | None = None
+    vram: tuple[VramDelta, ...] = ()
+    on_cpu_only: bool = False
+    chat_template: bool = False
+    compare: tuple[CompareRow, ...] = ()  # filled in by the client when it has a plan
+    id: int | None = None
+    type: str = "loaded"
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    text: str
+    index: int
+    id: int | None = None
+    type: str = "token"
+
+
+@dataclass(frozen=True)
+class DoneEvent:
+    """A chat turn ended. Speeds come from llama.cpp's own counters (llama_perf_context)."""
+
+    text: str
+    stop_reason: str  # "eos", "max_tokens", "context", "stopped"
+    prompt_tokens: int
+    completion_tokens: int
+    ttft_s: float | None
+    prompt_ms: float
+    gen_ms: float
+    prompt_tok_s: float | None
+    gen_tok_s: float | None
+    wall_s: float
+    template: str = "gguf"  # "gguf", "chatml" or "plain"
+    template_error: str | None = None
+    id: int | None = None
+    type: str = "done"
+
+
+@dataclass(frozen=True)
+class BenchEvent:
+    """One llama-bench style repetition: pp tokens in one batch, then tg single-token decodes."""
+
+    pp: int
+    tg: int
+    pp_ms: float
+    tg_ms: float
+    pp_tok_s: float | None
+    tg_tok_s: float | None
+    id: int | None = None
+    type: str = "bench"
+
+
+@dataclass(frozen=True)
+class UnloadedEvent:
+    id: int | None = None
+    type: str = "unloaded"
+
+
+@dataclass(frozen=True)
+class ErrorEvent:
+    """Something failed: a plain message for the user and the last lines llama.cpp logged."""
+
+    message: str
+    kind: str
+    log_tail: tuple[str, ...] = ()
+    exit_code: int | None = None  # for "crashed": the process's exit code (negative: the signal)
+    pid: int | None = None  # for "crashed": which worker process it was
+    id: int | None = None
+    type: str = "error"
+
+
+@dataclass(frozen=True)
+class ExitedEvent:
+    """Made by the client: the worker process is gone and reaped. ``expected`` when it was asked to go."""
+
+    exit_code: int | None
+    expected: bool
+    pid: int | None = None
+    type: str = "exited"
+
+
+Event = (
+    ReadyEvent
+    | ProgressEvent
+    | LogEvent
+    | LoadedEvent
+    | TokenEvent
+    | DoneEvent
+    | BenchEvent
+    | UnloadedEvent
+    | ErrorEvent
+    | ExitedEvent
+)
+
+_EVENT_TYPES: dict[str, type[Any]] = {
+    "ready": ReadyEvent,
+    "progress": ProgressEvent,
+    "log": LogEvent,
+    "loaded": LoadedEvent,
+    "token": TokenEvent,
+    "done": DoneEvent,
+    "bench": BenchEvent,
+    "unloaded": UnloadedEvent,
+    "error": ErrorEvent,
+    "exited": ExitedEvent,
+}
+
+
+def event_to_message(event: Event) -> dict[str, Any]:
+    """An event as the JSON object the protocol (and ``rigfit run --json``) carries."""
+    data: dict[str, Any] = _plain(asdict(event))
+    if isinstance(event, LoadedEvent):
+        data["layers"] = dict(event.layers)
+        data["vram"] = [
+            {
+                "gpu": v.gpu,
+                "before_mib": v.before_mib,
+                "after_mib": v.after_mib,
+                "after_load_mib": v.after_load_mib,
+                "increase_mib": v.increase_mib,
+            }
+            for v in event.vram
+        ]
+    return data
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, so the dict equals what comes back from JSON."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _tuple_of(cls: type[Any], items: Sequence[Mapping[str, Any]] | None) -> tuple[Any, ...]:
+    names = {f.name for f in fields(cls)}
+    return tuple(cls(**{k: v for k, v in item.items() if k in names}) for item in items or ())
+
+
+_TOKEN_PREFIX = b'{"type":"token",'
+
+
+def parse_event_line(line: bytes) -> Event:
+    """A protocol line straight to its event; token lines, the bulk of a chat, take a short cut."""
+    if line.startswith(_TOKEN_PREFIX):
+        message = json.loads(line)
+        return TokenEvent(text=message["text"], index=message["index"], id=message.get("id"))
+    return parse_event(decode(line))
+
+
+def parse_event(message: Mapping[str, Any]) -> Event:
+    """A protocol message back into its event dataclass; unknown keys are ignored (newer workers)."""
+    kind = message.get("type")
+    cls = _EVENT_TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise ValueError(f"unknown event type {kind!r}")
+    names = {f.name for f in fields(cls)}
+    data = {k: v for k, v in message.items() if k in names}
+    if cls is ReadyEvent:
+        data["devices"] = _tuple_of(Device, data.get("devices"))
+    elif cls is LogEvent:
+        data["lines"] = tuple(data.get("lines", ()))
+    elif cls is LoadedEvent:
+        data["buffers"] = _tuple_of(BufferSize, data.get("buffers"))
+        data["vram"] = _tuple_of(VramDelta, data.get("vram"))
+        data["compare"] = _tuple_of(CompareRow, data.get("compare"))
+        data["layers"] = dict(data.get("layers") or {})
+    elif cls is ErrorEvent:
+        data["log_tail"] = tuple(data.get("log_tail", ()))
+    event: Event = cls(**data)
+    return event

@@ -1,0 +1,120 @@
+"""``rigfit bench``: speeds per split configuration; configs the rig cannot run are reported, not fatal."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def rigfit(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_bench_json_measures_runnable_configs_and_reports_the_others() -> None:
+    out = rigfit(
+        "bench",
+        "--model",
+        "demo",
+        "--configs",
+        "layer;layer:1,1;row:1,1;none",
+        "--pp",
+        "32",
+        "--tg",
+        "4",
+        "--repeat",
+        "2",
+        "--threads",
+        "1",
+        "--json",
+    )
+    assert out.returncode == 0, out.stderr
+    rows = {r["config"]: r for r in (json.loads(line) for line in out.stdout.splitlines())}
+    assert list(rows) == ["layer", "layer:1,1", "row:1,1", "none"]
+    for name in ("layer", "none"):
+        r = rows[name]
+        assert r["status"] == "ok"
+        assert len(r["pp_tok_s_runs"]) == 2 and len(r["tg_tok_s_runs"]) == 2
+        assert r["pp_tok_s_mean"] > 0 and r["tg_tok_s_mean"] > 0 and r["pp_tok_s_sd"] >= 0
+    assert rows["layer:1,1"]["status"] == "unsupported" and "no GPU" in rows["layer:1,1"]["reason"]
+    assert rows["row:1,1"]["status"] == "unsupported"
+    assert out.stderr.count("running on the CPU") == 1
+
+
+def test_bench_table_shows_mean_and_spread() -> None:
+    out = rigfit(
+        "bench",
+        "--model",
+        "demo",
+        "--configs",
+        "layer;row:1,1",
+        "--pp",
+        "16",
+        "--tg",
+        "2",
+        "--repeat",
+        "2",
+        "--threads",
+        "1",
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert "pp16 tok/s" in lines[0] and "tg2 tok/s" in lines[0]
+    assert lines[1].startswith("layer ") and "±" in lines[1]
+    assert lines[2].startswith("row:1,1") and "cannot run" in lines[2]
+
+
+def test_a_config_that_fails_to_load_is_reported_and_the_rest_still_run() -> None:
+    out = rigfit(
+        "bench",
+        "--model",
+        "demo",
+        "--configs",
+        "layer;layer",
+        "--pp",
+        "16",
+        "--tg",
+        "2",
+        "--repeat",
+        "1",
+        "--threads",
+        "1",
+        "--kv-type",
+        "q8_0",
+        "--flash-attn",
+        "off",
+        "--json",
+    )
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["status"] for r in rows] == ["failed", "failed"]
+    assert "quantized V cache requires flash_attn" in rows[0]["reason"]
+    assert out.returncode == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--configs", "layer;;row"], "bad --configs"),
+        (["--configs", "diagonal:1,1"], "split mode must be one of"),
+        (["--configs", "layer:1,-2"], "zero or positive"),
+        (["--pp", "1"], "--pp must be 0 or at least 2"),
+        (["--repeat", "0"], "--repeat"),
+        (["--pp", "0", "--tg", "0"], "nothing to measure"),
+    ],
+)
+def test_bad_bench_input_is_one_line(args: list[str], words: str) -> None:
+    out = rigfit("bench", "--model", "demo", *args)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert words in out.stderr.strip().splitlines()[-1]
