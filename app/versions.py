@@ -19,11 +19,11 @@ def llama_cpp_info() -> dict[str, object]:
     """llama-cpp-python's version and whether it was built with GPU offload (CUDA)."""
     try:
         import llama_cpp
-    except Exception as exc:  # noqa: BLE001 - any import failure means "not usable here"
+    except Exception as exc:
         return {"version": None, "gpu_offload": False, "error": str(exc)}
     try:
         gpu = bool(llama_cpp.llama_supports_gpu_offload())
-    except Exception:  # noqa: BLE001
+    except Exception:
         gpu = False
     return {"version": getattr(llama_cpp, "__version__", None), "gpu_offload": gpu}
 
@@ -44,7 +44,7 @@ def version_info() -> dict[str, object]:
         from PySide6 import QtCore
 
         info["qt"] = QtCore.qVersion()
-    except Exception:  # noqa: BLE001 - Qt missing or its libraries broken: report, don't fail
+    except Exception:
         pass
     try:
         from app.hardware.probe import nvml_versions
@@ -52,7 +52,7 @@ def version_info() -> dict[str, object]:
         nvml = nvml_versions()
         info["nvml"] = nvml.get("nvml")
         info["driver"] = nvml.get("driver")
-    except Exception:  # noqa: BLE001
+    except Exception:
         pass
     return info
 

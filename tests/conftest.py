@@ -16,7 +16,7 @@ def _gpu_available() -> bool:
         import llama_cpp
 
         return bool(llama_cpp.llama_supports_gpu_offload())
-    except Exception:  # noqa: BLE001
+    except Exception:
         return False
 
 

@@ -13,19 +13,19 @@ QT_FREE = ("core", "hardware", "runner")
 
 def test_qt_free_layers_import_with_qt_blocked() -> None:
     script = textwrap.dedent(
-        """
+        f"""
         import importlib, pkgutil, sys
 
         class Block:
             def find_spec(self, name, path=None, target=None):
                 if name.split(".")[0] in ("PySide6", "shiboken6", "pyqtgraph", "PyQt5", "PyQt6"):
-                    raise ImportError(f"Qt import blocked: {name}")
+                    raise ImportError(f"Qt import blocked: {{name}}")
                 return None
 
         sys.meta_path.insert(0, Block())
         import app
         count = 0
-        for pkg in %r:
+        for pkg in {QT_FREE!r}:
             mod = importlib.import_module("app." + pkg)
             for info in pkgutil.walk_packages(mod.__path__, "app." + pkg + "."):
                 importlib.import_module(info.name)
@@ -34,7 +34,6 @@ def test_qt_free_layers_import_with_qt_blocked() -> None:
         assert not leaked, leaked
         print(count)
         """
-        % (QT_FREE,)
     )
     out = subprocess.run(
         [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False

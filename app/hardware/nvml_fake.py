@@ -43,6 +43,9 @@ A device (keys as in the raw recording; a key that is absent raises NotSupported
     cc: [9, 0] or "(9, 0)"              nvmlDeviceGetCudaComputeCapability
     arch: 9                             nvmlDeviceGetArchitecture (NVML_DEVICE_ARCH_*)
     temp                                nvmlDeviceGetTemperatureV / nvmlDeviceGetTemperature (GPU sensor)
+    temp_shutdown, temp_slowdown, temp_mem_max, temp_gpu_max
+                                        nvmlDeviceGetTemperatureThreshold (°C) for NVML's thresholds
+                                        0 (shutdown), 1 (slowdown), 2 (memory max), 3 (GPU max)
     power, power_limit, power_limit_enforced (mW), energy (mJ)
     util: {gpu, memory}                 nvmlDeviceGetUtilizationRates
     fan                                 nvmlDeviceGetFanSpeed (%)
@@ -110,6 +113,13 @@ P2P_STATUSES: dict[str, int] = {
 P2P_INDEXES: dict[str, int] = {"read": 0, "write": 1, "nvlink": 2, "atomics": 3, "pci": 4, "prop": 4}
 _CLOCK_KEYS: dict[int, str] = {0: "graphics", 1: "sm", 2: "mem", 3: "video"}
 _MEMORY_V2 = 0x02000028  # pynvml.nvmlMemory_v2
+# nvmlTemperatureThresholds_t values -> scenario keys
+_THRESHOLD_KEYS: dict[int, str] = {
+    0: "temp_shutdown",
+    1: "temp_slowdown",
+    2: "temp_mem_max",
+    3: "temp_gpu_max",
+}
 
 
 def _pynvml() -> ModuleType:
@@ -540,6 +550,10 @@ class FakeNvml:
                 self._device(handle, "nvmlDeviceGetTemperature")
                 raise self._nv_error("NotSupported")
         return int(self._field(handle, "nvmlDeviceGetTemperature", "temp"))
+
+    def nvmlDeviceGetTemperatureThreshold(self, handle: FakeHandle, threshold: int) -> int:
+        key = _THRESHOLD_KEYS.get(threshold, f"temp_threshold{threshold}")
+        return int(self._field(handle, "nvmlDeviceGetTemperatureThreshold", key))
 
     def nvmlDeviceGetPowerUsage(self, handle: FakeHandle) -> int:
         return int(self._field(handle, "nvmlDeviceGetPowerUsage", "power"))

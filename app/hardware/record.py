@@ -112,6 +112,7 @@ def _record_device(
         "pcie_tx": ("nvmlDeviceGetPcieThroughput", (0,)),
         "pcie_rx": ("nvmlDeviceGetPcieThroughput", (1,)),
         "numa": ("nvmlDeviceGetNumaNodeId", ()),
+        "temp_slowdown": ("nvmlDeviceGetTemperatureThreshold", (1,)),  # the telemetry sampler reads it
     }
     for key, (function, args) in simple.items():
         value = rec.get(function, handle, *args)
