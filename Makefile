@@ -32,6 +32,17 @@ lint: setup
 bench: setup
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest tests/bench -s
 
+# The Linux package: dist/rigfit_<version>_<arch>.deb (packaging/README.md; a GPU build is described
+# there). PyInstaller comes from the `package` extra; an unchanged source tree reuses the last build.
+PACKAGE_STAMP = $(VENV)/.rigfit-package-tools
+
+$(PACKAGE_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[package]'
+	@touch $(PACKAGE_STAMP)
+
+package: $(PACKAGE_STAMP)
+	$(BIN)/python packaging/build_linux.py
+
 screenshot: setup
 	QT_QPA_PLATFORM=offscreen $(BIN)/rigfit --screenshot docs/screenshot.png
 

@@ -42,7 +42,7 @@ def _command_modules() -> dict[str, ModuleType]:
     return modules
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:
+def build_parser(with_commands: bool = True) -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:
     parser = _Parser(
         prog="rigfit",
         description="See how a local LLM fits across your GPUs, tune the split, and run it with llama.cpp. "
@@ -57,6 +57,20 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:
     )
     parser.add_argument("--screenshot", metavar="FILE.png", help="render the window offscreen to a PNG and exit")
     parser.add_argument("--rig", dest="gui_rig", metavar="EXPR", help="open the window on a planned rig")
+    parser.add_argument(
+        "--tab",
+        choices=("hardware", "fit", "split", "run", "monitor"),
+        help="open the window on this tab (with --screenshot: the tab to render)",
+    )
+    parser.add_argument(
+        "--model",
+        dest="gui_model",
+        metavar="REF",
+        help="open the window with this model selected (catalog id, .gguf file, config.json or 'demo')",
+    )
+    parser.add_argument("--quant", dest="gui_quant", metavar="QUANT", help="with --model: the quantization")
+    if not with_commands:
+        return parser, {}
     modules = _command_modules()
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for module in modules.values():
@@ -64,15 +78,31 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:
     return parser, modules
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _parse(argv: list[str]) -> tuple[argparse.Namespace, dict[str, ModuleType]]:
+    # Without a sub-command (the window, --version) the sub-commands' modules are not imported: they
+    # import the planner (numpy, gguf) and would hold the window back by a few hundred milliseconds.
+    if not any(a in ("-h", "--help") for a in argv):
+        top, _ = build_parser(with_commands=False)
+        args, rest = top.parse_known_args(argv)
+        if not rest:
+            args.command = None
+            return args, {}
     parser, modules = build_parser()
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    return parser.parse_args(argv), modules
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, modules = _parse(list(sys.argv[1:] if argv is None else argv))
     try:
         if args.version:
             from app.versions import describe_versions
 
             print(describe_versions(long=args.long))
             return EXIT_OK
+        if args.self_test:
+            from app.selftest import run_self_test
+
+            return run_self_test()
         if args.command is None:
             from app.ui.app import run_gui
 

@@ -498,7 +498,7 @@ def detect_rig(
         if name == "LibraryNotFound":
             return _without_nvml(
                 STATUS_NO_LIBRARY,
-                f"No NVIDIA driver found ({_library_name()} is missing): Rigfit can plan rigs but not run models here",
+                f"No NVIDIA driver found ({_library_name()} is missing): models run on the CPU here, slowly",
                 host,
                 root,
             )

@@ -879,7 +879,8 @@ def main() -> int:
     worker.serve()
     # Leave without interpreter teardown: llama.cpp's static destructors (CUDA among them) may still
     # log, and a log callback into a half-finalised interpreter can crash a worker that finished well.
-    worker.ll.llama_log_set(None, ctypes.c_void_p(0))
+    # A NULL callback (the prototype called with no argument): llama.cpp falls back to stderr.
+    worker.ll.llama_log_set(worker.ll.llama_log_callback(), ctypes.c_void_p(0))
     sys.stderr.flush()
     os._exit(0)
 

@@ -27,32 +27,48 @@ def has_display(environ: dict[str, str] | None = None, platform: str | None = No
     return any(env.get(k) for k in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"))
 
 
-def run_gui(args: argparse.Namespace) -> int:
-    """Create the application, show the main window (detection runs off the GUI thread), run."""
-    screenshot = getattr(args, "screenshot", None)
-    if screenshot and not has_display():
-        # A screenshot needs no screen: render offscreen.
-        os.environ["QT_QPA_PLATFORM"] = "offscreen"
-    if not has_display():
-        print(NO_DISPLAY_MESSAGE, file=sys.stderr)
-        return EXIT_USAGE
+def set_app_identity(app: object) -> None:
+    """Names (QSettings use them) and the window icon, the same in the window and in ``--self-test``."""
+    from PySide6 import QtGui, QtWidgets
 
-    from app.core.errors import RigfitError
+    from app.hardware.nvml import resources_dir
 
-    planned = None
-    expr = getattr(args, "gui_rig", None)
-    if expr:
-        from app.hardware.catalog import parse_rig_expression
+    assert isinstance(app, QtWidgets.QApplication)
+    # QSettings use these: one "Rigfit" organisation and application everywhere.
+    app.setApplicationName("Rigfit")
+    app.setOrganizationName("Rigfit")
+    app.setApplicationDisplayName("Rigfit")
+    # Wayland compositors find the icon through the desktop entry's name (resources/rigfit.desktop).
+    app.setDesktopFileName("rigfit")
+    app.setWindowIcon(QtGui.QIcon(str(resources_dir() / "icons" / "rigfit.svg")))
 
-        try:
-            planned = parse_rig_expression(expr)
-        except RigfitError as exc:
-            print(f"rigfit: {exc}", file=sys.stderr)
-            return EXIT_USAGE
 
+SCREENSHOT_TABS: tuple[str, ...] = ("hardware", "fit", "split", "run", "monitor")
+SCREENSHOT_TIMEOUT_S = 60.0  # detection plus the first fit table (the catalog warm-up takes ~2 s)
+
+
+def _keep_python_singletons_alive() -> None:
+    """Work around PySide6 6.12.0 on Python 3.11: it drops a reference to ``None``/``True`` on every
+    void call and ``emit()``, and the process aborts after a few thousand (seen here: one slider drag
+    is enough). Python 3.12 makes these objects immortal; this gives them the same huge reference
+    count. No effect on any other PySide6 or Python. ``tests/ui/pyside_guard.py`` does the same for
+    tests. The real fix is a PySide6 without the bug: excluding 6.12.0 in pyproject."""
+    import ctypes
+
+    from PySide6 import QtCore
+
+    if QtCore.__version__ != "6.12.0" or sys.version_info >= (3, 12):  # type: ignore[attr-defined]
+        return
+    for value in (None, True, False):
+        if sys.getrefcount(value) < (1 << 40):
+            # ob_refcnt is the first field of every CPython 3.11 object.
+            ctypes.c_ssize_t.from_address(id(value)).value += 1 << 40
+
+
+def _application() -> object:
     from PySide6 import QtCore, QtGui, QtWidgets
 
-    from app.ui.main_window import MainWindow
+    _keep_python_singletons_alive()
 
     existing = QtWidgets.QApplication.instance()
     if isinstance(existing, QtWidgets.QApplication):
@@ -62,34 +78,111 @@ def run_gui(args: argparse.Namespace) -> int:
             QtCore.Qt.HighDpiScaleFactorRoundingPolicy.PassThrough
         )
         app = QtWidgets.QApplication([sys.argv[0] if sys.argv else "rigfit"])
-    # QSettings use these: one "Rigfit" organisation and application everywhere.
-    app.setApplicationName("Rigfit")
-    app.setOrganizationName("Rigfit")
-    app.setApplicationDisplayName("Rigfit")
-    window = MainWindow(planned_rig=planned)
+    set_app_identity(app)
+    return app
+
+
+def build_window(args: argparse.Namespace) -> tuple[object, object]:
+    """The application and the main window for ``args`` (not shown yet).
+
+    Raises :class:`~app.core.errors.RigfitError` for a bad ``--rig``. A screenshot starts from a
+    clean slate: it neither reads nor writes the user's remembered settings.
+    """
+    planned = None
+    expr = getattr(args, "gui_rig", None)
+    if expr:
+        from app.hardware.catalog import parse_rig_expression
+
+        planned = parse_rig_expression(expr)
+    app = _application()
+    from app.ui.main_window import MainWindow
+    from app.ui.settings_store import SettingsStore
+
+    screenshot = bool(getattr(args, "screenshot", None))
+    store = SettingsStore.memory() if screenshot else None
+    window = MainWindow(planned_rig=planned, store=store, restore=not screenshot)
+    return app, window
+
+
+def run_gui(args: argparse.Namespace) -> int:
+    """Create the application, show the main window (detection runs off the GUI thread), run."""
+    screenshot = getattr(args, "screenshot", None)
+    if screenshot and not has_display():
+        # A screenshot needs no screen: render offscreen.
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    if not has_display():
+        print(NO_DISPLAY_MESSAGE, file=sys.stderr)
+        return EXIT_USAGE
+    tab = getattr(args, "tab", None)
+    if tab is not None and tab not in SCREENSHOT_TABS:
+        print(f"rigfit: unknown tab '{tab}' (use one of {', '.join(SCREENSHOT_TABS)})", file=sys.stderr)
+        return EXIT_USAGE
+
+    from app.core.errors import RigfitError
+
+    try:
+        app, window = build_window(args)
+    except RigfitError as exc:
+        print(f"rigfit: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    from PySide6 import QtCore, QtWidgets
+
+    from app.ui.main_window import MainWindow
+
+    assert isinstance(app, QtWidgets.QApplication) and isinstance(window, MainWindow)
+    model = getattr(args, "gui_model", None)
+    if screenshot and not model:
+        model = "demo"  # something to show on the Split and Run tabs
+    if model:
+        window.load_model(model, getattr(args, "gui_quant", None))
+    if tab:
+        window.show_tab(tab)
     window.show()
-    window.start_detection()
+    # Detection starts once the window is on screen: its import and NVML work must not delay the first paint.
+    QtCore.QTimer.singleShot(0, window, window.start_detection)
     if screenshot:
-        return _screenshot(app, window, Path(screenshot))
+        return _screenshot(app, window, Path(screenshot), tab)
     return int(app.exec())
 
 
-def _screenshot(app: object, window: object, path: Path) -> int:
+def wait_until_settled(window: object, timeout_s: float = SCREENSHOT_TIMEOUT_S) -> bool:
+    """Run the event loop until detection has finished and no background work is left (the fit
+    table, a model being read), or ``timeout_s`` passed; True when everything settled."""
+    import time
+
     from PySide6 import QtCore, QtWidgets
 
     from app.ui.main_window import MainWindow
 
     assert isinstance(window, MainWindow)
+    deadline = time.monotonic() + timeout_s
     loop = QtCore.QEventLoop()
-    window.detection_finished.connect(loop.quit)
-    if window.busy:
-        # A hung driver must not hang the screenshot; the timer is stopped so none outlives this call.
-        timer = QtCore.QTimer()
-        timer.setSingleShot(True)
-        timer.timeout.connect(loop.quit)
-        timer.start(30000)
-        loop.exec()
-        timer.stop()
+
+    def settled() -> bool:
+        return window.detection_done and not window.busy
+
+    while not settled() and time.monotonic() < deadline:
+        # Wake up on every finished task, and at least every 50 ms (the detection starts on a timer).
+        loop.processEvents(QtCore.QEventLoop.ProcessEventsFlag.WaitForMoreEvents, 50)
+    for _ in range(5):
+        QtWidgets.QApplication.processEvents()
+    return settled()
+
+
+def _screenshot(app: object, window: object, path: Path, tab: str | None = None) -> int:
+    from PySide6 import QtWidgets
+
+    from app.ui.main_window import MainWindow
+
+    assert isinstance(window, MainWindow)
+    if not wait_until_settled(window):
+        print(
+            "rigfit: background work did not finish in time; the screenshot may be incomplete",
+            file=sys.stderr,
+        )
+    if tab:
+        window.show_tab(tab)
+        wait_until_settled(window, 10.0)
     for _ in range(3):
         QtWidgets.QApplication.processEvents()
     pixmap = window.grab()

@@ -16,25 +16,27 @@ import html
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from app.core.advice import LEVEL_ERROR, LEVEL_WARNING, Advice, rig_advice
 from app.core.errors import RigfitError
 from app.core.rig import VENDOR_NVIDIA, Gpu, Host, Rig
-from app.hardware.catalog import (
-    SLOT_WIDTHS,
-    CatalogEntry,
-    build_planned_rig,
-    load_gpu_catalog,
-    nvlink_groups,
-    parse_rig_expression,
-)
-from app.hardware.sysfs import note_for
+from app.ui.glossary import tip
+
+if TYPE_CHECKING:
+    from app.hardware.catalog import CatalogEntry
+
+# The GPU catalog, the advice and the sysfs notes are imported where they are used: the window builds
+# this tab before its first paint and fills it right after (populate()).
 
 DEMO_RIG_EXPRESSION = "2x RTX 3090"
 MODE_DETECTED = "detected"
 MODE_PLANNED = "planned"
+CPU_ONLY_PLAN_TEXT = "Plan a rig with GPUs below to see what they would change."
+CPU_ONLY_TEXT = (
+    f"Without an NVIDIA GPU Rigfit still runs models here, on the CPU — slowly. {CPU_ONLY_PLAN_TEXT}"
+)
 
 
 def _gib(mib: float | None) -> str:
@@ -85,6 +87,8 @@ def with_slot_width(gpu: Gpu, width: int | None) -> Gpu:
 def nvlink_groups_for(gpus: Sequence[Gpu], flags: Sequence[bool]) -> tuple[list[tuple[int, ...]], list[str]]:
     """NVLink groups for the GPUs whose flag is set: bridged models in consecutive pairs, SXM models
     all together; a bridged card left without a partner stays unlinked (and is named in the notes)."""
+    from app.hardware.catalog import load_gpu_catalog
+
     catalog = {e.id: e for e in load_gpu_catalog()}
     by_model: dict[str, list[int]] = {}
     for i, (gpu, flag) in enumerate(zip(gpus, flags, strict=True)):
@@ -173,11 +177,12 @@ class GpuCard(QtWidgets.QFrame):
 
         self.pcie_label = QtWidgets.QLabel(f"PCIe {gpu.pcie.describe()}")
         self.pcie_label.setObjectName("pcieLabel")
+        self.pcie_label.setToolTip(tip("pcie_width"))
         if gpu.pcie.slot_limited:
             self._tint(self.pcie_label, attention_color(self.palette()))
             self.pcie_label.setToolTip(
                 "The slot gives this card less than it supports: tensor-parallel (row) traffic to it is "
-                "throttled. The layer split is barely affected."
+                "throttled. The layer split is barely affected.\n\n" + tip("pcie_width")
             )
         layout.addWidget(self.pcie_label)
 
@@ -200,6 +205,7 @@ class GpuCard(QtWidgets.QFrame):
         badges = QtWidgets.QHBoxLayout()
         self.nvlink_badge = QtWidgets.QLabel(self._nvlink_text(rig))
         self.nvlink_badge.setObjectName("nvlinkBadge")
+        self.nvlink_badge.setToolTip(tip("nvlink"))
         if gpu.nvlink.links > 0:
             pal = self.palette()
             hl = pal.color(QtGui.QPalette.ColorRole.Highlight).name()
@@ -213,6 +219,8 @@ class GpuCard(QtWidgets.QFrame):
         if gpu.vendor != VENDOR_NVIDIA:
             planning = QtWidgets.QLabel("planning only")
             self._tint(planning, attention_color(self.palette()))
+            from app.hardware.sysfs import note_for
+
             planning.setToolTip(note_for(gpu))
             badges.addWidget(planning)
         badges.addStretch(1)
@@ -248,6 +256,8 @@ class GpuCard(QtWidgets.QFrame):
 
     def _editor_row(self, nvlink_capable: bool, nvlink_checked: bool) -> QtWidgets.QHBoxLayout:
         row = QtWidgets.QHBoxLayout()
+        from app.hardware.catalog import SLOT_WIDTHS
+
         row.addWidget(QtWidgets.QLabel("Slot"))
         combo = QtWidgets.QComboBox()
         combo.setObjectName("slotWidth")
@@ -293,9 +303,14 @@ class HardwareView(QtWidgets.QWidget):
     rig_changed = QtCore.Signal(object)  # the Rig shown now
     detect_requested = QtCore.Signal()
 
-    def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
+    def __init__(self, parent: QtWidgets.QWidget | None = None, populate: bool = True) -> None:
+        """``populate=False`` builds the empty tab only; :meth:`populate` (or any change) fills it
+        later: the main window does that once it is on screen, so reading the GPU catalog and
+        building the cards does not delay the first paint."""
         super().__init__(parent)
-        self._catalog: tuple[CatalogEntry, ...] = load_gpu_catalog()
+        self._catalog: tuple[CatalogEntry, ...] = ()
+        self._populated = False
+        self._planned_set = False
         self._detected: Rig | None = None
         self._detection_message = "Detecting GPUs…"
         self._planned_gpus: list[Gpu] = []
@@ -305,12 +320,35 @@ class HardwareView(QtWidgets.QWidget):
         self._planned_host: Host | None = None
         self._planned_name = ""
         self._planned_notes: list[str] = []
-        self._planned_rig: Rig = parse_rig_expression(DEMO_RIG_EXPRESSION)
+        self._planned_rig: Rig = Rig(gpus=(), name="")
         self._mode = MODE_PLANNED
         self._mode_pinned = False  # the user (or --rig) chose the mode: detection must not switch it
         self._cards: list[GpuCard] = []
         self._build()
-        self.set_planned_rig(self._planned_rig, pin=False)
+        if populate:
+            self.populate()
+
+    def populate(self) -> None:
+        """Read the GPU catalog and show the rig (the demo planned rig until something else is set)."""
+        if self._populated:
+            return
+        self._ensure_ready()
+        self._refresh()
+
+    @property
+    def populated(self) -> bool:
+        return self._populated
+
+    def _ensure_ready(self) -> None:
+        if self._populated:
+            return
+        self._populated = True
+        from app.hardware.catalog import load_gpu_catalog, parse_rig_expression
+
+        self._catalog = load_gpu_catalog()
+        self._fill_add_combo()
+        if not self._planned_set:
+            self._adopt_planned(parse_rig_expression(DEMO_RIG_EXPRESSION))
 
     # ------------------------------------------------------------------------------------------ build
     def _build(self) -> None:
@@ -350,20 +388,6 @@ class HardwareView(QtWidgets.QWidget):
         self.add_combo.setEditable(True)
         self.add_combo.setInsertPolicy(QtWidgets.QComboBox.InsertPolicy.NoInsert)
         self.add_combo.setMinimumContentsLength(24)
-        for entry in self._catalog:
-            vram = f"{entry.vram_gib:g} GB"
-            label = (
-                entry.name
-                if vram.replace(" ", "") in entry.name.replace(" ", "")
-                else f"{entry.name} ({vram})"
-            )
-            self.add_combo.addItem(label, entry.id)
-        completer = self.add_combo.completer()
-        if completer is not None:
-            completer.setFilterMode(QtCore.Qt.MatchFlag.MatchContains)
-            completer.setCompletionMode(QtWidgets.QCompleter.CompletionMode.PopupCompletion)
-            completer.setCaseSensitivity(QtCore.Qt.CaseSensitivity.CaseInsensitive)
-        self.add_combo.setCurrentIndex(max(0, self.add_combo.findData("rtx-3090")))
         ed.addWidget(self.add_combo)
         self.add_button = QtWidgets.QPushButton("Add")
         self.add_button.setObjectName("addGpu")
@@ -439,6 +463,22 @@ class HardwareView(QtWidgets.QWidget):
         scroll.setWidget(body)
         outer.addWidget(scroll, 1)
 
+    def _fill_add_combo(self) -> None:
+        for entry in self._catalog:
+            vram = f"{entry.vram_gib:g} GB"
+            label = (
+                entry.name
+                if vram.replace(" ", "") in entry.name.replace(" ", "")
+                else f"{entry.name} ({vram})"
+            )
+            self.add_combo.addItem(label, entry.id)
+        completer = self.add_combo.completer()
+        if completer is not None:
+            completer.setFilterMode(QtCore.Qt.MatchFlag.MatchContains)
+            completer.setCompletionMode(QtWidgets.QCompleter.CompletionMode.PopupCompletion)
+            completer.setCaseSensitivity(QtCore.Qt.CaseSensitivity.CaseInsensitive)
+        self.add_combo.setCurrentIndex(max(0, self.add_combo.findData("rtx-3090")))
+
     # ------------------------------------------------------------------------------------------ API
     @property
     def mode(self) -> str:
@@ -463,12 +503,14 @@ class HardwareView(QtWidgets.QWidget):
         return self._planned_rig
 
     def set_detecting(self) -> None:
+        self._ensure_ready()
         self._detection_message = "Detecting GPUs…"
         self.detect_button.setEnabled(False)
         self._refresh()
 
     def set_detected(self, rig: Rig) -> None:
         """Show a detection result. Switches to it when it has NVIDIA GPUs, unless the user chose."""
+        self._ensure_ready()
         self._detected = rig
         self._detection_message = rig.status
         self.detect_button.setEnabled(True)
@@ -477,6 +519,7 @@ class HardwareView(QtWidgets.QWidget):
         self._refresh()
 
     def set_detection_failed(self, message: str) -> None:
+        self._ensure_ready()
         self._detected = None
         self._detection_message = f"Detection failed: {message}"
         self.detect_button.setEnabled(True)
@@ -485,6 +528,7 @@ class HardwareView(QtWidgets.QWidget):
         self._refresh()
 
     def show_mode(self, mode: str, pin: bool = True) -> None:
+        self._ensure_ready()
         if mode == MODE_DETECTED and self._detected is None:
             mode = MODE_PLANNED
         self._mode = mode
@@ -493,6 +537,18 @@ class HardwareView(QtWidgets.QWidget):
 
     def set_planned_rig(self, rig: Rig, pin: bool = True) -> None:
         """Edit this planned rig (from an expression, a file or the demo) and show it."""
+        self._planned_set = True
+        self._ensure_ready()
+        self._adopt_planned(rig)
+        if pin:
+            self._mode = MODE_PLANNED
+            self._mode_pinned = True
+        self._refresh()
+
+    def _adopt_planned(self, rig: Rig) -> None:
+        from app.hardware.catalog import nvlink_groups
+
+        self._planned_set = True
         self._planned_gpus = list(rig.gpus)
         self._planned_groups = [tuple(g) for g in nvlink_groups(rig)]
         linked = {i for g in self._planned_groups for i in g}
@@ -501,12 +557,9 @@ class HardwareView(QtWidgets.QWidget):
         self._planned_name = rig.name
         self._planned_notes = []
         self._planned_rig = rig
-        if pin:
-            self._mode = MODE_PLANNED
-            self._mode_pinned = True
-        self._refresh()
 
     def add_planned_gpu(self, catalog_id: str) -> None:
+        self._ensure_ready()
         entry = next((e for e in self._catalog if e.id == catalog_id), None)
         if entry is None:
             self._show_editor_message(f"unknown catalog GPU '{catalog_id}'", error=True)
@@ -517,6 +570,7 @@ class HardwareView(QtWidgets.QWidget):
         self._rebuild_planned()
 
     def remove_planned_gpu(self, position: int) -> None:
+        self._ensure_ready()
         if not 0 <= position < len(self._planned_gpus):
             return
         del self._planned_gpus[position]
@@ -571,6 +625,8 @@ class HardwareView(QtWidgets.QWidget):
 
     # ------------------------------------------------------------------------------------------ internals
     def _rebuild_planned(self) -> None:
+        from app.hardware.catalog import build_planned_rig
+
         gpus = [g.with_index(i) for i, g in enumerate(self._planned_gpus)]
         try:
             # Slot widths live in the GPUs; NVLink is rebuilt from the groups.
@@ -637,7 +693,9 @@ class HardwareView(QtWidgets.QWidget):
                 return f"{detected}\nShowing a planned rig: {self._planned_rig.name}"
             return detected
         if not self._detected.gpus:
-            return f"{detected}\nShowing a planned rig you can edit: {self._planned_rig.name}"
+            # The probe's message may already say that models run on the CPU; say it once.
+            cpu = CPU_ONLY_PLAN_TEXT if "CPU" in detected else CPU_ONLY_TEXT
+            return f"{detected}\n{cpu}\nShowing a planned rig you can edit: {self._planned_rig.name}"
         return f"Planned rig: {self._planned_rig.name} (this computer: {detected})"
 
     def _refresh(self) -> None:
@@ -730,6 +788,8 @@ class HardwareView(QtWidgets.QWidget):
 
     def _fill_advice(self, rig: Rig) -> None:
         self.advice_list.clear()
+        from app.core.advice import LEVEL_ERROR, LEVEL_WARNING, Advice, rig_advice
+
         advice: list[Advice] = list(rig_advice(rig))
         style = self.style()
         icons = {
@@ -752,6 +812,8 @@ class HardwareView(QtWidgets.QWidget):
             self.advice_list.addItem("Nothing to warn about.")
 
     def _fill_host(self, rig: Rig) -> None:
+        from app.hardware.sysfs import note_for
+
         h = rig.host
         cores = f", {h.cores_physical} cores / {h.cores_logical} threads" if h.cores_physical else ""
         ram = (
@@ -775,4 +837,11 @@ class HardwareView(QtWidgets.QWidget):
             self.other_label.hide()
 
 
-__all__ = ["DEMO_RIG_EXPRESSION", "GpuCard", "HardwareView", "nvlink_groups_for", "with_slot_width"]
+__all__ = [
+    "CPU_ONLY_TEXT",
+    "DEMO_RIG_EXPRESSION",
+    "GpuCard",
+    "HardwareView",
+    "nvlink_groups_for",
+    "with_slot_width",
+]

@@ -33,6 +33,20 @@ RENDERED = (
 )
 
 
+_QUIET_LOG: list[object] = []
+
+
+def _quiet_log(ll: Any) -> Any:
+    """A do-nothing llama.cpp log callback that lives as long as the process.
+
+    llama.cpp keeps the pointer: a callback freed while set crashes the next in-process log line
+    (another test's llama.cpp call), so it is created once and never dropped.
+    """
+    if not _QUIET_LOG:
+        _QUIET_LOG.append(ll.llama_log_callback(lambda level, text, user_data: None))
+    return _QUIET_LOG[0]
+
+
 class BareLoop:
     """llama-cpp-python's low-level API driven directly: decode the prompt, then sample/decode N tokens."""
 
@@ -40,8 +54,7 @@ class BareLoop:
         import llama_cpp as ll
 
         self.ll = ll
-        self._log = ll.llama_log_callback(lambda level, text, user_data: None)
-        ll.llama_log_set(self._log, ctypes.c_void_p(0))
+        ll.llama_log_set(_quiet_log(ll), ctypes.c_void_p(0))
         ll.llama_backend_init()
         mparams = ll.llama_model_default_params()
         self.model = ll.llama_model_load_from_file(model_path.encode(), mparams)

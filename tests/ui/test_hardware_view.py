@@ -192,8 +192,9 @@ def test_window_detects_off_the_gui_thread_and_shows_the_cards(window: MainWindo
 
 
 def test_adding_a_tab_is_one_call(window: MainWindow) -> None:
-    index = window.add_tab(QtWidgets.QLabel("fit"), "Fit")
-    assert window.tabs.tabText(index) == "Fit" and window.tabs.count() == 2
+    before = window.tabs.count()
+    index = window.add_tab(QtWidgets.QLabel("extra"), "Extra")
+    assert window.tabs.tabText(index) == "Extra" and window.tabs.count() == before + 1
 
 
 def test_ctrl_q_quits_and_about_lists_the_versions(window: MainWindow, qtbot: QtBot) -> None:
@@ -266,3 +267,13 @@ def test_bad_rig_expression_for_the_window_is_exit_2(capsys: pytest.CaptureFixtu
 )
 def test_has_display(env: dict[str, str], platform: str, expected: bool) -> None:
     assert has_display(env, platform) is expected
+
+
+@pytest.mark.parametrize("scenario", ["no-library", "no-driver", "zero-gpus"])
+def test_without_a_usable_gpu_the_tab_says_models_still_run_on_the_cpu(
+    view: HardwareView, tmp_path: Path, scenario: str
+) -> None:
+    view.set_detected(_rig(scenario, tmp_path))
+    text = view.status_label.text()
+    assert "on the CPU" in text and "not run models" not in text
+    assert text.count("CPU") == 1  # said once, whether the probe or the view says it

@@ -1,0 +1,234 @@
+"""The Fit tab, offscreen: the model × quant table from app.core.fit, its filters, and picking a cell."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+from pytestqt.qtbot import QtBot
+
+from PySide6 import QtCore, QtGui
+
+from app.core.fit import fit_table
+from app.core.model_source import load_gguf_spec
+from app.core.plan import STATUS_FITS, STATUS_NO, STATUS_TIGHT
+from app.core.settings import Settings
+from app.hardware.catalog import parse_rig_expression
+from app.ui.fit_view import (
+    COL_BEST,
+    COL_MODEL,
+    FAMILY_LOCAL,
+    QUANT_ROLE,
+    STATUS_ROLE,
+    FitResult,
+    FitView,
+)
+from app.ui.state import AppState
+from app.ui.tasks import TaskRunner
+from tests.ui.pyside_guard import keep_singletons_alive
+from tests.ui.ui_guard import assert_quiet
+
+keep_singletons_alive()
+
+WAIT_MS = 60000  # the first table of a test run warms the whole catalog up (about 2-3 s here)
+
+
+@pytest.fixture
+def state() -> AppState:
+    s = AppState()
+    s.set_rig(parse_rig_expression("2x RTX 3090"))
+    return s
+
+
+@pytest.fixture
+def view(qtbot: QtBot, state: AppState) -> Iterator[FitView]:
+    tasks = TaskRunner()
+    widget = FitView(state, tasks)
+    qtbot.addWidget(widget)
+    widget.resize(1400, 800)
+    widget.activate()
+    qtbot.waitUntil(lambda: widget.result is not None and not widget.busy, timeout=WAIT_MS)
+    yield widget
+    widget.shutdown()
+    tasks.wait()
+    assert_quiet(widget, tasks)
+
+
+def _cell(view: FitView, model: str, quant: str) -> QtCore.QModelIndex:
+    index = view.select_cell(model, quant)
+    assert index.isValid(), (model, quant)
+    return index
+
+
+def test_one_row_per_catalog_model_with_a_column_per_quant(view: FitView, state: AppState) -> None:
+    table = fit_table(state.rig, 8192, Settings())
+    models = list(dict.fromkeys(r.model for r in table.rows))
+    assert [r.key for r in view.model.model_rows] == models
+    assert set(view.model.quants) == {r.quant for r in table.rows}
+    assert view.model.rowCount() == len(models)
+    # One model, one value per cell: the table agrees with app.core.fit cell for cell.
+    row = table.row("llama-3.3-70b", "Q4_K_M")
+    index = _cell(view, "llama-3.3-70b", "Q4_K_M")
+    assert index.data(STATUS_ROLE) == row.status
+    assert f"{row.total_gib:.1f} GiB" in index.data()
+    assert f"{row.decode_tok_s:.0f} tok/s" in index.data()
+
+
+def test_cells_are_coloured_by_status_and_the_best_quant_is_starred(view: FitView, state: AppState) -> None:
+    table = fit_table(state.rig, 8192, Settings())
+    best = table.best()["llama-3.3-70b"]
+    starred = _cell(view, "llama-3.3-70b", best)
+    assert starred.data().startswith("★")
+    assert starred.data(QtCore.Qt.ItemDataRole.FontRole).bold()
+    other = _cell(view, "llama-3.3-70b", "Q8_0")
+    assert not other.data().startswith("★")
+    fits = _cell(view, "llama-3.1-8b", "Q4_K_M")
+    no = _cell(view, "llama-3.1-405b", "Q4_K_M")
+    assert fits.data(STATUS_ROLE) == STATUS_FITS and no.data(STATUS_ROLE) == STATUS_NO
+    colour = QtCore.Qt.ItemDataRole.BackgroundRole
+    assert fits.data(colour).color() != no.data(colour).color()
+    assert "does not fit" in no.data().lower() or "no" in no.data().split("\n")[1]
+    best_col = view.proxy.index(starred.row(), COL_BEST)
+    assert best_col.data().startswith(best)
+
+
+def test_tooltip_gives_the_largest_context_and_speed(view: FitView, state: AppState) -> None:
+    row = fit_table(state.rig, 8192, Settings()).row("llama-3.1-8b", "Q4_K_M")
+    tooltip = _cell(view, "llama-3.1-8b", "Q4_K_M").data(QtCore.Qt.ItemDataRole.ToolTipRole)
+    assert f"{row.max_ctx:,}" in tooltip
+    assert "tok/s" in tooltip and "Double-click" in tooltip
+
+
+def test_search_and_filters_narrow_the_rows(view: FitView) -> None:
+    def shown() -> list[str]:
+        return [
+            view.proxy.index(r, COL_MODEL).data(QtCore.Qt.ItemDataRole.DisplayRole)
+            for r in range(view.proxy.rowCount())
+        ]
+
+    total = view.proxy.rowCount()
+    view.search.setText("qwen3")
+    assert shown() and all("qwen3" in name.lower() for name in shown())
+    view.search.clear()
+    assert view.proxy.rowCount() == total
+
+    view.status_filter.setCurrentIndex(view.status_filter.findData("fits"))
+    names = shown()
+    assert "Llama 3.1 405B Instruct" not in names and names
+    for r in range(view.proxy.rowCount()):
+        row = view.model.row_at(view.proxy.mapToSource(view.proxy.index(r, 0)).row())
+        assert any(c.status in (STATUS_FITS, STATUS_TIGHT) for c in row.cells.values())
+    view.status_filter.setCurrentIndex(0)
+
+    view.size_filter.setCurrentIndex(view.size_filter.findData("small"))
+    assert shown() and all(view.model.row_at(i).params_b is not None for i in range(view.model.rowCount()))
+    for r in range(view.proxy.rowCount()):
+        row = view.model.row_at(view.proxy.mapToSource(view.proxy.index(r, 0)).row())
+        assert row.params_b is not None and row.params_b < 4.5
+    view.size_filter.setCurrentIndex(0)
+
+    view.family_filter.setCurrentIndex(view.family_filter.findData("Gemma"))
+    assert shown() and all(name.lower().startswith("gemma") for name in shown())
+
+
+def test_double_click_picks_model_and_quant(view: FitView, qtbot: QtBot) -> None:
+    view.show()
+    index = _cell(view, "qwen3-14b", "Q5_K_M")
+    view.table.scrollTo(index)
+    rect = view.table.visualRect(index)
+    with qtbot.waitSignal(view.model_chosen, timeout=2000) as blocker:
+        # Qt's item views take a double click only on the index the first press hit.
+        qtbot.mouseClick(view.table.viewport(), QtCore.Qt.MouseButton.LeftButton, pos=rect.center())
+        qtbot.mouseDClick(view.table.viewport(), QtCore.Qt.MouseButton.LeftButton, pos=rect.center())
+    assert blocker.args == ["qwen3-14b", "Q5_K_M"]
+    # The model's name and its best-fit column pick the best quant.
+    with qtbot.waitSignal(view.model_chosen, timeout=2000) as blocker:
+        view.choose(view.proxy.index(index.row(), COL_MODEL))
+    assert blocker.args[1] == index.siblingAtColumn(COL_BEST).data(QUANT_ROLE)
+
+
+def test_enter_on_a_cell_picks_it(view: FitView, qtbot: QtBot) -> None:
+    view.show()
+    view.table.setCurrentIndex(_cell(view, "phi-4", "Q8_0"))
+    with qtbot.waitSignal(view.model_chosen, timeout=2000) as blocker:
+        qtbot.keyClick(view.table, QtCore.Qt.Key.Key_Return)
+    assert blocker.args == ["phi-4", "Q8_0"]
+
+
+def test_rig_changes_recompute_and_stale_tables_are_dropped(
+    view: FitView, state: AppState, qtbot: QtBot
+) -> None:
+    seen: list[FitResult] = []
+    view.table_ready.connect(seen.append)
+    one = parse_rig_expression("RTX 3060")
+    four = parse_rig_expression("4x RTX 4090")
+    state.set_rig(one)
+    state.set_rig(four)  # before the first answer can arrive: it is stale now
+    qtbot.waitUntil(lambda: bool(seen) and not view.busy, timeout=WAIT_MS)
+    qtbot.wait(50)
+    assert [r.rig for r in seen] == [four]
+    assert view.result is not None and view.result.rig == four
+    assert view.rig_header.summary.startswith("4x RTX 4090")
+
+
+def test_context_choice_recomputes_at_that_context(view: FitView, state: AppState, qtbot: QtBot) -> None:
+    view.ctx_combo.setCurrentIndex(view.ctx_combo.findData(32768))
+    view.ctx_combo.activated.emit(view.ctx_combo.currentIndex())
+    assert state.settings.ctx == 32768
+    qtbot.waitUntil(
+        lambda: view.result is not None and view.result.ctx == 32768 and not view.busy, timeout=WAIT_MS
+    )
+    expected = fit_table(state.rig, 32768, Settings()).row("llama-3.3-70b", "Q4_K_M")
+    assert _cell(view, "llama-3.3-70b", "Q4_K_M").data(STATUS_ROLE) == expected.status
+    # A context typed on the Split tab shows up in the combo too.
+    state.update_settings(ctx=12000)
+    assert view.ctx_combo.currentData() == 12000
+
+
+def test_split_sliders_do_not_recompute_the_table(view: FitView, state: AppState) -> None:
+    state.update_settings(tensor_split=(0.7, 0.3), n_gpu_layers=10)
+    assert not view.busy
+
+
+def test_local_gguf_files_become_rows(view: FitView, qtbot: QtBot, demo_model_path: str) -> None:
+    view.add_local_models([demo_model_path])  # a path: its header is read on the pool
+    qtbot.waitUntil(lambda: not view.busy and any(r.local for r in view.model.model_rows), timeout=WAIT_MS)
+    local = [r for r in view.model.model_rows if r.local]
+    assert [r.ref for r in local] == [demo_model_path]
+    spec = load_gguf_spec(demo_model_path)
+    assert list(local[0].cells) == [spec.file_type]
+    assert view.family_filter.findData(FAMILY_LOCAL) >= 0
+    view.family_filter.setCurrentIndex(view.family_filter.findData(FAMILY_LOCAL))
+    assert view.proxy.rowCount() == 1
+    # The same file again (as a spec) adds nothing.
+    view.add_local_models([replace(spec)])
+    assert not view.busy
+    assert sum(r.local for r in view.model.model_rows) == 1
+
+
+def test_a_file_that_is_not_a_model_is_reported_not_shown(view: FitView, qtbot: QtBot, tmp_path) -> None:
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"not a gguf at all")
+    view.add_local_models([str(bad)])
+    qtbot.waitUntil(lambda: not view.busy, timeout=WAIT_MS)
+    assert not any(r.local for r in view.model.model_rows)
+    assert "broken.gguf" in view.status_label.text()
+
+
+def test_dark_palette_gives_dark_cells(view: FitView) -> None:
+    index = _cell(view, "llama-3.1-8b", "Q4_K_M")
+    light = index.data(QtCore.Qt.ItemDataRole.BackgroundRole).color()
+    dark = QtGui.QPalette()
+    for role, colour in (
+        (QtGui.QPalette.ColorRole.Window, "#202124"),
+        (QtGui.QPalette.ColorRole.Base, "#17181a"),
+        (QtGui.QPalette.ColorRole.Text, "#e8eaed"),
+        (QtGui.QPalette.ColorRole.WindowText, "#e8eaed"),
+    ):
+        dark.setColor(role, QtGui.QColor(colour))
+    view.setPalette(dark)
+    shaded = index.data(QtCore.Qt.ItemDataRole.BackgroundRole).color()
+    assert shaded != light
+    assert shaded.lightness() < 110 < light.lightness()
+    assert index.data(QtCore.Qt.ItemDataRole.ForegroundRole).color().lightness() > 200
