@@ -250,6 +250,19 @@ def cpu_tensor_bytes(t: TensorInfo) -> int:
     return pad(tensor_bytes(t), CPU_ALIGNMENT)
 
 
+def cpu_repack_types(cpu_flags: Sequence[str]) -> frozenset[int]:
+    """The weight types llama.cpp's CPU backend repacks on a CPU with these flags (``Host.cpu_flags``).
+
+    Unknown flags (an empty tuple) predict no repacking; ARM layouts are not modelled.
+    """
+    flags = set(cpu_flags)
+    if "avx512f" in flags:
+        return CPU_REPACK_TYPES_AVX512
+    if "avx2" in flags:
+        return CPU_REPACK_TYPES_AVX2
+    return frozenset()
+
+
 def repackable(t: TensorInfo, repack_types: frozenset[int]) -> bool:
     """True when the CPU backend would put this weight in a CPU_REPACK buffer."""
     return (

@@ -834,8 +834,18 @@ def _buffers(
 ) -> list[BufferPlan]:
     """The buffer lines llama.cpp would log, in its order: model, output, KV, compute."""
     out: list[BufferPlan] = []
-    mapped = mapped_span_bytes(prof, host_layers, out_dev == -1)
-    out.append(BufferPlan("CPU_Mapped", "model", mapped / MIB))
+    if model_gpus:
+        # With a GPU backend the host buffer type takes the host tensors; with mmap they stay mapped.
+        mapped = mapped_span_bytes(prof, host_layers, out_dev == -1)
+        out.append(BufferPlan("CPU_Mapped", "model", mapped / MIB))
+    else:
+        # CPU only: the CPU backend moves the weights it can repack into a CPU_REPACK buffer.
+        from app.core.memory import cpu_repack_types
+
+        host_buffers = logged_model_buffers(
+            prof, host_layers, out_dev == -1, cpu_repack_types(rig.host.cpu_flags)
+        )
+        out.extend(BufferPlan(name, "model", mib) for name, mib in host_buffers.items())
     for gi in model_gpus:
         if ev.weights[gi] > 0:
             out.append(BufferPlan(gpu_buffer_name(rig.gpus[gi]), "model", ev.weights[gi] / MIB, gi))

@@ -143,6 +143,8 @@ class Host:
     ram_total_mib: float | None = None
     ram_available_mib: float | None = None
     ram_bandwidth_gbps: float | None = None  # None: the planner uses a desktop default
+    # SIMD features the CPU backend picks its weight layouts by ("avx2", "avx512f"); () when unknown.
+    cpu_flags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

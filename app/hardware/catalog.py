@@ -47,6 +47,7 @@ DEFAULT_PLANNED_HOST = Host(
     cores_logical=16,
     ram_total_mib=64 * 1024.0,
     ram_available_mib=56 * 1024.0,
+    cpu_flags=("avx2", "fma", "f16c"),  # any desktop x86 CPU of the last decade
 )
 
 # Words that vendors put in front of the model number and that users leave out.

@@ -29,6 +29,24 @@ def cpu_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
     return name or None
 
 
+# The flags that decide which weights llama.cpp's CPU backend repacks (app.core.memory).
+_INTERESTING_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512vnni", "f16c", "fma")
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[str, ...]:
+    """The CPU's SIMD flags that matter to llama.cpp, from /proc/cpuinfo; ``()`` when unknown."""
+    try:
+        with cpuinfo.open(encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip().lower() == "flags":
+                    present = set(value.split())
+                    return tuple(f for f in _INTERESTING_FLAGS if f in present)
+    except OSError:
+        pass
+    return ()
+
+
 def detect_host() -> Host:
     """This computer's CPU and RAM."""
     import psutil
@@ -50,4 +68,5 @@ def detect_host() -> Host:
         cores_logical=logical,
         ram_total_mib=total_mib,
         ram_available_mib=available_mib,
+        cpu_flags=cpu_flags(),
     )

@@ -12,6 +12,7 @@ Format 1::
     cores_logical = 32
     ram_total_mib = 131072.0
     ram_available_mib = 120000.0
+    cpu_flags = ["avx2"]         # SIMD features that decide how llama.cpp lays out CPU weights
 
     [[gpu]]
     catalog = "rtx-3090"         # a catalog id (resources/gpus.toml), plus optional overrides:
@@ -58,6 +59,7 @@ _HOST_FIELDS: dict[str, type] = {
     "ram_total_mib": float,
     "ram_available_mib": float,
     "ram_bandwidth_gbps": float,
+    "cpu_flags": tuple,
 }
 _GPU_KEYS = {
     "catalog",
@@ -185,7 +187,7 @@ def rig_to_toml(rig: Rig) -> str:
     lines += ["", "[host]"]
     for key in _HOST_FIELDS:
         value = getattr(host, key)
-        if value is not None:
+        if value is not None and value != ():
             lines.append(f"{key} = {_toml_value(float(value) if _HOST_FIELDS[key] is float else value)}")
     for gpu in rig.gpus:
         lines += ["", "[[gpu]]"]
@@ -229,6 +231,10 @@ def _host(table: object, where: str) -> Host:
             if not isinstance(value, str):
                 raise RigfitError(f"{where}: [host] {key} must be text")
             values[key] = value
+        elif kind is tuple:
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise RigfitError(f"{where}: [host] {key} must be a list of words, like [\"avx2\"]")
+            values[key] = tuple(value)
         elif kind is int:
             values[key] = int(_number(value, key, f"{where}: [host]", int))
         else:

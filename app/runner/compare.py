@@ -106,15 +106,18 @@ def compare_load(loaded: LoadedEvent, plan: Plan) -> tuple[CompareRow, ...]:
 
     hp = plan.host
     measured_host = _sum(host)
+    # llama.cpp logs host weights as buffers (the mapped file span, a CPU_REPACK copy) that need not
+    # add up to the tensors' bytes; the plan predicts those same buffers, so compare like with like.
+    logged_host_weights = [b.mib for b in plan.buffers if b.gpu is None and b.kind == "model"]
     host_predicted = {
-        "weights": hp.weights_mib,
+        "weights": sum(logged_host_weights) if logged_host_weights else hp.weights_mib,
         "kv": hp.kv_mib,
         "compute": hp.compute_mib,
         "output": hp.output_mib,
     }
     for kind in ("weights", "kv", "compute", "output"):
         rows.append(_row("host", kind, host_predicted[kind], measured_host.get(kind, 0.0)))
-    rows.append(_row("host", "total", hp.total_mib, sum(measured_host.values())))
+    rows.append(_row("host", "total", sum(host_predicted.values()), sum(measured_host.values())))
     return tuple(rows)
 
 

@@ -54,6 +54,7 @@ SHAPES: dict[str, SynthShape] = {
 WEIGHTS_KV_PCT = 1.0
 COMPUTE_PCT, COMPUTE_MIB = 10.0, 32.0
 NVML_TOTAL_PCT = 3.0
+THREADS = 8  # the same CPU threads for the worker and the bare loop
 
 
 def record(kind: str, **data: object) -> None:
@@ -314,7 +315,7 @@ def _quiet_log(ll: Any) -> Any:
 class BareLoop:
     """llama-cpp-python's low-level API in this process: the same decode loop without Rigfit around it."""
 
-    def __init__(self, path: str, n_ctx: int) -> None:
+    def __init__(self, path: str, n_ctx: int, n_threads: int) -> None:
         import llama_cpp as ll
 
         self.ll = ll
@@ -325,6 +326,7 @@ class BareLoop:
         self.model = ll.llama_model_load_from_file(path.encode(), mparams)
         cparams = ll.llama_context_default_params()
         cparams.n_ctx = n_ctx
+        cparams.n_threads = cparams.n_threads_batch = n_threads
         cparams.flash_attn_type = ll.LLAMA_FLASH_ATTN_TYPE_ENABLED
         self.ctx = ll.llama_init_from_model(self.model, cparams)
 
@@ -382,10 +384,11 @@ def test_runner_generation_keeps_97_percent_of_a_bare_loop(model_dir: Path) -> N
     with RunnerClient() as client:
         client.start()
         client.load_sync(
-            P.LoadSettings(model_path=path, n_ctx=4096, n_gpu_layers=-1, flash_attn=True), timeout=400
+            P.LoadSettings(model_path=path, n_ctx=4096, n_gpu_layers=-1, flash_attn=True, n_threads=THREADS),
+            timeout=400,
         )
         _, n_prompt = _worker_rate(client, n_tokens)  # warm-up
-        bare = BareLoop(path, 4096)
+        bare = BareLoop(path, 4096, THREADS)
         prompt = list(range(300, 300 + n_prompt))  # same number of prompt tokens; ids are irrelevant to speed
         bare.run(prompt, 16)
         for i in range(repeats):
