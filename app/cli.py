@@ -14,7 +14,6 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from app import __version__
 from app.core.errors import RigfitError
 
 COMMAND_NAMES: tuple[str, ...] = ("detect", "plan", "fit", "run", "bench", "monitor")
@@ -55,7 +54,9 @@ def build_parser(with_commands: bool = True) -> tuple[argparse.ArgumentParser, d
     parser.add_argument(
         "--self-test", action="store_true", help="headless check: window, detection, planning, a short run"
     )
-    parser.add_argument("--screenshot", metavar="FILE.png", help="render the window offscreen to a PNG and exit")
+    parser.add_argument(
+        "--screenshot", metavar="FILE.png", help="render the window offscreen to a PNG and exit"
+    )
     parser.add_argument("--rig", dest="gui_rig", metavar="EXPR", help="open the window on a planned rig")
     parser.add_argument(
         "--tab",

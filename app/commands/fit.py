@@ -24,7 +24,7 @@ from app.core.model_source import load_model_spec
 from app.core.settings import KV_TYPES, Settings
 
 EXIT_OK = 0
-_STATUS_MARK = {"fits": "fits", "tight": "tight", "offload": "offload", "no": "-"}
+_STATUS_MARK = {"fits": "fits", "tight": "tight", "offload": "offload", "no": "no"}
 
 
 def add_parser(subparsers: Any) -> None:

@@ -35,9 +35,13 @@ class PcieLink:
     @property
     def slot_limited(self) -> bool:
         """True when the slot (or riser) gives the card fewer lanes or an older generation than it supports."""
-        gen_cut = self.gpu_max_gen is not None and self.max_gen is not None and self.gpu_max_gen > self.max_gen
+        gen_cut = (
+            self.gpu_max_gen is not None and self.max_gen is not None and self.gpu_max_gen > self.max_gen
+        )
         width_cut = (
-            self.gpu_max_width is not None and self.max_width is not None and self.gpu_max_width > self.max_width
+            self.gpu_max_width is not None
+            and self.max_width is not None
+            and self.gpu_max_width > self.max_width
         )
         return gen_cut or width_cut
 

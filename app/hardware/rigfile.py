@@ -233,7 +233,7 @@ def _host(table: object, where: str) -> Host:
             values[key] = value
         elif kind is tuple:
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise RigfitError(f"{where}: [host] {key} must be a list of words, like [\"avx2\"]")
+                raise RigfitError(f'{where}: [host] {key} must be a list of words, like ["avx2"]')
             values[key] = tuple(value)
         elif kind is int:
             values[key] = int(_number(value, key, f"{where}: [host]", int))

@@ -47,28 +47,8 @@ SCREENSHOT_TABS: tuple[str, ...] = ("hardware", "fit", "split", "run", "monitor"
 SCREENSHOT_TIMEOUT_S = 60.0  # detection plus the first fit table (the catalog warm-up takes ~2 s)
 
 
-def _keep_python_singletons_alive() -> None:
-    """Work around PySide6 6.12.0 on Python 3.11: it drops a reference to ``None``/``True`` on every
-    void call and ``emit()``, and the process aborts after a few thousand (seen here: one slider drag
-    is enough). Python 3.12 makes these objects immortal; this gives them the same huge reference
-    count. No effect on any other PySide6 or Python. ``tests/ui/pyside_guard.py`` does the same for
-    tests. The real fix is a PySide6 without the bug: excluding 6.12.0 in pyproject."""
-    import ctypes
-
-    from PySide6 import QtCore
-
-    if QtCore.__version__ != "6.12.0" or sys.version_info >= (3, 12):  # type: ignore[attr-defined]
-        return
-    for value in (None, True, False):
-        if sys.getrefcount(value) < (1 << 40):
-            # ob_refcnt is the first field of every CPython 3.11 object.
-            ctypes.c_ssize_t.from_address(id(value)).value += 1 << 40
-
-
 def _application() -> object:
     from PySide6 import QtCore, QtGui, QtWidgets
-
-    _keep_python_singletons_alive()
 
     existing = QtWidgets.QApplication.instance()
     if isinstance(existing, QtWidgets.QApplication):

@@ -289,7 +289,7 @@ class FitTableModel(QtCore.QAbstractTableModel):
             if section == COL_MODEL:
                 return "Model"
             if section == COL_PARAMS:
-                return "Size"
+                return "Params"
             if section == COL_BEST:
                 return "Best fit"
             return self.quant_at(section)

@@ -404,6 +404,8 @@ class MonitorView(QtWidgets.QWidget):
             item.titleLabel.setAttr("color", foreground)
             item.setTitle(self._plot_title(spec), size="9pt")
             item.setLabel("left", spec.unit)
+            # The unit is already in the label: no "(x0.001)" scale suffix for small values.
+            item.getAxis("left").enableAutoSIPrefix(False)
             item.showGrid(x=True, y=True, alpha=0.2)
             item.setMenuEnabled(False)
             item.setMouseEnabled(x=False, y=False)
@@ -767,7 +769,12 @@ class MonitorView(QtWidgets.QWidget):
     # ------------------------------------------------------------------------------------------ alerts
     def _show_no_alerts(self) -> None:
         self.alert_list.clear()
-        item = QtWidgets.QListWidgetItem("No alerts: every GPU is within its limits.")
+        text = (
+            "No alerts: every GPU is within its limits."
+            if self.history is not None and self.error_message is None
+            else "No alerts: no GPU is being sampled."
+        )
+        item = QtWidgets.QListWidgetItem(text)
         item.setData(QtCore.Qt.ItemDataRole.UserRole, None)
         item.setFlags(QtCore.Qt.ItemFlag.NoItemFlags | QtCore.Qt.ItemFlag.ItemIsEnabled)
         self.alert_list.addItem(item)
@@ -812,6 +819,7 @@ class MonitorView(QtWidgets.QWidget):
         self.repaint_timer.stop()
         self.start_button.setText("Start")
         self.status_label.setText(message)
+        self._show_no_alerts()
 
     # ------------------------------------------------------------------------------------------ export
     def export_csv(self, path: str | Path) -> None:

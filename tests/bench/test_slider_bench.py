@@ -19,9 +19,6 @@ from app.hardware.catalog import parse_rig_expression
 from app.ui.main_window import model_choice_for
 from app.ui.split_view import SplitView
 from app.ui.state import AppState
-from tests.ui.pyside_guard import keep_singletons_alive
-
-keep_singletons_alive()
 
 FRAME_MS = 1000.0 / 60.0
 MOVES = 120

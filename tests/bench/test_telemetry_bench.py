@@ -26,9 +26,7 @@ from app.hardware.nvml import scenario_path
 from app.hardware.nvml_fake import FakeNvml, load_scenario
 from app.hardware.telemetry import TelemetrySampler, TelemetrySnapshot
 from app.ui.monitor_view import REPAINT_INTERVAL_MS, MonitorView
-from tests.ui.pyside_guard import keep_singletons_alive
 
-keep_singletons_alive()
 pytestmark = pytest.mark.qt_log_ignore(r"This plugin does not support propagateSizeHints\(\)")
 
 GPUS = 8

@@ -14,7 +14,6 @@ The tests are ordered cheapest first, so a run cut short still brings back the m
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import shutil
@@ -25,7 +24,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -298,67 +296,6 @@ def test_partial_offload_matches_the_plan(case: LoadCase, rig: Rig, model_dir: P
 # -- the runner's own cost -------------------------------------------------------------------------
 
 
-_QUIET_LOG: list[object] = []
-
-
-def _quiet_log(ll: Any) -> Any:
-    """A do-nothing llama.cpp log callback that lives as long as the process.
-
-    llama.cpp keeps the pointer: a callback freed while set crashes the next in-process log line
-    (another test's llama.cpp call), so it is created once and never dropped.
-    """
-    if not _QUIET_LOG:
-        _QUIET_LOG.append(ll.llama_log_callback(lambda level, text, user_data: None))
-    return _QUIET_LOG[0]
-
-
-class BareLoop:
-    """llama-cpp-python's low-level API in this process: the same decode loop without Rigfit around it."""
-
-    def __init__(self, path: str, n_ctx: int, n_threads: int) -> None:
-        import llama_cpp as ll
-
-        self.ll = ll
-        ll.llama_log_set(_quiet_log(ll), ctypes.c_void_p(0))
-        ll.llama_backend_init()
-        mparams = ll.llama_model_default_params()
-        mparams.n_gpu_layers = 999
-        self.model = ll.llama_model_load_from_file(path.encode(), mparams)
-        cparams = ll.llama_context_default_params()
-        cparams.n_ctx = n_ctx
-        cparams.n_threads = cparams.n_threads_batch = n_threads
-        cparams.flash_attn_type = ll.LLAMA_FLASH_ATTN_TYPE_ENABLED
-        self.ctx = ll.llama_init_from_model(self.model, cparams)
-
-    def run(self, prompt: list[int], n_tokens: int) -> float:
-        ll = self.ll
-        ll.llama_memory_clear(ll.llama_get_memory(self.ctx), True)
-        arr = (ll.llama_token * len(prompt))(*prompt)
-        ll.llama_decode(self.ctx, ll.llama_batch_get_one(arr, len(prompt)))
-        chain = ll.llama_sampler_chain_init(ll.llama_sampler_chain_default_params())
-        ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_greedy())
-        vocab = ll.llama_model_get_vocab(self.model)
-        piece = ctypes.create_string_buffer(256)
-        one = (ll.llama_token * 1)()
-        first = last = 0.0
-        for i in range(n_tokens):
-            token = ll.llama_sampler_sample(chain, self.ctx, -1)
-            ll.llama_token_to_piece(vocab, token, piece, len(piece), 0, False)
-            last = time.perf_counter()
-            if i == 0:
-                first = last
-            if i == n_tokens - 1:
-                break
-            one[0] = token
-            ll.llama_decode(self.ctx, ll.llama_batch_get_one(one, 1))
-        ll.llama_sampler_free(chain)
-        return (n_tokens - 1) / (last - first)
-
-    def close(self) -> None:
-        self.ll.llama_free(self.ctx)
-        self.ll.llama_model_free(self.model)
-
-
 def _worker_rate(client: RunnerClient, n_tokens: int) -> tuple[float, int]:
     request = P.ChatRequest(
         messages=(P.ChatMessage("user", "Write a long story."),),
@@ -388,17 +325,31 @@ def test_runner_generation_keeps_97_percent_of_a_bare_loop(model_dir: Path) -> N
             timeout=400,
         )
         _, n_prompt = _worker_rate(client, n_tokens)  # warm-up
-        bare = BareLoop(path, 4096, THREADS)
-        prompt = list(range(300, 300 + n_prompt))  # same number of prompt tokens; ids are irrelevant to speed
-        bare.run(prompt, 16)
+        bare = subprocess.Popen(
+            [sys.executable, str(ROOT / "tests" / "gpu" / "bare_loop.py"), path, "4096", str(THREADS)]
+            + [str(n_prompt), str(n_tokens)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert bare.stdin is not None and bare.stdout is not None
+        assert bare.stdout.readline().strip() == "ready"
+
+        def bare_rate() -> float:
+            bare.stdin.write("go\n")  # type: ignore[union-attr]
+            bare.stdin.flush()  # type: ignore[union-attr]
+            return float(bare.stdout.readline())  # type: ignore[union-attr]
+
+        bare_rate()  # warm-up
         for i in range(repeats):
             if i % 2:
-                bare_rates.append(bare.run(prompt, n_tokens))
+                bare_rates.append(bare_rate())
                 worker_rates.append(_worker_rate(client, n_tokens)[0])
             else:
                 worker_rates.append(_worker_rate(client, n_tokens)[0])
-                bare_rates.append(bare.run(prompt, n_tokens))
-        bare.close()
+                bare_rates.append(bare_rate())
+        bare.stdin.close()
+        bare.wait(timeout=60)
     best = max(worker_rates) / max(bare_rates)
     median = statistics.median(worker_rates) / statistics.median(bare_rates)
     record(

@@ -26,10 +26,7 @@ from app.ui.fit_view import (
 )
 from app.ui.state import AppState
 from app.ui.tasks import TaskRunner
-from tests.ui.pyside_guard import keep_singletons_alive
 from tests.ui.ui_guard import assert_quiet
-
-keep_singletons_alive()
 
 WAIT_MS = 60000  # the first table of a test run warms the whole catalog up (about 2-3 s here)
 

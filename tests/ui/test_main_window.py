@@ -21,10 +21,7 @@ from app.ui.hardware_view import MODE_DETECTED, MODE_PLANNED
 from app.ui.main_window import TAB_NAMES, MainWindow
 from app.ui.settings_store import SettingsStore
 from app.ui.state import ModelChoice
-from tests.ui.pyside_guard import keep_singletons_alive
 from tests.ui.ui_guard import assert_quiet
-
-keep_singletons_alive()
 
 pytestmark = pytest.mark.qt_log_ignore(r"This plugin does not support propagateSizeHints\(\)")
 WAIT_MS = 60000

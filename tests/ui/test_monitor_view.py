@@ -34,9 +34,6 @@ from app.hardware.telemetry import (
 from app.ui.colors import GPU_COLORS, gpu_color, gpu_color_name
 from app.ui.main_window import MainWindow
 from app.ui.monitor_view import PLOT_KEYS, AgoAxis, MonitorView, TelemetryBridge, predicted_from_plan
-from tests.ui.pyside_guard import BROKEN_REFCOUNTS, keep_singletons_alive
-
-keep_singletons_alive()
 
 pytestmark = pytest.mark.qt_log_ignore(r"This plugin does not support propagateSizeHints\(\)")
 
@@ -385,13 +382,10 @@ def test_plot_keys_cover_the_issue_metrics() -> None:
     assert {"vram", "temperature", "power", "utilization", "pcie", "clocks", "fan"} == set(PLOT_KEYS)
 
 
-@pytest.mark.xfail(
-    BROKEN_REFCOUNTS,
-    reason="PySide6 6.12.0 returns None (void methods) and True (Signal.emit) without a reference; "
-    "Python 3.11 aborts once the count reaches zero. Pin PySide6-Essentials != 6.12.0.",
-    strict=True,
-)
 def test_pyside_calls_keep_python_objects_alive() -> None:
+    # PySide6 6.12.0 returned None (void methods) and True (Signal.emit) without a reference, and
+    # Python 3.11 aborts once the count reaches zero: pyproject keeps PySide6 below 6.12. This catches
+    # any installed PySide6 with the same bug.
     class Emitter(QtCore.QObject):
         fired = QtCore.Signal(object)
 

@@ -38,10 +38,7 @@ from app.ui.run_view import DEMO_LABEL, RunView, describe_settings, predicted_vr
 from app.ui.runner_adapter import STATE_CLOSED, STATE_GENERATING, STATE_IDLE, STATE_LOADED, RunnerAdapter
 from app.ui.state import AppState, ModelChoice
 from tests.synth_gguf import SynthShape, write_llama_gguf
-from tests.ui.pyside_guard import keep_singletons_alive
 from tests.ui.ui_guard import assert_quiet
-
-keep_singletons_alive()  # PySide6 6.12.0 on Python 3.11 (see tests/ui/pyside_guard.py); the app needs a pin
 
 pytestmark = pytest.mark.qt_log_ignore(r"This plugin does not support propagateSizeHints\(\)")
 

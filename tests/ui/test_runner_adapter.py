@@ -34,9 +34,6 @@ from app.ui.runner_adapter import (
     STATE_STARTING,
     RunnerAdapter,
 )
-from tests.ui.pyside_guard import keep_singletons_alive
-
-keep_singletons_alive()  # PySide6 6.12.0 on Python 3.11 (see tests/ui/pyside_guard.py); the app needs a pin
 
 THREADS = 1  # one llama.cpp thread: no OpenMP barriers stalling when other jobs share the 2 cores
 READY = '{"type": "ready", "pid": 1, "llama_cpp_version": "fake", "gpu_offload": false}'

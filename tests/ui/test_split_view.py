@@ -23,10 +23,7 @@ from app.hardware.probe import detect_rig
 from app.ui.main_window import model_choice_for
 from app.ui.split_view import SplitView, layers_text, percent_display
 from app.ui.state import AppState
-from tests.ui.pyside_guard import keep_singletons_alive
 from tests.ui.ui_guard import assert_quiet
-
-keep_singletons_alive()
 
 
 @pytest.fixture
