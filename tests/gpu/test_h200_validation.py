@@ -326,8 +326,8 @@ def test_runner_generation_keeps_97_percent_of_a_bare_loop(model_dir: Path) -> N
         )
         _, n_prompt = _worker_rate(client, n_tokens)  # warm-up
         bare = subprocess.Popen(
-            [sys.executable, str(ROOT / "tests" / "gpu" / "bare_loop.py"), path, "4096", str(THREADS)]
-            + [str(n_prompt), str(n_tokens)],
+            [sys.executable, str(ROOT / "tests" / "gpu" / "bare_loop.py"), path, "4096"]
+            + [str(n) for n in (THREADS, n_prompt, n_tokens)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
