@@ -48,11 +48,11 @@ from app.core.memory import (
     MIB,
     OP_OFFLOAD_MIN_BATCH,
     PIPELINE_COPIES,
-    SWA_CACHE_PAD,
     ComputeRole,
     ModelProfile,
     compute_bytes_cells,
     kv_cells,
+    kv_cells_for_contexts,
     output_buffer_bytes,
     profile,
 )
@@ -501,32 +501,14 @@ class _Cells:
 
 
 def _cells(settings: Settings, n_swa: int, ctxs: IntArray) -> _Cells:
-    s = settings
-    n_seq = max(1, s.n_seq_max)
-    n_ctx = (ctxs + KV_CTX_PAD - 1) // KV_CTX_PAD * KV_CTX_PAD
-    if s.kv_unified:
-        n_ctx_seq = n_ctx
-        n_stream = 1
-    else:
-        n_ctx_seq = (n_ctx // n_seq + KV_CTX_PAD - 1) // KV_CTX_PAD * KV_CTX_PAD
-        n_ctx = n_ctx_seq * n_seq
-        n_stream = n_seq
-    n_batch = np.minimum(np.minimum(ctxs, s.n_batch), n_ctx)
-    n_ubatch = np.minimum(n_batch, s.n_ubatch)
-    tokens = np.minimum(n_ctx, n_ubatch)
-    outputs = np.minimum(tokens, n_batch)
-    if n_swa > 0 and not s.swa_full:
-        window = n_swa * (n_seq if s.kv_unified else 1) + n_ubatch
-        swa = (np.minimum(n_ctx_seq, window) + SWA_CACHE_PAD - 1) // SWA_CACHE_PAD * SWA_CACHE_PAD
-    else:
-        swa = n_ctx_seq
+    c = kv_cells_for_contexts(settings, n_swa, ctxs)
     return _Cells(
         ctx=ctxs,
-        base=n_ctx_seq.astype(np.float64),
-        swa=np.asarray(swa, dtype=np.float64),
-        n_stream=int(n_stream),
-        tokens=tokens.astype(np.int64),
-        outputs=outputs.astype(np.int64),
+        base=c.n_ctx_seq.astype(np.float64),
+        swa=c.swa_cells.astype(np.float64),
+        n_stream=int(c.n_stream),
+        tokens=c.n_ubatch,
+        outputs=c.n_outputs,
     )
 
 

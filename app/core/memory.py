@@ -67,11 +67,17 @@ OP_OFFLOAD_MIN_BATCH = 32  # CUDA offloads host-weight ops of batches this large
 ROW_SPLIT_ROUNDING = 128  # rows per device are rounded down to this (mmq_y of Volta+ GPUs)
 
 # --- per-GPU memory the allocator does not see -------------------------------------------------
-# CUDA context, cuBLAS workspace, the CUDA pool: NVML's used-VRAM increase minus llama.cpp's logged
-# CUDA0 buffers on an H200, driver 580 / CUDA 13.0, for a 1B, 8B and 70B model (DEVICE.md: 527.3,
-# 528.6, 528.6 MiB). Consumer GPUs and other drivers differ (often 300-600 MiB): override it with
+# NVML's used-VRAM increase minus llama.cpp's logged CUDA0 buffers on an H200, driver 580 / CUDA 13.0
+# (docs/validation.md). Right after the load: the CUDA context and what loading allocated (DEVICE.md:
+# 527.3, 528.6, 528.6 MiB for a 1B, 8B and 70B model; 527.7-528.7 MiB in the 12 loads of issue 8).
+GPU_OVERHEAD_AFTER_LOAD_MIB = 528.6
+# The first decode then adds what CUDA and cuBLAS set up on first use (workspaces, lazily loaded kernels):
+# 66.0 MiB in every one of the 12 loads (1B to 70B, full and partial offload, 4k to 32k context).
+GPU_OVERHEAD_WARMUP_MIB = 66.0
+# The planner's default is what a running model holds while it generates (594.6 MiB; measured
+# 593.7-594.7). Consumer GPUs and other drivers differ (often 300-700 MiB): override it with
 # Gpu.overhead_mib or Settings.overhead_mib when measured.
-DEFAULT_GPU_OVERHEAD_MIB = 528.6
+DEFAULT_GPU_OVERHEAD_MIB = GPU_OVERHEAD_AFTER_LOAD_MIB + GPU_OVERHEAD_WARMUP_MIB
 
 # --- compute buffer phases ----------------------------------------------------------------------
 # Each phase is a set of tensors alive at once in the prompt graph of n_ubatch tokens, in units of
@@ -344,6 +350,43 @@ def kv_cells(settings: Settings, n_swa: int = 0) -> KvCells:
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True, eq=False)
+class KvCellsArray:
+    """:class:`KvCells` for many contexts at once (one entry per context)."""
+
+    ctx: IntArray
+    n_ctx_seq: IntArray
+    swa_cells: IntArray
+    n_stream: int
+    n_ubatch: IntArray
+    n_outputs: IntArray
+
+
+def kv_cells_for_contexts(settings: Settings, n_swa: int, ctxs: npt.ArrayLike) -> KvCellsArray:
+    """:func:`kv_cells` vectorised over ``ctxs`` (``settings.ctx`` is ignored): the same rules."""
+    s = settings
+    ctx = np.asarray(ctxs, dtype=np.int64)
+    n_seq = max(1, s.n_seq_max)
+    n_ctx = (ctx + KV_CTX_PAD - 1) // KV_CTX_PAD * KV_CTX_PAD
+    if s.kv_unified:
+        n_ctx_seq = n_ctx
+        n_stream = 1
+    else:
+        n_ctx_seq = (n_ctx // n_seq + KV_CTX_PAD - 1) // KV_CTX_PAD * KV_CTX_PAD
+        n_ctx = n_ctx_seq * n_seq
+        n_stream = n_seq
+    n_batch = np.minimum(np.minimum(ctx, s.n_batch), n_ctx)
+    n_ubatch = np.minimum(n_batch, s.n_ubatch)
+    tokens = np.minimum(n_ctx, n_ubatch)
+    outputs = np.minimum(tokens, n_batch)
+    if n_swa > 0 and not s.swa_full:
+        window = n_swa * (n_seq if s.kv_unified else 1) + n_ubatch
+        swa = (np.minimum(n_ctx_seq, window) + SWA_CACHE_PAD - 1) // SWA_CACHE_PAD * SWA_CACHE_PAD
+    else:
+        swa = n_ctx_seq
+    return KvCellsArray(ctx, n_ctx_seq, np.asarray(swa, dtype=np.int64), n_stream, tokens, outputs)
 
 
 @dataclass(frozen=True, eq=False)

@@ -12,8 +12,11 @@ sets the pace, plus two all-reduces per layer over NVLink or PCIe. Layers left o
 system-RAM bandwidth (or the CPU's arithmetic rate when that is lower).
 
 Prompt processing is compute-bound: FLOPs / (FP16 tensor throughput x efficiency) plus a per-layer
-cost per micro-batch; layers left in system RAM are copied to GPU 0 for each micro-batch
-(``op_offload``) or computed by the CPU.
+cost per micro-batch and a fixed cost per prompt. Only the last token's logits are computed, so the
+output layer counts once, not once per token. Layers left in system RAM are, for micro-batches of at
+least 32 tokens (``op_offload``), computed by GPU 0 on copies of their weights that cross from
+pageable (memory-mapped) host memory for every micro-batch, plus a CPU-side cost per host layer;
+smaller micro-batches (and ``op_offload`` off) leave them to the CPU.
 
 Every constant is calibrated on real runs; ``docs/speed-model.md`` says how, with the commands and
 the prediction next to each measurement. The model is a planning tool (which rig, which split, is
@@ -30,7 +33,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import numpy.typing as npt
 
-from app.core.memory import kv_row_bytes, profile, tensor_bytes
+from app.core.memory import OP_OFFLOAD_MIN_BATCH, kv_row_bytes, profile, tensor_bytes
 from app.core.model_spec import ModelSpec
 from app.core.plan import STATUS_NO, Plan
 from app.core.rig import Gpu, Host, Rig
@@ -38,19 +41,26 @@ from app.core.settings import Settings
 
 FloatArray = npt.NDArray[np.float64]
 
-# --- GPU, calibrated on the H200 runs of DEVICE.md (docs/speed-model.md) ----------------------------
-GPU_BANDWIDTH_EFFICIENCY = 0.617  # share of the datasheet memory bandwidth decode reaches
-GPU_DECODE_LAYER_S = 51e-6  # per layer (output layer included) and token: launches, synchronisation
-GPU_DECODE_TOKEN_S = 0.0  # per token besides the layers: a free fit made it negative, so it is pinned
-GPU_FLOPS_EFFICIENCY = 0.437  # share of the dense FP16 tensor throughput prompt processing reaches
-GPU_PROMPT_LAYER_S = 1.495e-3  # per layer (output layer included) and micro-batch of a prompt
-GPU_PROMPT_FIXED_S = 22.2e-3  # per prompt
+# --- GPU, calibrated on the H200 runs of DEVICE.md and docs/validation.md (docs/speed-model.md) -----
+GPU_BANDWIDTH_EFFICIENCY = 0.611  # share of the datasheet memory bandwidth decode reaches
+GPU_DECODE_LAYER_S = 47.4e-6  # per layer (output layer included) and token: launches, synchronisation
+GPU_DECODE_TOKEN_S = 0.0  # per token besides the layers: fits give -82 to +110 us, within noise, so pinned
+GPU_FLOPS_EFFICIENCY = 0.212  # share of the dense FP16 tensor throughput prompt processing reaches
+GPU_PROMPT_LAYER_S = 0.321e-3  # per layer (output layer included) and micro-batch of a prompt
+GPU_PROMPT_FIXED_S = 12.4e-3  # per prompt
+# op_offload (layers in system RAM, micro-batches of >= 32 tokens): the host layers' weights are
+# copied to GPU 0 for every micro-batch from the memory-mapped file, i.e. pageable memory, which
+# crosses much slower than the slot's PCIe bandwidth; plus a CPU-side cost per host layer (the
+# scheduler's per-split synchronisation and copies, the KV cache writes in host memory).
+OFFLOAD_COPY_GBPS = 7.67  # effective host -> GPU bandwidth of those copies (H200, Gen5 x16 slot)
+OFFLOAD_HOST_LAYER_S = 4.85e-3  # per host layer and offloaded micro-batch
+PROMPT_OUTPUTS = 1  # logits rows a prompt computes: the last token's (llama_batch_get_one, Llama.eval)
 # --- CPU, calibrated on the development machine (docs/speed-model.md) --------------------------------
 CPU_BANDWIDTH_EFFICIENCY = 1.0  # share of the RAM read bandwidth (numpy, one thread) decode reaches
 CPU_DECODE_LAYER_S = 0.126e-3  # per layer (output layer included) and token: the backend's thread barriers
 CPU_DECODE_GFLOPS_PER_CORE = 60.0  # arithmetic rate of one core on decode's dot products (Q4_0, AVX-512)
-CPU_PROMPT_GFLOPS_PER_CORE = 176.0  # ... on prompt processing's matrix products
-CPU_PROMPT_LAYER_S = 9.9e-3  # per layer (output layer included) and micro-batch of a prompt
+CPU_PROMPT_GFLOPS_PER_CORE = 153.0  # ... on prompt processing's matrix products
+CPU_PROMPT_LAYER_S = 9.7e-3  # per layer (output layer included) and micro-batch of a prompt
 # A host whose RAM bandwidth is not known: dual-channel DDR5-5600 (89.6 GB/s on paper) reads about
 # 60 GB/s in practice; 8 cores, as the planned host of app.hardware.catalog.
 DEFAULT_RAM_BANDWIDTH_GBPS = 60.0
@@ -482,39 +492,57 @@ def _group_link(rig: Rig, gpus: list[int]) -> tuple[float, float]:
     return min(bw for bw, _ in links), max(lat for _, lat in links)
 
 
+def _offload_gpu(rig: Rig, s: Settings) -> Gpu:
+    """The GPU op_offload sends host-layer work to: the scheduler's first GPU backend (the main GPU
+    with split mode ``none``, which keeps only that one)."""
+    if s.split_mode == "none" and 0 <= s.main_gpu < rig.n_gpus:
+        return rig.gpus[s.main_gpu]
+    return rig.gpus[0]
+
+
 def _prompt_seconds(rig: Rig, sp: SpeedProfile, s: Settings, place: _Placement, n_tokens: int) -> float:
     p = max(1, int(n_tokens))
-    n_ub = -(-p // max(1, min(s.n_ubatch, s.n_batch)))
+    ub = max(1, min(s.n_ubatch, s.n_batch))
+    n_full, rest = divmod(p, ub)
+    n_ub = n_full + int(rest > 0)
     # Attention of a prompt: each token attends to the tokens before it (p/2 on average).
     attn = sp.kv_attn_flops * sp.cells(p / 2.0) * p
     attn_cum = np.concatenate(([0.0], np.cumsum(attn)))
+    # llama.cpp computes logits only for the rows it outputs: the prompt's last token.
+    out_flops = sp.output_flops * PROMPT_OUTPUTS
     n = rig.n_gpus
     h = place.host_layers
-    host_flops = (_range_sum(sp.layer_cum_flops, 0, h) * p + _range_sum(attn_cum, 0, h)) + (
-        sp.output_flops * p if place.output_on_host else 0.0
-    )
-    offload = n > 0 and s.op_offload and min(s.n_ubatch, s.n_batch) >= 32
     total = 0.0 if n == 0 else GPU_PROMPT_FIXED_S
-    if h > 0 or place.output_on_host:
-        if offload:
-            # op_offload: GPU 0 computes the host layers on copies of their weights, sent over PCIe
-            # once per micro-batch.
-            g0 = rig.gpus[0]
-            host_bytes = _range_sum(sp.layer_cum_bytes, 0, h) + (
-                sp.output_read_bytes if place.output_on_host else 0.0
-            )
-            total += n_ub * host_bytes / (pcie_gbps(g0) * GBPS)
-            total += float(
-                gpu_prompt_seconds(host_flops, h + int(place.output_on_host), gpu_tflops(g0), n_ub)
-            )
-        else:
-            total += float(host_prompt_seconds(host_flops, h + int(place.output_on_host), rig.host, n_ub))
+    if h > 0:
+        host_flops = _range_sum(sp.layer_cum_flops, 0, h) * p + _range_sum(attn_cum, 0, h)
+        # op_offload moves an op to the GPU when its batch has at least 32 rows (ggml-cuda.cu
+        # ggml_backend_cuda_device_offload_op); a prompt's last, shorter micro-batch may stay on the CPU.
+        n_off = tok_off = 0
+        if n > 0 and s.op_offload:
+            if ub >= OP_OFFLOAD_MIN_BATCH:
+                n_off, tok_off = n_full, n_full * ub
+            if rest >= OP_OFFLOAD_MIN_BATCH:
+                n_off, tok_off = n_off + 1, tok_off + rest
+        share = tok_off / p
+        if n_off:
+            g0 = _offload_gpu(rig, s)
+            # Every offloaded micro-batch copies every host-layer weight in again, from the mmap'd
+            # (pageable) file: slower than the slot unless the slot itself is slower.
+            copy_gbps = min(OFFLOAD_COPY_GBPS, pcie_gbps(g0))
+            host_bytes = _range_sum(sp.layer_cum_bytes, 0, h)
+            total += n_off * (host_bytes / (copy_gbps * GBPS) + h * OFFLOAD_HOST_LAYER_S)
+            total += float(gpu_prompt_seconds(host_flops * share, h, gpu_tflops(g0), n_off))
+        if n_off < n_ub:
+            total += float(host_prompt_seconds(host_flops * (1.0 - share), h, rig.host, n_ub - n_off))
+    if place.output_on_host:
+        # One output row: below op_offload's threshold, so the CPU computes it, once per prompt.
+        total += float(host_prompt_seconds(out_flops, 1, rig.host, 1))
     act = sp.n_embd * ACTIVATION_BYTES_PER_VALUE * p
     if place.mode == "parallel":
         gpu_layers = sp.n_layer - h
         flops = _range_sum(sp.layer_cum_flops, h, sp.n_layer) * p + _range_sum(attn_cum, h, sp.n_layer)
         if not place.output_on_host:
-            flops += sp.output_flops * p
+            flops += out_flops
         times = [
             float(gpu_prompt_seconds(flops * place.gpu_share[g], gpu_layers, gpu_tflops(gpu), n_ub))
             for g, gpu in enumerate(rig.gpus)
@@ -529,7 +557,7 @@ def _prompt_seconds(rig: Rig, sp: SpeedProfile, s: Settings, place: _Placement, 
             lo, hi = place.gpu_ranges[g]
             flops = _range_sum(sp.layer_cum_flops, lo, hi) * p + _range_sum(attn_cum, lo, hi)
             if place.gpu_output[g]:
-                flops += sp.output_flops * p
+                flops += out_flops
             layers = (hi - lo) + int(place.gpu_output[g])
             total += float(gpu_prompt_seconds(flops, layers, gpu_tflops(gpu), n_ub))
             if layers > 0:

@@ -51,7 +51,6 @@ from app.core.memory import (
     OP_OFFLOAD_MIN_BATCH,
     PIPELINE_COPIES,
     ROW_SPLIT_ROUNDING,
-    SWA_CACHE_PAD,
     ComputeRole,
     KvCells,
     ModelProfile,
@@ -60,6 +59,7 @@ from app.core.memory import (
     is_matmul_weight,
     is_quantized,
     kv_cells,
+    kv_cells_for_contexts,
     kv_row_bytes,
     kv_type_id,
     mapped_span_bytes,
@@ -1063,25 +1063,9 @@ def context_sweep(rig: Rig, prof: ModelProfile, settings: Settings, ctxs: Sequen
     if rig.n_gpus == 0:
         ngl = 0
     lay = _layout(rig, prof, s, ngl)
-    # KvCells for each context, vectorised (kv_cells does the same for one).
-    n_seq = max(1, s.n_seq_max)
-    n_ctx = (ctx + KV_CTX_PAD - 1) // KV_CTX_PAD * KV_CTX_PAD
-    if s.kv_unified:
-        n_ctx_seq = n_ctx
-        n_stream = 1
-    else:
-        n_ctx_seq = (n_ctx // n_seq + KV_CTX_PAD - 1) // KV_CTX_PAD * KV_CTX_PAD
-        n_ctx = n_ctx_seq * n_seq
-        n_stream = n_seq
-    n_batch = np.minimum(np.minimum(ctx, s.n_batch), n_ctx)
-    n_ubatch = np.minimum(n_batch, s.n_ubatch)
-    tokens = np.minimum(n_ctx, n_ubatch)
-    outputs = np.minimum(tokens, n_batch)
-    if prof.n_swa > 0 and not s.swa_full:
-        window = prof.n_swa * (n_seq if s.kv_unified else 1) + n_ubatch
-        swa = (np.minimum(n_ctx_seq, window) + SWA_CACHE_PAD - 1) // SWA_CACHE_PAD * SWA_CACHE_PAD
-    else:
-        swa = n_ctx_seq
+    cells = kv_cells_for_contexts(s, prof.n_swa, ctx)
+    n_ctx_seq, swa, n_stream = cells.n_ctx_seq, cells.swa_cells, cells.n_stream
+    tokens, outputs = cells.n_ubatch, cells.n_outputs
     gpu_kv = np.zeros((ctx.size, rig.n_gpus))
     gpu_compute = np.zeros((ctx.size, rig.n_gpus))
     host_kv = np.zeros(ctx.size)

@@ -74,7 +74,7 @@ GLOSSARY: dict[str, str] = {
     ),
     "overhead": (
         "Overhead: memory the GPU driver takes that llama.cpp does not see (CUDA context, cuBLAS "
-        "workspace): about half a GiB per GPU in use."
+        "workspace): about 0.6 GiB per GPU in use once the model is generating."
     ),
     "host": (
         "Host: what stays in system RAM: the token embeddings (always), layers not offloaded, and "

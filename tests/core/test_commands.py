@@ -86,7 +86,7 @@ def test_offload_exports_the_fitting_layer_count_and_kv_types() -> None:
         "-c",
         "8192",
         "-ngl",
-        "46",
+        "45",
         "-fa",
         "on",
         "-ctk",

@@ -231,7 +231,7 @@ def load_and_measure(case: LoadCase, rig: Rig, folder: Path, bench: tuple[int, i
     try:  # the speed model is recorded, not asserted: its constants are calibrated from these runs
         from app.core.perf import estimate_speed
 
-        speed = estimate_speed(rig, spec, the_plan, depth_tokens=bench[0])
+        speed = estimate_speed(rig, spec, the_plan, depth_tokens=bench[1] // 2, prompt_tokens=bench[0])
         predicted = {
             "predicted_pp_tok_s": speed.prompt_tok_s,
             "predicted_tg_tok_s": speed.decode_tok_s,
