@@ -101,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(describe_versions(long=args.long))
             return EXIT_OK
         if args.self_test:
-            from app.selftest import run_self_test
+            from app.ui.selftest import run_self_test
 
             return run_self_test()
         if args.command is None:

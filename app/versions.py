@@ -40,12 +40,9 @@ def version_info() -> dict[str, object]:
         "nvml": None,
         "driver": None,
     }
-    try:
-        from PySide6 import QtCore
+    from app.ui.qtinfo import qt_version
 
-        info["qt"] = QtCore.qVersion()
-    except Exception:
-        pass
+    info["qt"] = qt_version()
     try:
         from app.hardware.probe import nvml_versions
 

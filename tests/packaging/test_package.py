@@ -233,7 +233,7 @@ def test_build_fingerprint_follows_content_not_timestamps(
 def test_self_test_stops_at_the_first_failing_step_and_cleans_up(monkeypatch: pytest.MonkeyPatch) -> None:
     import io
 
-    from app import selftest
+    from app.ui import selftest
 
     ran: list[str] = []
     cleaned: list[bool] = []
