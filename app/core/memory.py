@@ -32,8 +32,6 @@ Buffers and how they are sized (bytes; MiB = 2**20 bytes):
 from __future__ import annotations
 
 import math
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +43,7 @@ from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 from app.core.errors import RigfitError
 from app.core.model_spec import ModelSpec, TensorInfo
 from app.core.settings import Settings
+from app.core.speccache import SpecCache
 
 MIB = float(1 << 20)
 
@@ -455,10 +454,7 @@ class ModelProfile:
         return int(self.layer_gpu_bytes.sum()) + self.output_gpu_bytes + self.per_device_gpu_bytes
 
 
-_CACHE_LOCK = threading.Lock()
-# Keyed by id(spec); each entry keeps its spec alive (prof.spec), so an id cannot be reused while
-# cached. Bounded: the whole catalog times every quantization is about 800 specs.
-_PROFILE_CACHE: OrderedDict[int, ModelProfile] = OrderedDict()
+# Bounded: the whole catalog times every quantization is about 800 specs.
 PROFILE_CACHE_SIZE = 4096
 
 
@@ -467,19 +463,7 @@ def profile(spec: ModelSpec) -> ModelProfile:
 
     Raises :class:`RigfitError` when the spec has no tensors or inconsistent shapes.
     """
-    key = id(spec)
-    with _CACHE_LOCK:
-        hit = _PROFILE_CACHE.get(key)
-        if hit is not None and hit.spec is spec:
-            _PROFILE_CACHE.move_to_end(key)
-            return hit
-    prof = _build_profile(spec)
-    with _CACHE_LOCK:
-        _PROFILE_CACHE[key] = prof
-        _PROFILE_CACHE.move_to_end(key)
-        while len(_PROFILE_CACHE) > PROFILE_CACHE_SIZE:
-            _PROFILE_CACHE.popitem(last=False)
-    return prof
+    return PROFILE_CACHE.get(spec)
 
 
 def uses_mla_cache(spec: ModelSpec) -> bool:
@@ -923,3 +907,6 @@ def mib_to_bytes(n: float) -> float:
 
 def is_finite(x: float) -> bool:
     return math.isfinite(x)
+
+
+PROFILE_CACHE: SpecCache[ModelProfile] = SpecCache(_build_profile, PROFILE_CACHE_SIZE)

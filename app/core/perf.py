@@ -26,8 +26,6 @@ it worth it), not a benchmark: expect tens of percent, not single digits.
 from __future__ import annotations
 
 import itertools
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -38,6 +36,7 @@ from app.core.model_spec import ModelSpec
 from app.core.plan import STATUS_NO, Plan
 from app.core.rig import Gpu, Host, Rig
 from app.core.settings import Settings
+from app.core.speccache import SpecCache
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -120,25 +119,9 @@ class SpeedProfile:
         return np.full(self.n_layer, depth, dtype=np.float64)
 
 
-_LOCK = threading.Lock()
-_CACHE: OrderedDict[int, SpeedProfile] = OrderedDict()
-_CACHE_SIZE = 4096
-
-
 def speed_profile(spec: ModelSpec) -> SpeedProfile:
     """The :class:`SpeedProfile` of a model, cached per spec object (like ``memory.profile``)."""
-    key = id(spec)
-    with _LOCK:
-        hit = _CACHE.get(key)
-        if hit is not None and hit.spec is spec:
-            _CACHE.move_to_end(key)
-            return hit
-    prof = _build_speed_profile(spec)
-    with _LOCK:
-        _CACHE[key] = prof
-        while len(_CACHE) > _CACHE_SIZE:
-            _CACHE.popitem(last=False)
-    return prof
+    return _SPEED_PROFILES.get(spec)
 
 
 def _build_speed_profile(spec: ModelSpec) -> SpeedProfile:
@@ -582,3 +565,6 @@ __all__ = [
     "link",
     "speed_profile",
 ]
+
+
+_SPEED_PROFILES: SpecCache[SpeedProfile] = SpecCache(_build_speed_profile, 4096)

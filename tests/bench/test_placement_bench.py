@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
-from app.core.memory import _PROFILE_CACHE, profile
+from app.core.memory import PROFILE_CACHE, profile
 from app.core.placement import context_sweep, plan
 from app.core.rig import Gpu, Host, Rig
 from app.core.settings import Settings
@@ -38,7 +38,7 @@ def _per_call_us(fn: object, n: int) -> float:
 
 
 def test_plan_and_sweep_speed() -> None:
-    _PROFILE_CACHE.clear()
+    PROFILE_CACHE.clear()
     start = time.perf_counter()
     prof = profile(SPEC_70B)
     profile_ms = (time.perf_counter() - start) * 1e3

@@ -4,25 +4,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from app.commands.run import CPU_NOTE
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def rigfit(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "app", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+from tests.commands.cli import rigfit
 
 
 def test_run_streams_the_reply_and_says_it_runs_on_the_cpu() -> None:
