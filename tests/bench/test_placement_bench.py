@@ -13,6 +13,7 @@ from app.core.memory import PROFILE_CACHE, profile
 from app.core.placement import context_sweep, plan
 from app.core.rig import Gpu, Host, Rig
 from app.core.settings import Settings
+from tests.bench.harness import Bench
 from tests.synth_gguf import SynthShape, shape_model_spec
 
 SPEC_70B = shape_model_spec(
@@ -37,7 +38,7 @@ def _per_call_us(fn: object, n: int) -> float:
     return (time.perf_counter() - start) / n * 1e6
 
 
-def test_plan_and_sweep_speed() -> None:
+def test_plan_and_sweep_speed(bench: Bench) -> None:
     PROFILE_CACHE.clear()
     start = time.perf_counter()
     prof = profile(SPEC_70B)
@@ -50,17 +51,20 @@ def test_plan_and_sweep_speed() -> None:
         ("tensor split", Settings(ctx=8192, split_mode="tensor")),
     ]:
         rows.append((name, _per_call_us(lambda s=settings: plan(RIG, SPEC_70B, s), 20)))
-    contexts = list(range(256, 131072 + 1, 256))
-    sweep_us = _per_call_us(lambda: context_sweep(RIG, prof, Settings(), contexts), 20)
-    plans_us = _per_call_us(
-        lambda: [plan(RIG, SPEC_70B, replace(Settings(), ctx=c)) for c in contexts[:32]], 2
-    )
-    plans_us *= len(contexts) / 32
     print(f"\nprofile (80 layers, 723 tensors): {profile_ms:.2f} ms")
     for name, us in rows:
         print(f"plan() {name}: {us:.0f} us per call")
-    print(
-        f"context_sweep of {len(contexts)} contexts: {sweep_us:.0f} us; {len(contexts)} plan() calls: {plans_us:.0f} us"
-    )
-    print(f"ratio: {plans_us / sweep_us:.0f}x")
-    assert plans_us / sweep_us > 20
+    contexts = list(range(256, 131072 + 1, 256))
+
+    def measure() -> tuple[float, str]:
+        sweep_us = _per_call_us(lambda: context_sweep(RIG, prof, Settings(), contexts), 20)
+        plans_us = _per_call_us(
+            lambda: [plan(RIG, SPEC_70B, replace(Settings(), ctx=c)) for c in contexts[:32]], 2
+        )
+        plans_us *= len(contexts) / 32
+        return plans_us / sweep_us, (
+            f"context_sweep of {len(contexts)} contexts: {sweep_us:.0f} us; "
+            f"{len(contexts)} plan() calls: {plans_us:.0f} us"
+        )
+
+    bench.ratio("context sweep speed-up over plan() per context", measure, at_least=20)

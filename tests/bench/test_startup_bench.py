@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.bench.harness import Bench
+
 ROOT = Path(__file__).resolve().parents[2]
 RUNS = 5
 
@@ -85,25 +87,29 @@ def _time_to_shown(script: str) -> tuple[float, float]:
     return elapsed, usage.ru_utime + usage.ru_stime
 
 
-def test_window_on_screen_within_twice_a_bare_window() -> None:
-    rigfit: list[tuple[float, float]] = []
-    bare: list[tuple[float, float]] = []
+def test_window_on_screen_within_twice_a_bare_window(bench: Bench) -> None:
     _time_to_shown(BARE)  # warm the disk cache for both
     _time_to_shown(RIGFIT)
+    # The development machine is shared: wall-clock time swings with the other processes' load, the
+    # CPU time a process needs to get its window shown does not. The goal is on CPU time; wall time
+    # is printed beside it.
+    bench.ratio("start-up CPU time, Rigfit window / bare PySide6 window", _measure, below=2.0 + 1e-9)
+
+
+def _measure() -> tuple[float, str]:
+    rigfit: list[tuple[float, float]] = []
+    bare: list[tuple[float, float]] = []
     for _ in range(RUNS):
         bare.append(_time_to_shown(BARE))
         rigfit.append(_time_to_shown(RIGFIT))
     wall = statistics.median(t for t, _ in rigfit) / statistics.median(t for t, _ in bare)
     best = min(t for t, _ in rigfit) / min(t for t, _ in bare)
     cpu = statistics.median(c for _, c in rigfit) / statistics.median(c for _, c in bare)
-    print(
-        f"\nstart-up to a shown window, Rigfit vs a bare PySide6 window: "
+    return cpu, (
+        f"start-up to a shown window, Rigfit vs a bare PySide6 window: "
         f"wall median {statistics.median(t for t, _ in rigfit) * 1e3:.0f} vs "
         f"{statistics.median(t for t, _ in bare) * 1e3:.0f} ms (ratio {wall:.2f}), "
         f"best {min(t for t, _ in rigfit) * 1e3:.0f} vs {min(t for t, _ in bare) * 1e3:.0f} ms (ratio {best:.2f}), "
         f"CPU median {statistics.median(c for _, c in rigfit) * 1e3:.0f} vs "
-        f"{statistics.median(c for _, c in bare) * 1e3:.0f} ms (ratio {cpu:.2f})"
+        f"{statistics.median(c for _, c in bare) * 1e3:.0f} ms"
     )
-    # The development machine is shared: wall-clock time swings with the other processes' load, the
-    # CPU time a process needs to get its window shown does not (both are printed).
-    assert cpu <= 2.0

@@ -26,6 +26,7 @@ from app.hardware.nvml import scenario_path
 from app.hardware.nvml_fake import FakeNvml, load_scenario
 from app.hardware.telemetry import TelemetrySampler, TelemetrySnapshot
 from app.ui.monitor_view import REPAINT_INTERVAL_MS, MonitorView
+from tests.bench.harness import Bench
 
 pytestmark = pytest.mark.qt_log_ignore(r"This plugin does not support propagateSizeHints\(\)")
 
@@ -63,21 +64,34 @@ def busy_core_fraction(wall_s: float) -> float:
     return result[0]
 
 
-def test_sampler_cost_for_8_gpus_at_10_hz() -> None:
+def test_sampler_cost_for_8_gpus_at_10_hz(bench: Bench) -> None:
+    bench.ratio("telemetry sampler threads / a spinning core", _sampler_fraction, below=0.05)
+    bench.ratio("one telemetry sample / the bare NVML calls", _sample_vs_bare, below=2.0)
+
+
+def _sampler_fraction() -> tuple[float, str]:
     sampler = TelemetrySampler(eight_gpu_fake(), interval_s=INTERVAL_S, on_snapshot=lambda s: None)
     sampler.start()
-    time.sleep(0.5)  # past open() and the first traffic read
-    threads = [t for t in threading.enumerate() if t.name.startswith("rigfit-telemetry")]
-    cpu0 = sum(_thread_cpu_s(t) for t in threads)
-    t0 = time.perf_counter()
-    time.sleep(WALL_S)
-    cpu = sum(_thread_cpu_s(t) for t in threads) - cpu0
-    wall = time.perf_counter() - t0
-    sampler.stop()
+    try:
+        time.sleep(0.5)  # past open() and the first traffic read
+        threads = [t for t in threading.enumerate() if t.name.startswith("rigfit-telemetry")]
+        cpu0 = sum(_thread_cpu_s(t) for t in threads)
+        t0 = time.perf_counter()
+        time.sleep(WALL_S)
+        cpu = sum(_thread_cpu_s(t) for t in threads) - cpu0
+        wall = time.perf_counter() - t0
+    finally:
+        sampler.stop()
     sampler_fraction = cpu / wall
     busy = busy_core_fraction(WALL_S)
+    return sampler_fraction / busy, (
+        f"sampler, 8 GPUs at 10 Hz (fake NVML): {sampler_fraction:.4f} of a core "
+        f"({cpu * 1e3:.0f} ms CPU in {wall:.1f} s); spinning baseline {busy:.2f} of a core"
+    )
 
-    # One sample against the bare NVML calls it makes (the same fake, the same fields).
+
+def _sample_vs_bare() -> tuple[float, str]:
+    """One sample against the bare NVML calls it makes (the same fake, the same fields)."""
     fake = eight_gpu_fake()
     sync = TelemetrySampler(fake)
     sync.open()
@@ -106,20 +120,17 @@ def test_sampler_cost_for_8_gpus_at_10_hz() -> None:
             best = min(best, (time.perf_counter() - start) / n * 1e6)
         return best
 
-    sample_us = per_call_us(sync.sample)
-    bare_us = per_call_us(bare)
-    sync.stop()
-    print(
-        f"\nsampler, 8 GPUs at 10 Hz (fake NVML): {sampler_fraction:.4f} of a core "
-        f"({cpu * 1e3:.0f} ms CPU in {wall:.1f} s); spinning baseline {busy:.2f} of a core; "
-        f"ratio {sampler_fraction / busy:.4f}"
+    try:
+        # Interleaved, so a slow spell of the machine hits both sides alike.
+        pairs = [(per_call_us(sync.sample), per_call_us(bare)) for _ in range(2)]
+        sample_us = min(s for s, _ in pairs)
+        bare_us = min(b for _, b in pairs)
+    finally:
+        sync.stop()
+    return (
+        sample_us / bare_us,
+        f"one sample of 8 GPUs: {sample_us:.0f} us; the bare NVML calls: {bare_us:.0f} us",
     )
-    print(
-        f"one sample of 8 GPUs: {sample_us:.0f} us; the bare NVML calls: {bare_us:.0f} us; "
-        f"ratio {sample_us / bare_us:.2f}"
-    )
-    assert sampler_fraction / busy < 0.05  # a small fraction of a core, with room for a slow machine
-    assert sample_us / bare_us < 2.0  # the tolerant readers and the snapshot add little to NVML itself
 
 
 def _prefill(view: MonitorView, seconds: float) -> None:
@@ -147,7 +158,7 @@ def _gui_fraction(app: QtWidgets.QApplication, wall_s: float) -> tuple[float, fl
     return (time.thread_time() - c0) / (time.perf_counter() - t0), time.perf_counter() - t0
 
 
-def test_gui_update_cost_for_8_gpus_at_10_hz(qtbot: QtBot) -> None:
+def test_gui_update_cost_for_8_gpus_at_10_hz(qtbot: QtBot, bench: Bench) -> None:
     app = QtWidgets.QApplication.instance()
     assert isinstance(app, QtWidgets.QApplication)
     view = MonitorView(eight_gpu_fake, interval_s=INTERVAL_S, auto_start=False)
@@ -156,23 +167,28 @@ def test_gui_update_cost_for_8_gpus_at_10_hz(qtbot: QtBot) -> None:
     view.show()
     _prefill(view, 900.0)
     view.refresh()
-    idle_fraction, _ = _gui_fraction(app, WALL_S)  # the same window, nothing arriving
 
-    view.start()
-    qtbot.waitUntil(lambda: view.history is not None and view.history.latest is not None and view.sampling)
-    repaints0 = view.repaints
-    appended0 = view.history.appended if view.history else 0
-    gui_fraction, wall = _gui_fraction(app, WALL_S)
-    repaints = view.repaints - repaints0
-    samples = (view.history.appended if view.history else 0) - appended0
-    view.stop()
-    busy = busy_core_fraction(WALL_S)
-    print(
-        f"\nMonitor GUI thread, 8 GPUs at 10 Hz, 15 min buffered, 5 plots of 5 min: {gui_fraction:.3f} "
-        f"of a core ({samples} samples, {repaints} plot refreshes in {wall:.1f} s); idle window "
-        f"{idle_fraction:.3f}; spinning baseline {busy:.2f}; ratio {gui_fraction / busy:.3f}"
-    )
-    assert samples >= WALL_S / INTERVAL_S * 0.5  # the feed really ran near 10 Hz
-    # Plots refresh on the timer, not per sample: at most one refresh per timer tick.
-    assert 1 <= repaints <= wall * 1000 / REPAINT_INTERVAL_MS + 2
-    assert gui_fraction / busy < 0.5  # generous: well under half a core on a slow, shared machine
+    def measure() -> tuple[float, str]:
+        idle_fraction, _ = _gui_fraction(app, WALL_S)  # the same window, nothing arriving
+        view.start()
+        qtbot.waitUntil(
+            lambda: view.history is not None and view.history.latest is not None and view.sampling
+        )
+        repaints0 = view.repaints
+        appended0 = view.history.appended if view.history else 0
+        gui_fraction, wall = _gui_fraction(app, WALL_S)
+        repaints = view.repaints - repaints0
+        samples = (view.history.appended if view.history else 0) - appended0
+        view.stop()
+        busy = busy_core_fraction(WALL_S)
+        assert samples >= WALL_S / INTERVAL_S * 0.5  # the feed really ran near 10 Hz
+        # Plots refresh on the timer, not per sample: at most one refresh per timer tick.
+        assert 1 <= repaints <= wall * 1000 / REPAINT_INTERVAL_MS + 2
+        return gui_fraction / busy, (
+            f"Monitor GUI thread, 8 GPUs at 10 Hz, 15 min buffered, 5 plots of 5 min: {gui_fraction:.3f} "
+            f"of a core ({samples} samples, {repaints} plot refreshes in {wall:.1f} s); idle window "
+            f"{idle_fraction:.3f}; spinning baseline {busy:.2f}"
+        )
+
+    # Generous: well under half a core on a slow, shared machine.
+    bench.ratio("Monitor GUI thread at 10 Hz / a spinning core", measure, below=0.5)
