@@ -31,7 +31,17 @@ REQ_STOP = "stop"
 REQ_UNLOAD = "unload"
 REQ_SHUTDOWN = "shutdown"
 REQ_ABORT = "abort"
-REQUESTS: tuple[str, ...] = (REQ_LOAD, REQ_CHAT, REQ_BENCH, REQ_STOP, REQ_UNLOAD, REQ_SHUTDOWN, REQ_ABORT)
+REQ_CANCEL = "cancel"  # stops one request by id (running or still queued); ``stop`` stops all before it
+REQUESTS: tuple[str, ...] = (
+    REQ_LOAD,
+    REQ_CHAT,
+    REQ_BENCH,
+    REQ_STOP,
+    REQ_UNLOAD,
+    REQ_SHUTDOWN,
+    REQ_ABORT,
+    REQ_CANCEL,
+)
 
 # Error kinds
 ERR_BAD_REQUEST = "bad_request"
@@ -41,8 +51,14 @@ ERR_CONTEXT_FAILED = "context_failed"  # the model loaded but the context could 
 ERR_CANCELLED = "cancelled"  # a load stopped by a stop request
 ERR_NOT_LOADED = "not_loaded"
 ERR_GENERATION = "generation_failed"
+ERR_CONTEXT_EXCEEDED = "context_exceeded"  # the prompt alone fills the context
 ERR_CRASHED = "crashed"  # made by the client: the worker process died
 ERR_START_FAILED = "start_failed"  # made by the client: the worker did not come up
+ERR_SHUT_DOWN = "shut_down"  # made by the client: the worker was shut down with the request unanswered
+
+# Stop sequences: as many as a chat front end sends (SillyTavern adds its own to OpenAI's 4), each short.
+MAX_STOP_STRINGS = 32
+MAX_STOP_CHARS = 512
 
 
 class RunnerError(RigfitError):
@@ -174,10 +190,12 @@ class ChatMessage:
 
 @dataclass(frozen=True)
 class ChatRequest:
-    """One chat turn: the whole conversation so far and the sampling knobs.
+    """One generation: the whole conversation so far (or a raw prompt) and the sampling knobs.
 
     ``temperature`` of 0 samples greedily. ``ignore_eos`` keeps generating past the end-of-turn token
-    (benchmarks need a fixed token count).
+    (benchmarks need a fixed token count). ``prompt``, when given instead of ``messages``, is the text
+    itself, tokenized as it is (no chat template): OpenAI's ``/v1/completions``. ``stop`` ends the
+    generation where one of these strings appears; the string itself is neither streamed nor kept.
     """
 
     messages: tuple[ChatMessage, ...]
@@ -186,25 +204,38 @@ class ChatRequest:
     max_tokens: int = 256
     seed: int | None = None
     ignore_eos: bool = False
+    prompt: str | None = None
+    stop: tuple[str, ...] = ()
 
     def validate(self) -> None:
-        if not self.messages:
+        if self.prompt is None and not self.messages:
             raise RigfitError("a chat needs at least one message")
+        if self.prompt is not None and self.messages:
+            raise RigfitError("give either messages or a prompt, not both")
         if self.max_tokens < 1:
             raise RigfitError(f"max tokens must be at least 1, got {self.max_tokens}")
         if not math.isfinite(self.temperature) or self.temperature < 0:
             raise RigfitError(f"the temperature must be 0 or more, got {self.temperature:g}")
         if not (0 < self.top_p <= 1):
             raise RigfitError(f"top-p must be above 0 and at most 1, got {self.top_p:g}")
+        if len(self.stop) > MAX_STOP_STRINGS:
+            raise RigfitError(f"at most {MAX_STOP_STRINGS} stop sequences, got {len(self.stop)}")
+        for s in self.stop:
+            if not s or len(s) > MAX_STOP_CHARS:
+                raise RigfitError(f"a stop sequence must have 1 to {MAX_STOP_CHARS} characters")
 
     def to_message(self) -> dict[str, Any]:
         data = asdict(self)
         data["messages"] = [{"role": m.role, "content": m.content} for m in self.messages]
+        data["stop"] = list(self.stop)
         return data
 
     @classmethod
     def from_message(cls, data: Mapping[str, Any]) -> ChatRequest:
-        raw = data.get("messages")
+        prompt = data.get("prompt")
+        if prompt is not None and not isinstance(prompt, str):
+            raise RigfitError("a prompt must be a string")
+        raw = data.get("messages", [] if prompt is not None else None)
         if not isinstance(raw, list):
             raise RigfitError("a chat request needs a list of messages")
         messages = []
@@ -216,6 +247,9 @@ class ChatRequest:
             ):
                 raise RigfitError("each chat message needs a string 'role' and 'content'")
             messages.append(ChatMessage(role=m["role"], content=m["content"]))
+        stop = data.get("stop") or []
+        if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
+            raise RigfitError("stop sequences must be a list of strings")
         return cls(
             messages=tuple(messages),
             temperature=float(data.get("temperature", 0.8)),
@@ -223,6 +257,8 @@ class ChatRequest:
             max_tokens=int(data.get("max_tokens", 256)),
             seed=None if data.get("seed") is None else int(data["seed"]),
             ignore_eos=bool(data.get("ignore_eos", False)),
+            prompt=prompt,
+            stop=tuple(stop),
         )
 
 
@@ -334,7 +370,7 @@ class DoneEvent:
     """A chat turn ended. Speeds come from llama.cpp's own counters (llama_perf_context)."""
 
     text: str
-    stop_reason: str  # "eos", "max_tokens", "context", "stopped"
+    stop_reason: str  # "eos", "max_tokens", "context", "stopped", "stop_sequence"
     prompt_tokens: int
     completion_tokens: int
     ttft_s: float | None
@@ -343,7 +379,7 @@ class DoneEvent:
     prompt_tok_s: float | None
     gen_tok_s: float | None
     wall_s: float
-    template: str = "gguf"  # "gguf", "chatml" or "plain"
+    template: str = "gguf"  # "gguf", "chatml", "plain", or "none" for a raw prompt
     template_error: str | None = None
     id: int | None = None
     type: str = "done"

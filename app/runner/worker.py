@@ -32,6 +32,7 @@ from typing import Any
 from app.core.errors import RigfitError
 from app.runner import protocol as P
 from app.runner.logparse import error_reason, parse_load_log
+from app.runner.stop_strings import StopScanner
 
 # ggml's log levels (ggml.h): DEBUG carries the per-layer device assignment, CONT continues a line.
 _LOG_DEBUG = 1
@@ -273,6 +274,8 @@ class Worker:
         self.requests: queue.Queue[tuple[int, dict[str, Any]]] = queue.Queue()
         self._seq = 0
         self._stop_upto = 0  # requests with a sequence number up to this one are to stop
+        self._seq_by_id: dict[int | str, int] = {}  # requests not finished yet, for ``cancel``
+        self._cancelled: set[int] = set()  # sequence numbers cancelled one by one
         self._seq_lock = threading.Lock()
         self.test_switch = os.environ.get(P.TEST_SWITCH_ENV) == "1"
 
@@ -293,7 +296,13 @@ class Worker:
     # -- control ------------------------------------------------------------------------------
 
     def _stopped(self, seq: int) -> bool:
-        return self._stop_upto >= seq
+        return self._stop_upto >= seq or seq in self._cancelled
+
+    def _finished(self, seq: int, req_id: Any) -> None:
+        with self._seq_lock:
+            self._cancelled.discard(seq)
+            if isinstance(req_id, (int, str)) and self._seq_by_id.get(req_id) == seq:
+                del self._seq_by_id[req_id]
 
     def read_control(self, stream: Any) -> None:
         """Runs on its own thread: stop and shutdown act at once, the rest waits its turn."""
@@ -317,12 +326,22 @@ class Worker:
                     )
                 )
                 continue
+            req_id = message.get("id")
             with self._seq_lock:
                 if kind == P.REQ_STOP:
                     self._stop_upto = self._seq
                     continue
+                if kind == P.REQ_CANCEL:
+                    # Several programs may share this worker (the window's chat, the server's
+                    # requests): one cancels its own request and nobody else's.
+                    cancel = self._seq_by_id.get(req_id) if isinstance(req_id, (int, str)) else None
+                    if cancel is not None:
+                        self._cancelled.add(cancel)
+                    continue
                 self._seq += 1
                 seq = self._seq
+                if isinstance(req_id, (int, str)):
+                    self._seq_by_id[req_id] = seq
                 if kind == P.REQ_SHUTDOWN:
                     self._stop_upto = seq
             self.requests.put((seq, message))
@@ -363,6 +382,8 @@ class Worker:
                 self._error(P.ERR_BAD_REQUEST, str(exc), req_id)
             except Exception as exc:  # report and keep serving; the parent decides
                 self._error(P.ERR_GENERATION, f"{type(exc).__name__}: {exc}", req_id)
+            finally:
+                self._finished(seq, req_id)
 
     def _ready(self) -> P.ReadyEvent:
         ll = self.ll
@@ -625,17 +646,26 @@ class Worker:
         request.validate()
         assert self.settings is not None
         t0 = time.perf_counter()
-        prompt, add_special, template, template_error = self.render_prompt(request.messages)
+        if self._stopped(seq):  # cancelled while it waited for its turn
+            self.channel.event(_nothing_done(req_id))
+            return
+        what = "conversation"
+        if request.prompt is not None:
+            # A raw prompt (/v1/completions): special tokens in it are parsed, as llama-server does.
+            prompt, add_special, template, template_error = request.prompt, True, "none", None
+            what = "prompt"
+        else:
+            prompt, add_special, template, template_error = self.render_prompt(request.messages)
         if template_error:
             self.log.note(f"rigfit: chat template not used ({template_error}); using the {template} layout")
         tokens = self._tokenize(prompt, add_special=add_special, parse_special=True)
         n_ctx = int(ll.llama_n_ctx(self.ctx))
         if not tokens:
-            raise _Failure(P.ERR_BAD_REQUEST, "the conversation is empty after formatting")
+            raise _Failure(P.ERR_BAD_REQUEST, f"the {what} is empty after formatting")
         if len(tokens) >= n_ctx:
             raise _Failure(
-                P.ERR_BAD_REQUEST,
-                f"the conversation is {len(tokens)} tokens, more than the context of {n_ctx} tokens allows",
+                P.ERR_CONTEXT_EXCEEDED,
+                f"the {what} is {len(tokens)} tokens, more than the context of {n_ctx} tokens allows",
             )
         ctx = self.ctx
         ll.llama_memory_clear(ll.llama_get_memory(ctx), True)
@@ -664,6 +694,9 @@ class Worker:
         ttft: float | None = None
         n_past = len(tokens)
         n_out = 0
+        n_sent = 0
+        # Only requests with stop strings pay for the scan (and hold text back); the Run tab's don't.
+        scanner = StopScanner(request.stop) if request.stop else None
         reason = "stopped" if self._stopped(seq) else ""
         try:
             while not reason:
@@ -679,12 +712,20 @@ class Worker:
                 if self._stopped(seq):
                     reason = "stopped"
                     break
-                # The per-token path skips the dataclass round trip; the line is a TokenEvent all the same.
-                self.channel.send({"type": "token", "text": text, "index": n_out, "id": req_id})
                 if ttft is None:
                     ttft = time.perf_counter() - t0
-                text_parts.append(text)
                 n_out += 1
+                if scanner is not None:
+                    text = scanner.feed(text)
+                    if scanner.matched is not None:
+                        reason = "stop_sequence"
+                if scanner is None or text:
+                    # The per-token path skips the dataclass round trip; the line is a TokenEvent all the same.
+                    self.channel.send({"type": "token", "text": text, "index": n_sent, "id": req_id})
+                    text_parts.append(text)
+                    n_sent += 1
+                if reason:
+                    break
                 if n_out >= request.max_tokens:
                     reason = "max_tokens"
                     break
@@ -702,7 +743,13 @@ class Worker:
                     reason = "stopped"
         finally:
             ll.llama_sampler_free(sampler)
-        text_parts.append(decoder.decode(b"", final=True))
+        tail = decoder.decode(b"", final=True)
+        if scanner is not None:
+            # Held-back text that never became a stop string is part of the reply after all.
+            tail = scanner.feed(tail) + scanner.flush()
+            if tail:
+                self.channel.send({"type": "token", "text": tail, "index": n_sent, "id": req_id})
+        text_parts.append(tail)
         perf = ll.llama_perf_context(ctx)
         # llama.cpp reports at least 1 for each count; with no time spent there was no such pass.
         prompt_ms = float(perf.t_p_eval_ms)
@@ -806,6 +853,23 @@ class Worker:
                 id=req_id,
             )
         )
+
+
+def _nothing_done(req_id: Any) -> P.DoneEvent:
+    """The answer to a request cancelled before it started: no tokens, no time."""
+    return P.DoneEvent(
+        text="",
+        stop_reason="stopped",
+        prompt_tokens=0,
+        completion_tokens=0,
+        ttft_s=None,
+        prompt_ms=0.0,
+        gen_ms=0.0,
+        prompt_tok_s=None,
+        gen_tok_s=None,
+        wall_s=0.0,
+        id=req_id,
+    )
 
 
 def check_model_file(path: Path) -> None:

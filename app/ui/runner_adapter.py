@@ -130,6 +130,13 @@ class RunnerAdapter(QtCore.QObject):
     def log_tail(self, n: int = P.LOG_TAIL_LINES) -> tuple[str, ...]:
         return self._client.log_tail(n) if self._client is not None else ()
 
+    def shared_client(self) -> RunnerClient:
+        """The client of this window's worker, for the local server (app/serve) to send its requests
+        to the same model; their events never reach this adapter (they are routed by request)."""
+        if self._state == STATE_CLOSED:
+            raise RigfitError("the model process has been shut down")
+        return self._ensure_client()
+
     # ------------------------------------------------------------------------------------------ requests
     def load(self, settings: P.LoadSettings, plan: Plan | None = None) -> None:
         """Load a model; starts the worker first when none runs. Progress and the outcome come as signals.
@@ -168,7 +175,11 @@ class RunnerAdapter(QtCore.QObject):
             self._set_state(STATE_IDLE)
             self.error.emit(P.ErrorEvent(message="loading was cancelled", kind=P.ERR_CANCELLED))
         elif self._state == STATE_LOADING and self._client is not None:
-            self._client.cancel_load()
+            # By id: the local server's requests share this worker and must not be stopped with it.
+            if self._load_id is not None:
+                self._client.cancel(self._load_id)
+            else:
+                self._client.cancel_load()
             self._set_state(STATE_CANCELLING)
 
     def chat(self, request: P.ChatRequest) -> int:
@@ -184,7 +195,10 @@ class RunnerAdapter(QtCore.QObject):
     def stop(self) -> None:
         """Stop what runs: the generation (within one token) or a load."""
         if self._state == STATE_GENERATING and self._client is not None:
-            self._client.stop()
+            if self._chat_id is not None:
+                self._client.cancel(self._chat_id)  # only this chat, not the server's requests
+            else:
+                self._client.stop()
         elif self._state in (STATE_STARTING, STATE_LOADING):
             self.cancel_load()
 
