@@ -204,11 +204,16 @@ class Dispatcher:
         return job
 
     def cancel(self, job: Job) -> None:
-        """The client went away: stop its generation within a token, or skip it if it waits."""
+        """The client went away: stop its generation within a token, or skip it if it waits.
+
+        Its place in the queue is free at once: a waiting request the worker will skip, or a running
+        one it stops within a token, is no reason to turn the next client away.
+        """
         with self._lock:
             if job.finished or job.cancelled or job.req_id is None:
                 return
             job.cancelled = True
+            self._jobs.discard(job)
         with contextlib.suppress(P.RunnerError):  # no worker: nothing runs that could be stopped
             self.client.cancel(job.req_id)
 

@@ -78,6 +78,9 @@ class _HTTPServer(ThreadingHTTPServer):
     # SO_REUSEADDR lets a restarted server bind while old connections linger; on Windows it would let
     # two servers share a port, so the port-taken check would never fire there.
     allow_reuse_address = sys.platform != "win32"
+    # socketserver's default backlog of 5 resets a burst of clients (a front end opening several
+    # connections at once); the kernel caps this at its own somaxconn.
+    request_queue_size = 128
 
     def __init__(self, address: tuple[Any, ...], family: socket.AddressFamily, owner: OpenAIServer) -> None:
         self.address_family = family
@@ -515,6 +518,10 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             phrase = "Error"
         self.close_connection = True
+        if self.request_version == "HTTP/0.9":
+            # An unreadable request line leaves the default, HTTP/0.9, which has no status line or
+            # headers; nobody speaks it, and the client should see a status and a JSON body.
+            self.request_version = "HTTP/1.0"
         body = api.error_body(
             f"{message or phrase}.", api.INVALID_REQUEST if code < 500 else api.SERVER_ERROR
         )
