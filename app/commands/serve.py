@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from dataclasses import asdict
 from typing import Any
 
@@ -116,10 +117,12 @@ def run(args: argparse.Namespace) -> int:
         out.event({"type": "error", "message": str(exc), "kind": P.ERR_BAD_REQUEST})
         raise
 
-    stop = threading.Event()
+    stop = _StopFlag()
 
     def on_signal(_signum: int, _frame: Any) -> None:
-        stop.set()
+        # A signal handler runs between two bytecodes of the main thread, which may hold a lock this
+        # would need (setting an Event the main thread waits on deadlocks): plain flags only.
+        stop.set = True
         host.stop()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -139,7 +142,11 @@ def run(args: argparse.Namespace) -> int:
         out.event({"type": "stopped"})
 
 
-def _serve(host: ModelHost, server: OpenAIServer, out: _Output, stop: threading.Event, name: str) -> int:
+class _StopFlag:
+    set = False
+
+
+def _serve(host: ModelHost, server: OpenAIServer, out: _Output, stop: _StopFlag, name: str) -> int:
     def fail(event: P.ErrorEvent, code: int) -> int:
         out.event(P.event_to_message(event))
         if code == EXIT_USAGE:
@@ -191,6 +198,6 @@ def _serve(host: ModelHost, server: OpenAIServer, out: _Output, stop: threading.
             file=sys.stderr if out.as_json else sys.stdout,
             flush=True,
         )
-    while not stop.wait(0.5):
-        pass
+    while not stop.set:
+        time.sleep(0.2)
     return EXIT_OK

@@ -23,6 +23,7 @@ from app.serve.dispatch import DEFAULT_MAX_WAITING, DOWN, LOADING, Dispatcher, R
 MAX_RELOADS = 3
 RELOAD_WINDOW_S = 300.0
 _LOAD_TIMEOUT_S = 600.0
+_RELOAD_GRACE_S = 0.5
 
 Notice = Callable[[str], None]
 
@@ -53,6 +54,7 @@ class ModelHost:
         self.dispatcher = Dispatcher(self.client, max_waiting=max_waiting, on_record=on_record)
         self._serving = False  # the first load succeeded: crashes from now on are reloaded
         self._closing = threading.Event()
+        self._stop_requested = False  # set by a signal handler, which must not take locks
         self._crashes: deque[float] = deque()
         self._reloader: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -78,7 +80,7 @@ class ModelHost:
         req_id = self.client.load(self.settings, on_event=on_event)
         deadline = time.monotonic() + _LOAD_TIMEOUT_S
         while not finished.wait(0.2):
-            if self._closing.is_set():
+            if self._closing.is_set() or self._stop_requested:
                 self.client.cancel(req_id)
                 raise Stopped()
             if time.monotonic() > deadline:
@@ -102,8 +104,8 @@ class ModelHost:
         return result
 
     def stop(self) -> None:
-        """Ask a load in progress to give up (from a signal handler's thread, e.g. Ctrl+C)."""
-        self._closing.set()
+        """Ask a load in progress to give up; safe in a signal handler (Ctrl+C): it takes no lock."""
+        self._stop_requested = True
 
     def close(self) -> None:
         """Answer what is outstanding with 503, shut the worker down, wait for a reload to give up."""
@@ -120,7 +122,7 @@ class ModelHost:
     def _on_event(self, event: P.Event) -> None:  # the client's reader thread
         if not (isinstance(event, P.ErrorEvent) and event.kind == P.ERR_CRASHED):
             return
-        if not self._serving or self._closing.is_set():
+        if not self._serving or self._closing.is_set() or self._stop_requested:
             return
         now = time.monotonic()
         with self._lock:
@@ -143,6 +145,11 @@ class ModelHost:
             self._reloader.start()
 
     def _reload(self) -> None:
+        # A SIGTERM to the whole process group (a service manager, `timeout`) ends the worker and
+        # this process together: give the signal a moment to reach the main thread before loading.
+        time.sleep(_RELOAD_GRACE_S)
+        if self._closing.is_set() or self._stop_requested:
+            return
         try:
             self.start()
             loaded = self.load()

@@ -215,7 +215,6 @@ class _Handler(BaseHTTPRequestHandler):
     server: _HTTPServer
     protocol_version = "HTTP/1.1"
     server_version = "rigfit"
-    sys_version = ""
     disable_nagle_algorithm = True  # one small write per token must leave at once
     timeout = SOCKET_TIMEOUT_S
 
@@ -533,6 +532,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD" and code >= 200 and code not in (204, 304):
             self.wfile.write(data)
+
+    def version_string(self) -> str:
+        return self.server_version  # no Python version on the wire
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # a line per request comes from _record, in the user's words
