@@ -276,6 +276,8 @@ class Worker:
         self._stop_upto = 0  # requests with a sequence number up to this one are to stop
         self._seq_by_id: dict[int | str, int] = {}  # requests not finished yet, for ``cancel``
         self._cancelled: set[int] = set()  # sequence numbers cancelled one by one
+        self._waiting_chats: set[int] = set()  # chats received and not started
+        self._answered: set[int] = set()  # chats cancelled while they waited, answered already
         self._seq_lock = threading.Lock()
         self.test_switch = os.environ.get(P.TEST_SWITCH_ENV) == "1"
 
@@ -301,6 +303,7 @@ class Worker:
     def _finished(self, seq: int, req_id: Any) -> None:
         with self._seq_lock:
             self._cancelled.discard(seq)
+            self._waiting_chats.discard(seq)
             if isinstance(req_id, (int, str)) and self._seq_by_id.get(req_id) == seq:
                 del self._seq_by_id[req_id]
 
@@ -337,11 +340,19 @@ class Worker:
                     cancel = self._seq_by_id.get(req_id) if isinstance(req_id, (int, str)) else None
                     if cancel is not None:
                         self._cancelled.add(cancel)
+                    if cancel in self._waiting_chats:
+                        # Answered now, not when its turn comes: a chat waiting behind a long one
+                        # (the server's, or the window's) is off its user's screen at once.
+                        self._waiting_chats.discard(cancel)
+                        self._answered.add(cancel)
+                        self.channel.event(_nothing_done(req_id))
                     continue
                 self._seq += 1
                 seq = self._seq
                 if isinstance(req_id, (int, str)):
                     self._seq_by_id[req_id] = seq
+                    if kind == P.REQ_CHAT:
+                        self._waiting_chats.add(seq)
                 if kind == P.REQ_SHUTDOWN:
                     self._stop_upto = seq
             self.requests.put((seq, message))
@@ -359,6 +370,13 @@ class Worker:
             seq, message = self.requests.get()
             kind = message.get("type")
             req_id = message.get("id")
+            with self._seq_lock:
+                self._waiting_chats.discard(seq)
+                skip = seq in self._answered
+                self._answered.discard(seq)
+            if skip:
+                self._finished(seq, req_id)
+                continue
             if kind == P.REQ_SHUTDOWN:
                 self._free()
                 self._flush_log()

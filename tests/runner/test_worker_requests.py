@@ -82,16 +82,23 @@ def test_cancel_stops_one_request_and_leaves_the_one_behind_it(client: RunnerCli
     )
 
 
-def test_a_request_cancelled_while_it_waits_never_runs(client: RunnerClient) -> None:
+def test_a_request_cancelled_while_it_waits_is_answered_at_once_and_never_runs(client: RunnerClient) -> None:
     first, waiting = Route(), Route()
-    client.chat(_chat("Count to ten.", max_tokens=8, ignore_eos=True), on_event=first)
+    first_id = client.chat(_chat("Count to a thousand.", max_tokens=2000, ignore_eos=True), on_event=first)
     waiting_id = client.chat(_chat("Hi", max_tokens=8, ignore_eos=True), on_event=waiting)
+    assert isinstance(first.first_token(), P.TokenEvent)
     client.cancel(waiting_id)
-    assert isinstance(first.until_end()[-1], P.DoneEvent)
     events = waiting.until_end()
     assert len(events) == 1
     done = events[0]
     assert isinstance(done, P.DoneEvent) and done.stop_reason == "stopped" and done.completion_tokens == 0
+    # Answered while the first one still runs: its user is not kept waiting for 2000 tokens.
+    assert not any(isinstance(e, P.DoneEvent) for e in list(first.events.queue))
+    client.cancel(first_id)
+    assert first.until_end()[-1].stop_reason == "stopped"  # type: ignore[union-attr]
+    after = Route()
+    client.chat(_chat("Hi", max_tokens=2, ignore_eos=True), on_event=after)
+    assert isinstance(after.until_end()[-1], P.DoneEvent)  # the skipped request left nothing behind
 
 
 def test_a_raw_prompt_is_not_templated(client: RunnerClient) -> None:
