@@ -31,14 +31,8 @@ from app.core.settings import Settings
 from app.ui.glossary import tip
 from app.ui.state import AppState
 from app.ui.tasks import TaskRunner
-from app.ui.widgets import (
-    STATUS_WORDS,
-    LinkHeader,
-    muted_text,
-    rig_summary,
-    status_background,
-    status_legend,
-)
+from app.ui.theme import STATUS_WORDS, TEXT_MUTED, fmt_tok_s, status_background, tint
+from app.ui.widgets import LinkHeader, rig_summary, status_legend
 
 log = logging.getLogger(__name__)
 
@@ -195,16 +189,6 @@ def compute_fit(
     return FitResult(rig, ctx, table.settings, ordered, tuple(rows), first_run)
 
 
-def _fmt_tok_s(value: float | None) -> str:
-    if value is None:
-        return "—"
-    if value >= 100:
-        return f"{value:.0f} tok/s"
-    if value >= 10:
-        return f"{value:.0f} tok/s"
-    return f"{value:.1f} tok/s"
-
-
 def _fmt_ctx(value: int | None) -> str:
     if value is None:
         return "not even 256 tokens"
@@ -359,8 +343,8 @@ class FitTableModel(QtCore.QAbstractTableModel):
             loads = cell.status != STATUS_NO
             star = "★ " if cell.best and col != COL_BEST else ""
             if col == COL_BEST:
-                return f"{quant} · {_fmt_tok_s(cell.decode_tok_s)}" if loads else "—"
-            speed_text = _fmt_tok_s(cell.decode_tok_s) if loads else "no"
+                return f"{quant} · {fmt_tok_s(cell.decode_tok_s)}" if loads else "—"
+            speed_text = fmt_tok_s(cell.decode_tok_s) if loads else "no"
             return f"{star}{cell.total_gib:.1f} GiB\n{speed_text}"
         if role == QtCore.Qt.ItemDataRole.BackgroundRole:
             return QtGui.QBrush(status_background(cell.status, self._palette))
@@ -408,7 +392,7 @@ class FitTableModel(QtCore.QAbstractTableModel):
             f"Largest context with every layer on the GPUs: {_fmt_ctx(cell.max_ctx)}",
         ]
         if cell.decode_tok_s is not None:
-            lines.append(f"Predicted ≈ {_fmt_tok_s(cell.decode_tok_s)}")
+            lines.append(f"Predicted ≈ {fmt_tok_s(cell.decode_tok_s)}")
         if cell.status == STATUS_OFFLOAD and cell.n_gpu_layers is not None:
             lines.append(f"Runs with n_gpu_layers = {cell.n_gpu_layers}; the other layers run on the CPU")
         if cell.note:
@@ -590,9 +574,7 @@ class FitView(QtWidgets.QWidget):
         hint = QtWidgets.QLabel("Double-click a cell (or press Enter) to plan it on the Split tab")
         hint.setWordWrap(True)
         hint.setAlignment(QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignVCenter)
-        pal = hint.palette()
-        pal.setColor(QtGui.QPalette.ColorRole.WindowText, muted_text(pal))
-        hint.setPalette(pal)
+        tint(hint, TEXT_MUTED)
         bottom.addWidget(hint, 1)
         outer.addLayout(bottom)
 

@@ -31,7 +31,7 @@ from app.ui.tasks import Task, TaskRunner, TaskSignals
 if TYPE_CHECKING:
     from app.ui.fit_view import FitView
     from app.ui.hardware_view import HardwareView
-    from app.ui.split_view import SplitView
+    from app.ui.split.view import SplitView
 
 log = logging.getLogger(__name__)
 
@@ -286,7 +286,7 @@ class MainWindow(QtWidgets.QMainWindow):
         return view
 
     def _make_split_view(self) -> QtWidgets.QWidget:
-        from app.ui.split_view import SplitView
+        from app.ui.split.view import SplitView
 
         view = SplitView(self.state)
         view.rig_link_activated.connect(lambda: self.show_tab(TAB_HARDWARE))
@@ -312,7 +312,7 @@ class MainWindow(QtWidgets.QMainWindow):
         return view
 
     def _make_run_view(self) -> QtWidgets.QWidget:
-        from app.ui.run_view import RunView
+        from app.ui.run.view import RunView
 
         view = RunView(self.state, tasks=self.tasks, extra_folders=self._run_folders)
         view.predicted_vram_changed.connect(self.set_predicted_vram)
@@ -446,7 +446,7 @@ class MainWindow(QtWidgets.QMainWindow):
         if model is None or plan is None:
             self.plan_status.setText(model.label if model is not None else "")
             return
-        from app.ui.widgets import STATUS_WORDS
+        from app.ui.theme import STATUS_WORDS
 
         status = getattr(plan, "status", "")
         self.plan_status.setText(
@@ -731,7 +731,7 @@ def _run_view_available() -> bool:
     import importlib.util
 
     try:
-        return importlib.util.find_spec("app.ui.run_view") is not None
+        return importlib.util.find_spec("app.ui.run.view") is not None
     except (ImportError, ValueError):
         return False
 

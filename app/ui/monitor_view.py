@@ -46,7 +46,7 @@ from app.hardware.telemetry import (
     describe_clock_events,
     evaluate_alerts,
 )
-from app.ui.colors import gpu_color, gpu_swatch_html
+from app.ui.theme import gpu_color, gpu_swatch_html
 
 log = logging.getLogger(__name__)
 

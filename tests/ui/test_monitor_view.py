@@ -31,9 +31,9 @@ from app.hardware.telemetry import (
     TelemetrySampler,
     TelemetrySnapshot,
 )
-from app.ui.colors import GPU_COLORS, gpu_color, gpu_color_name
 from app.ui.main_window import MainWindow
 from app.ui.monitor_view import PLOT_KEYS, AgoAxis, MonitorView, TelemetryBridge, predicted_from_plan
+from app.ui.theme import GPU_COLORS, gpu_color, gpu_color_name
 
 pytestmark = pytest.mark.qt_log_ignore(r"This plugin does not support propagateSizeHints\(\)")
 
