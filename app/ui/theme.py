@@ -176,12 +176,14 @@ _ROLE_HUES: dict[str, tuple[str, str]] = {  # (light theme, dark theme)
 
 
 def muted_text(palette: QtGui.QPalette) -> QtGui.QColor:
-    """Secondary text: the text colour pulled 40% towards the window colour."""
-    return blend(
+    """Secondary text: the text colour pulled 40% towards the window colour (less where that would
+    not read)."""
+    faded = blend(
         palette.color(QtGui.QPalette.ColorRole.WindowText),
         palette.color(QtGui.QPalette.ColorRole.Window),
         0.4,
     )
+    return readable(faded, palette)
 
 
 def text_color(role: str, palette: QtGui.QPalette) -> QtGui.QColor:
@@ -203,6 +205,16 @@ def tint(label: QtWidgets.QWidget, role: str) -> None:
     pal = label.palette()
     pal.setColor(QtGui.QPalette.ColorRole.WindowText, text_color(role, inherited))
     label.setPalette(pal)
+
+
+def badge_style_sheet(object_name: str, palette: QtGui.QPalette) -> str:
+    """A rounded badge in the palette's selection colours, for the QLabel called ``object_name``."""
+    background = palette.color(QtGui.QPalette.ColorRole.Highlight).name()
+    text = palette.color(QtGui.QPalette.ColorRole.HighlightedText).name()
+    return (
+        f"QLabel#{object_name} {{ background: {background}; color: {text}; "
+        "border-radius: 6px; padding: 1px 6px; }"
+    )
 
 
 # ------------------------------------------------------------------------------------------ formatters
@@ -265,6 +277,7 @@ __all__ = [
     "TEXT_MUTED",
     "TEXT_NORMAL",
     "TEXT_WARNING",
+    "badge_style_sheet",
     "blend",
     "contrast_ratio",
     "fmt_celsius",

@@ -17,7 +17,7 @@ from app.hardware.catalog import parse_rig_expression
 from app.hardware.nvml import load_fake
 from app.hardware.probe import detect_rig
 from app.ui.app import run_gui
-from app.ui.hardware_view import MODE_DETECTED, MODE_PLANNED
+from app.ui.hardware.view import MODE_DETECTED, MODE_PLANNED
 from app.ui.main_window import TAB_NAMES, MainWindow
 from app.ui.settings_store import SettingsStore
 from app.ui.state import ModelChoice

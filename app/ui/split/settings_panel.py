@@ -16,10 +16,9 @@ from app.core.errors import RigfitError
 from app.core.rig import VENDOR_AMD, VENDOR_NVIDIA, Rig
 from app.core.settings import KV_TYPES, SPLIT_MODES, Settings
 from app.ui.glossary import tip
-from app.ui.state import AppState, ModelChoice
+from app.ui.state import CONTEXT_CHOICES, AppState, ModelChoice
 from app.ui.theme import TEXT_MUTED, tint
 
-CONTEXT_CHOICES: tuple[int, ...] = (2048, 4096, 8192, 16384, 32768, 65536, 131072)
 MODE_LABELS = {"layer": "Layer", "row": "Row", "tensor": "Tensor", "none": "None (one GPU)"}
 MODE_WORDS = {
     "layer": "layer split",
@@ -325,4 +324,4 @@ class SettingsPanel(QtWidgets.QGroupBox):
             self.state.update_settings(n_gpu_layers=value)
 
 
-__all__ = ["CONTEXT_CHOICES", "MODE_LABELS", "SettingsPanel", "mode_problem", "recommended_mode_for"]
+__all__ = ["MODE_LABELS", "SettingsPanel", "mode_problem", "recommended_mode_for"]
