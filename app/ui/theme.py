@@ -232,6 +232,11 @@ def fmt_gib(mib: float | None, digits: int = 1) -> str:
     return f"{mib / 1024:.{digits}f} GiB"
 
 
+def fmt_gib_of(used_mib: float, total_mib: float | None) -> str:
+    """Used of total, one unit for both: ``"21.8 / 24.0 GiB"``."""
+    return f"{used_mib / 1024:.1f} / {fmt_gib(total_mib)}"
+
+
 def fmt_mib(mib: float | None, *, unit: bool = True) -> str:
     """``"1,234.5 MiB"``, or ``"1,234.5"`` in a column headed MiB ("—" when not known)."""
     if mib is None:
@@ -282,6 +287,7 @@ __all__ = [
     "contrast_ratio",
     "fmt_celsius",
     "fmt_gib",
+    "fmt_gib_of",
     "fmt_mib",
     "fmt_size",
     "fmt_tok_s",

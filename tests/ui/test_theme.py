@@ -104,7 +104,7 @@ def test_tint_normal_restores_the_inherited_colour(qtbot: QtBot) -> None:
 
 def test_formatters() -> None:
     assert theme.fmt_gib(22323.2) == "21.8 GiB" and theme.fmt_gib(24576, 0) == "24 GiB"
-    assert theme.fmt_gib(None) == "?"
+    assert theme.fmt_gib(None) == "?" and theme.fmt_gib_of(22323.2, 24576) == "21.8 / 24.0 GiB"
     assert theme.fmt_mib(1234.56) == "1,234.6 MiB" and theme.fmt_mib(92.1, unit=False) == "92.1"
     assert theme.fmt_mib(None) == "—"
     assert theme.fmt_size(98_000_000) == "93 MiB" and theme.fmt_size(2 * 2**30) == "2.0 GiB"

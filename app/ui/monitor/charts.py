@@ -19,7 +19,7 @@ import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from app.hardware.telemetry import TelemetryHistory, TelemetrySnapshot
-from app.ui.theme import gpu_color
+from app.ui.theme import fmt_gib, gpu_color
 
 
 @dataclass(frozen=True)
@@ -214,7 +214,7 @@ class Charts(QtWidgets.QWidget):
                 cap = pg.InfiniteLine(
                     pos=gib, angle=0, pen=pg.mkPen(color, width=1, style=_DASH), movable=False
                 )
-                cap.setToolTip(f"GPU {sample.index} capacity {gib:.1f} GiB")
+                cap.setToolTip(f"GPU {sample.index} capacity {fmt_gib(sample.vram_total_mib)}")
                 vram.addItem(cap)
                 self.capacity_lines[sample.index] = cap
             plan = pg.InfiniteLine(
@@ -254,7 +254,7 @@ class Charts(QtWidgets.QWidget):
             line.setVisible(mib is not None)
             if mib is not None:
                 line.setPos(mib / 1024)
-                line.setToolTip(f"GPU {index}: the plan predicts {mib / 1024:.1f} GiB used")
+                line.setToolTip(f"GPU {index}: the plan predicts {fmt_gib(mib)} used")
 
     # ------------------------------------------------------------------------------------------ data
     def show_history(self, history: TelemetryHistory) -> None:

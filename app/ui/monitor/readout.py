@@ -5,7 +5,7 @@ from __future__ import annotations
 from PySide6 import QtCore, QtWidgets
 
 from app.hardware.telemetry import GpuSample, TelemetrySnapshot, describe_clock_events
-from app.ui.theme import fmt_celsius, fmt_value, fmt_watts, gpu_swatch_html
+from app.ui.theme import fmt_celsius, fmt_gib_of, fmt_value, fmt_watts, gpu_swatch_html
 
 READOUT_COLUMNS: tuple[str, ...] = (
     "GPU",
@@ -27,7 +27,7 @@ def readout_cells(sample: GpuSample) -> tuple[str, ...]:
         return ("lost", "", "", "", "", "", "", "", "")
     vram = "n/a"
     if sample.vram_used_mib is not None and sample.vram_total_mib:
-        vram = f"{sample.vram_used_mib / 1024:.1f} / {sample.vram_total_mib / 1024:.1f} GiB"
+        vram = fmt_gib_of(sample.vram_used_mib, sample.vram_total_mib)
     temp = fmt_celsius(sample.temperature_c)
     if sample.slowdown_temp_c is not None and sample.temperature_c is not None:
         temp += f" (slows at {sample.slowdown_temp_c:.0f})"

@@ -24,7 +24,7 @@ from app.core.rig import Rig
 from app.core.settings import Settings
 from app.ui.glossary import tip
 from app.ui.state import AppState
-from app.ui.theme import fmt_gib, gpu_color, muted_text, status_foreground
+from app.ui.theme import fmt_gib, fmt_gib_of, gpu_color, muted_text, status_foreground
 from app.ui.widgets import BarValues, MemoryBar, Swatch, describe_bar, segment_legend, short_gpu_name
 
 SLIDER_STEPS = 1000  # a slider step is 0.1%
@@ -421,7 +421,7 @@ class GpuRowsPanel(QtWidgets.QGroupBox):
         elif cap is None:
             text = fmt_gib(values.total_mib)
         else:
-            text = f"{values.total_mib / 1024:.1f} / {fmt_gib(cap)}"
+            text = fmt_gib_of(values.total_mib, cap)
         over = cap is not None and not empty and values.total_mib > cap
         if label.text() != text:
             label.setText(text)
