@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import atexit
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-# Keep tests, and the programs they start, away from the user's real settings: on Linux the window's
-# settings (QSettings) and every per-user configuration file live under XDG_CONFIG_HOME.
-_CONFIG_HOME = tempfile.mkdtemp(prefix="rigfit-tests-config-")
-os.environ["XDG_CONFIG_HOME"] = _CONFIG_HOME
-atexit.register(shutil.rmtree, _CONFIG_HOME, ignore_errors=True)
+# Keep tests away from the user's real settings and cache.
+os.environ.setdefault("RIGFIT_TESTING", "1")
 
 
 BENCH_DIR = Path(__file__).resolve().parent / "bench"
@@ -88,15 +82,8 @@ def _qt_leak_guard(request: pytest.FixtureRequest) -> Iterator[None]:
     if not {"qtbot", "qapp"} & set(request.fixturenames):
         yield  # a test without Qt imports no Qt here either (core tests run where Qt is absent)
         return
-    # Each Qt test starts from empty settings: the default store's folder is one of its own.
-    from PySide6 import QtCore
-
     from tests.ui.ui_guard import LeakGuard
 
-    settings_dir = request.getfixturevalue("tmp_path_factory").mktemp("settings")
-    QtCore.QSettings.setPath(
-        QtCore.QSettings.Format.IniFormat, QtCore.QSettings.Scope.UserScope, str(settings_dir)
-    )
     guard = LeakGuard()
     guard.start()
     yield

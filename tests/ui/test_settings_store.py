@@ -78,19 +78,12 @@ def test_a_store_written_by_a_newer_format_is_ignored(ini: Path) -> None:
     assert store.load_session() == Session()
 
 
-def test_memory_store_forgets_and_the_default_store_is_a_file_in_the_settings_folder(
-    tmp_path: Path, qapp: object
-) -> None:
-    store = SettingsStore.memory()
+def test_memory_store_forgets_and_testing_default_never_touches_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RIGFIT_TESTING", "1")
+    store = SettingsStore.default()
     assert not store.persistent
     store.save_session(Session(model_ref="demo"))
     assert store.load_session().model_ref == "demo"
     assert SettingsStore.memory().load_session() == Session()
-    # Where the user's settings go is Qt's choice; the tests move it (as conftest does per test).
-    QtCore.QSettings.setPath(
-        QtCore.QSettings.Format.IniFormat, QtCore.QSettings.Scope.UserScope, str(tmp_path)
-    )
-    default = SettingsStore.default()
-    assert default.persistent and Path(default.location).is_relative_to(tmp_path)
-    default.save_session(Session(model_ref="demo"))
-    assert SettingsStore.default().load_session().model_ref == "demo"
+    monkeypatch.delenv("RIGFIT_TESTING")
+    assert SettingsStore.default().persistent
