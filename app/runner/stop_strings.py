@@ -25,12 +25,15 @@ class StopScanner:
         if self.matched is not None:
             return ""
         pending = self._pending + piece
-        cut = -1
+        # The stop that is complete first wins (the smallest end; then the earliest start), as if the
+        # text had come one character at a time: the answer must not depend on how tokens split it.
+        best: tuple[int, int] | None = None
         for stop in self.stops:
             at = pending.find(stop)
-            if at != -1 and (cut == -1 or at < cut):
-                cut, self.matched = at, stop
-        if cut != -1:
+            if at != -1 and (best is None or (at + len(stop), at) < best):
+                best, self.matched = (at + len(stop), at), stop
+        if best is not None:
+            cut = best[1]
             self._pending = ""
             return pending[:cut]
         keep = self._held_back(pending)

@@ -33,6 +33,11 @@ def test_held_text_that_turns_out_harmless_is_released() -> None:
     assert out[0] == "a" and "".join(out) == "a\n\nb"
 
 
+def test_the_stop_completed_first_wins_however_the_tokens_split() -> None:
+    assert _run(["U::"], [":", "U::"]) == (["U"], ":")
+    assert _run(["U:", ":"], [":", "U::"]) == (["U", ""], ":")
+
+
 def test_the_earliest_of_several_stops_wins() -> None:
     out, matched = _run(["one END two STOP"], ["STOP", "END"])
     assert matched == "END" and out == ["one "]
@@ -55,9 +60,10 @@ def test_any_split_of_the_stream_gives_the_text_before_the_first_stop(
     bounds = sorted({0, len(text), *(c for c in cuts if c <= len(text))})
     pieces = [text[a:b] for a, b in itertools.pairwise(bounds)]
     out, matched = _run(pieces, stops)
-    hits = [(text.find(s), s) for s in stops if s in text]
+    # The stop completed first (smallest end, then earliest start) ends the text, however it is split.
+    hits = sorted((text.find(s) + len(s), text.find(s), s) for s in stops if s in text)
     if hits:
-        first = min(at for at, _ in hits)
+        _end, first, _stop = hits[0]
         assert matched is not None and text.find(matched) == first
         assert "".join(out) == text[:first]
     else:
