@@ -58,12 +58,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
 
 
 def _gpu_available() -> bool:
-    try:
-        import llama_cpp
+    # Not llama_supports_gpu_offload(): it is true in every build with the RPC backend.
+    from app.versions import llama_cpp_info
 
-        return bool(llama_cpp.llama_supports_gpu_offload())
-    except Exception:
-        return False
+    return bool(llama_cpp_info().get("gpu_offload"))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -48,21 +48,27 @@ def add_rig_arguments(p: argparse.ArgumentParser) -> None:
         help="a planned rig, e.g. '2x RTX 3090 nvlink' (default: this computer's GPUs)",
     )
     group.add_argument("--rig-file", metavar="FILE", help="a rig saved as a rig file")
+    from app.commands.rpc_args import add_rpc_argument
+
+    add_rpc_argument(p)
 
 
 def resolve_rig(args: argparse.Namespace) -> tuple[Rig, str | None]:
-    """The rig to plan for, and a note when it is a detected rig without a GPU."""
+    """The rig to plan for (plus the ``--rpc`` servers' devices), and a note when it is a detected
+    rig without a GPU."""
+    from app.commands.rpc_args import with_rpc
+
     if getattr(args, "rig", None):
         from app.hardware.catalog import parse_rig_expression
 
-        return parse_rig_expression(args.rig), None
+        return with_rpc(parse_rig_expression(args.rig), args), None
     if getattr(args, "rig_file", None):
         from app.hardware.rigfile import load_rig
 
-        return load_rig(args.rig_file), None
+        return with_rpc(load_rig(args.rig_file), args), None
     from app.hardware.probe import detect_rig
 
-    rig = detect_rig()
+    rig = with_rpc(detect_rig(), args)
     if not rig.gpus:
         why = rig.status or "no NVIDIA GPU detected"
         return rig, f"no GPU here ({why}): this is a CPU-only plan; use --rig EXPR to plan a GPU rig"
