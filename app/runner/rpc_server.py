@@ -65,6 +65,9 @@ def serve(argv: Sequence[str]) -> int:
     )
     options.validate()
     host = resolve_bind_host(options.host)
+    if not is_loopback(host):
+        # First, as llama.cpp's rpc-server does: the warning is said even when the start then fails.
+        print("\n" + NETWORK_WARNING.format(host=host) + "\n", file=sys.stderr, flush=True)
     if not ggml.rpc_available():
         raise RigfitError("this llama.cpp build has no RPC backend (make setup builds it with -DGGML_RPC=on)")
     check_port_free(host, options.port)
@@ -88,8 +91,6 @@ def serve(argv: Sequence[str]) -> int:
         except OSError as exc:
             raise RigfitError(f"cannot create the cache folder {path}: {exc.strerror or exc}") from None
         cache_dir = str(path).encode()
-    if not is_loopback(host):
-        print("\n" + NETWORK_WARNING.format(host=host) + "\n", file=sys.stderr, flush=True)
     threads = options.threads or ggml.default_server_threads()
     array = (ctypes.c_void_p * len(handles))(*handles)
     sys.stdout.flush()
