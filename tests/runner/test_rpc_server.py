@@ -104,7 +104,7 @@ def test_cli_warns_with_llama_cpps_words_when_told_to_listen_on_the_network() ->
 
 def test_cli_refuses_the_network_without_the_flag() -> None:
     proc = _rigfit("rpc-server", "--host", "0.0.0.0", "--port", str(free_port()))
-    out, err = proc.communicate(timeout=120)
+    _out, err = proc.communicate(timeout=120)
     assert proc.returncode == 2
     assert err.strip().splitlines() == [
         "rigfit: listening on 0.0.0.0 lets other machines use this computer's devices with no "

@@ -117,7 +117,7 @@ def test_other_servers_get_a_fresh_worker(
     # ggml cannot unregister a server: loading without it needs a new model process
     second = client.load_sync(_settings(demo_model_path, rpc_cpu_servers[1:]), timeout=120)
     assert client.pid != pid
-    assert [(d.name, d.endpoint) for d in second.devices][0] == ("RPC0", rpc_cpu_servers[1].endpoint)
+    assert (second.devices[0].name, second.devices[0].endpoint) == ("RPC0", rpc_cpu_servers[1].endpoint)
 
 
 def test_servers_added_to_the_same_worker_keep_their_numbers(
