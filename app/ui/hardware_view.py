@@ -178,7 +178,14 @@ class GpuCard(QtWidgets.QFrame):
         self.pcie_label = QtWidgets.QLabel(f"PCIe {gpu.pcie.describe()}")
         self.pcie_label.setObjectName("pcieLabel")
         self.pcie_label.setToolTip(tip("pcie_width"))
-        if gpu.pcie.slot_limited:
+        if gpu.remote is not None:
+            where = gpu.remote.endpoint or "a planned machine"
+            self.pcie_label.setText(f"Remote (llama.cpp RPC) at {where} over {gpu.remote.link.describe()}")
+            self.pcie_label.setToolTip(
+                "A device on another machine: llama.cpp sends it activations over the network for every "
+                "token, and the weights once when loading."
+            )
+        elif gpu.pcie.slot_limited:
             self._tint(self.pcie_label, attention_color(self.palette()))
             self.pcie_label.setToolTip(
                 "The slot gives this card less than it supports: tensor-parallel (row) traffic to it is "
@@ -216,7 +223,7 @@ class GpuCard(QtWidgets.QFrame):
         else:
             _muted(self.nvlink_badge)
         badges.addWidget(self.nvlink_badge)
-        if gpu.vendor != VENDOR_NVIDIA:
+        if gpu.vendor != VENDOR_NVIDIA and gpu.remote is None:
             planning = QtWidgets.QLabel("planning only")
             self._tint(planning, attention_color(self.palette()))
             from app.hardware.sysfs import note_for
@@ -347,6 +354,7 @@ class HardwareView(QtWidgets.QWidget):
 
         self._catalog = load_gpu_catalog()
         self._fill_add_combo()
+        self.rpc_panel.set_catalog(self._catalog)
         if not self._planned_set:
             self._adopt_planned(parse_rig_expression(DEMO_RIG_EXPRESSION))
 
@@ -451,6 +459,12 @@ class HardwareView(QtWidgets.QWidget):
         lower.addWidget(advice_box, 2)
         self.body_layout.addLayout(lower)
 
+        from app.ui.rpc_panel import RpcPanel
+
+        self.rpc_panel = RpcPanel()
+        self.rpc_panel.devices_changed.connect(self._refresh)
+        self.rpc_panel.planned_remote_requested.connect(self.add_planned_remote)
+        self.body_layout.addWidget(self.rpc_panel)
         self.host_label = QtWidgets.QLabel("")
         self.host_label.setObjectName("hostLabel")
         self.host_label.setWordWrap(True)
@@ -497,10 +511,19 @@ class HardwareView(QtWidgets.QWidget):
         return self._planned_rig
 
     def current_rig(self) -> Rig:
-        """The rig the tab shows now (what the other tabs should plan for)."""
-        if self._mode == MODE_DETECTED and self._detected is not None:
-            return self._detected
-        return self._planned_rig
+        """The rig the tab shows now (what the other tabs should plan for), with the remote
+        machines' devices of the RPC panel after its own."""
+        base = (
+            self._detected
+            if self._mode == MODE_DETECTED and self._detected is not None
+            else self._planned_rig
+        )
+        extra = self.rpc_panel.remote_devices()
+        if not extra:
+            return base
+        from app.hardware.rpc import with_remote_devices
+
+        return with_remote_devices(base, extra)
 
     def set_detecting(self) -> None:
         self._ensure_ready()
@@ -564,7 +587,28 @@ class HardwareView(QtWidgets.QWidget):
         if entry is None:
             self._show_editor_message(f"unknown catalog GPU '{catalog_id}'", error=True)
             return
-        self._planned_gpus.append(entry.to_gpu(len(self._planned_gpus)))
+        # Before the remote devices, which always follow the local GPUs (llama.cpp's RPC rules).
+        at = next(
+            (i for i, g in enumerate(self._planned_gpus) if g.remote is not None), len(self._planned_gpus)
+        )
+        self._planned_gpus.insert(at, entry.to_gpu(at))
+        self._nvlink_flags.insert(at, False)
+        self._planned_groups = [tuple(i + 1 if i >= at else i for i in g) for g in self._planned_groups]
+        self._planned_name = ""
+        self._rebuild_planned()
+
+    def add_planned_remote(self, catalog_id: str, link_name: str) -> None:
+        """A planned GPU on another machine, reached over ``link_name`` (``rpc(RTX 4090 @ 1GbE)``)."""
+        from app.core.rig import Remote
+        from app.core.rpc import parse_link
+
+        self._ensure_ready()
+        entry = next((e for e in self._catalog if e.id == catalog_id), None)
+        if entry is None:
+            self._show_editor_message(f"unknown catalog GPU '{catalog_id}'", error=True)
+            return
+        gpu = replace(entry.to_gpu(len(self._planned_gpus)), remote=Remote(link=parse_link(link_name)))
+        self._planned_gpus.append(gpu)
         self._nvlink_flags.append(False)
         self._planned_name = ""
         self._rebuild_planned()
@@ -729,7 +773,8 @@ class HardwareView(QtWidgets.QWidget):
                 gpu,
                 i,
                 rig,
-                editable=editable,
+                # the RPC panel's devices are edited there, not here
+                editable=editable and i < len(self._planned_gpus),
                 nvlink_capable=bool(entry and entry.nvlink),
                 nvlink_checked=i in linked,
             )

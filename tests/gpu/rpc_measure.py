@@ -308,11 +308,15 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if config.model not in written:
             t = time.perf_counter()
-            written[config.model] = write_sparse_gguf(folder / f"{config.model}.gguf", model_spec(config.model))
+            written[config.model] = write_sparse_gguf(
+                folder / f"{config.model}.gguf", model_spec(config.model)
+            )
             print(f"wrote {config.model} in {time.perf_counter() - t:.1f} s", flush=True)
         result = measure(config, written[config.model], args.cpu, threads)
         out["results"].append(asdict(result))
-        summary = result.error or {d["name"]: d["total_mib"] for d in (result.loaded or {}).get("devices", [])}
+        summary = result.error or {
+            d["name"]: d["total_mib"] for d in (result.loaded or {}).get("devices", [])
+        }
         print(f"{config.case}: {summary} {result.seconds}", flush=True)
         Path(args.out).write_text(json.dumps(out, indent=1), encoding="utf-8")
     out["seconds"] = round(time.monotonic() - start, 1)
@@ -322,4 +326,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
