@@ -71,6 +71,16 @@ DEFAULT_GPU_FP16_TFLOPS = 50.0
 PCIE_LATENCY_S = 10e-6  # a peer copy or a copy through host memory, including its synchronisation
 NVLINK_LATENCY_S = 5e-6
 ACTIVATION_BYTES_PER_VALUE = 4  # activations travel between devices as f32
+# --- remote devices (llama.cpp RPC), calibrated on the H200 with two RPC servers on loopback -------
+# (docs/validation.md, tests/fixtures/rpc/h200-rpc.json). Each remote device costs a token the RPC
+# exchange of its graph (serialised and sent every token) plus a little per layer it holds. RPC
+# moves tensors at about 0.55 GB/s even over loopback (one TCP stream, serialised copies on both
+# sides): that rate is in series with the wire's. A tensor-parallel all-reduce step through a
+# server is one synchronous exchange.
+RPC_DEVICE_TOKEN_S = 0.30e-3  # per remote device holding layers, per token (and per prompt micro-batch)
+RPC_DEVICE_LAYER_S = 35e-6  # per layer on a remote device, per token
+RPC_COPY_GBPS = 0.62  # RPC's own tensor rate, in series with the link (loopback at 5 GB/s: 0.55 in all)
+RPC_EXCHANGE_S = 0.65e-3  # one synchronous request and answer with a server (an all-reduce step)
 
 PROMPT_TOKENS = 512  # the prompt length prompt tok/s are given for (llama-bench's pp512)
 GBPS = 1e9
@@ -204,17 +214,28 @@ def host_cores(host: Host) -> int:
 
 
 def link(rig: Rig, i: int, j: int) -> tuple[float, float]:
-    """(GB/s per direction, latency in s) between GPUs ``i`` and ``j``: NVLink when bridged, else PCIe.
+    """(GB/s per direction, latency in s) between GPUs ``i`` and ``j``: NVLink when bridged, else PCIe;
+    the network when either is a remote (RPC) device.
 
     Over PCIe the slower of the two slots sets the bandwidth (the copy goes through host memory
-    when peer access is unavailable, which the latency constant covers).
+    when peer access is unavailable, which the latency constant covers). Between two remote devices
+    the data goes through this computer: both links, one after the other.
     """
     gi, gj = rig.gpus[i], rig.gpus[j]
+    remote = [g.remote for g in (gi, gj) if g.remote is not None]
+    if remote:
+        bw = rpc_gbps(min(r.link.bandwidth_gbps for r in remote))
+        return bw / len(remote), sum(r.link.rtt_ms for r in remote) / 1000.0
     if rig.nvlinked(i, j):
         bw = min(gi.nvlink.bandwidth_gbps, gj.nvlink.bandwidth_gbps)
         if bw > 0:
             return bw, NVLINK_LATENCY_S
     return min(pcie_gbps(gi), pcie_gbps(gj)), PCIE_LATENCY_S
+
+
+def rpc_gbps(link_gbps: float) -> float:
+    """What llama.cpp's RPC moves tensors at over a link of ``link_gbps`` (its own rate in series)."""
+    return 1.0 / (1.0 / max(link_gbps, 1e-9) + 1.0 / RPC_COPY_GBPS)
 
 
 def pcie_gbps(gpu: Gpu) -> float:
@@ -441,6 +462,7 @@ def _decode(
         active = [g for g in range(n) if place.gpu_share[g] > 0]
         bw, lat = _group_link(rig, active)
         link_s = 2 * gpu_layers * allreduce_seconds(act, len(active), bw, lat)
+        link_s += _remote_token_s(rig, sp, place, act, prompt=False)
         total = max(gpu_s, default=0.0) + host_s + link_s
     else:
         order: list[int] = []
@@ -460,19 +482,52 @@ def _decode(
         for a, b in itertools.pairwise(order):
             bw, lat = link(rig, a, b)
             link_s += hop_seconds(act, bw, lat)
-        if h > 0 and order:
+        if h > 0 and order and rig.gpus[order[0]].remote is None:
             link_s += hop_seconds(act, pcie_gbps(rig.gpus[order[0]]), PCIE_LATENCY_S)
+        link_s += _remote_token_s(rig, sp, place, act, prompt=False)
         total = sum(gpu_s) + host_s + link_s
     total += GPU_DECODE_TOKEN_S if n else 0.0
     return total, tuple(gpu_s), host_s, link_s
 
 
+def _remote_token_s(rig: Rig, sp: SpeedProfile, place: _Placement, act: float, prompt: bool) -> float:
+    """What remote (RPC) devices add to a token (or, ``prompt``, to a micro-batch whose activations
+    are ``act`` bytes): each one's RPC exchange, the token's way in from this computer (the token
+    embeddings live here) to the first device when that one is remote, and the logits back from a
+    remote device that holds the output layer."""
+    total = 0.0
+    first: int | None = None
+    for g, gpu in enumerate(rig.gpus):
+        remote = gpu.remote
+        lo, hi = place.gpu_ranges[g]
+        layers = (hi - lo) + int(place.gpu_output[g])
+        if place.mode == "parallel":
+            layers = sp.n_layer - place.host_layers if place.gpu_share[g] > 0 else 0
+        if layers <= 0:
+            continue
+        if first is None or (place.mode != "parallel" and lo < place.gpu_ranges[first][0]):
+            first = g
+        if remote is None:
+            continue
+        total += RPC_DEVICE_TOKEN_S + (0.0 if prompt else RPC_DEVICE_LAYER_S * layers)
+        if place.gpu_output[g] and place.mode != "parallel":
+            logits = sp.spec.n_vocab * ACTIVATION_BYTES_PER_VALUE * (PROMPT_OUTPUTS if prompt else 1)
+            total += hop_seconds(logits, rpc_gbps(remote.link.bandwidth_gbps), remote.link.rtt_ms / 1000.0)
+    if first is not None and place.host_layers == 0:
+        entry = rig.gpus[first].remote
+        if entry is not None:
+            total += hop_seconds(act, rpc_gbps(entry.link.bandwidth_gbps), entry.link.rtt_ms / 1000.0)
+    return total
+
+
 def _group_link(rig: Rig, gpus: list[int]) -> tuple[float, float]:
-    """Bandwidth and latency of the slowest link inside a group of GPUs (what a ring all-reduce sees)."""
+    """Bandwidth and latency of the slowest link inside a group of GPUs (what a ring all-reduce sees);
+    a step through an RPC server waits for its answer too."""
     if len(gpus) < 2:
         return 1.0, 0.0
     links = [link(rig, a, b) for a in gpus for b in gpus if a < b]
-    return min(bw for bw, _ in links), max(lat for _, lat in links)
+    exchange = RPC_EXCHANGE_S if any(rig.gpus[g].remote is not None for g in gpus) else 0.0
+    return min(bw for bw, _ in links), max(lat for _, lat in links) + exchange
 
 
 def _offload_gpu(rig: Rig, s: Settings) -> Gpu:
@@ -549,6 +604,8 @@ def _prompt_seconds(rig: Rig, sp: SpeedProfile, s: Settings, place: _Placement, 
         for a, b in itertools.pairwise(order):
             bw, lat = link(rig, a, b)
             total += n_ub * lat + act / (bw * GBPS)
+    if any(g.remote is not None for g in rig.gpus):
+        total += n_ub * _remote_token_s(rig, sp, place, act / n_ub, prompt=True)
     return total
 
 

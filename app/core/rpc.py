@@ -32,7 +32,7 @@ from app.core.rig import VENDOR_AMD, VENDOR_INTEL, Gpu, NetworkLink, Rig
 # Usable TCP payload rates (GB/s per direction) and a typical round trip for the links hobbyists use.
 # Ethernet payload after framing and TCP/IP headers is about 94% of the line rate.
 NETWORK_LINKS: dict[str, NetworkLink] = {
-    "loopback": NetworkLink("loopback", 4.0, 0.05),
+    "loopback": NetworkLink("loopback", 5.0, 0.05),
     "1GbE": NetworkLink("1GbE", 0.117, 0.30),
     "2.5GbE": NetworkLink("2.5GbE", 0.294, 0.30),
     "5GbE": NetworkLink("5GbE", 0.588, 0.25),
