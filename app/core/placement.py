@@ -239,7 +239,10 @@ def validate_settings(rig: Rig, spec: ModelSpec, settings: Settings) -> None:
 
 
 def gpu_buffer_name(gpu: Gpu) -> str:
-    """llama.cpp's device/buffer name for a GPU: CUDA0, ROCm1, SYCL0..."""
+    """llama.cpp's device/buffer name for a GPU: CUDA0, ROCm1, SYCL0..., and for a remote device
+    its RPC buffer type, named by the device's number on its server: ``RPC0[10.0.0.5:50052]``."""
+    if gpu.remote is not None:
+        return f"RPC{gpu.remote.device}[{gpu.remote.endpoint or 'planned'}]"
     prefix = {VENDOR_AMD: "ROCm", VENDOR_INTEL: "SYCL"}.get(gpu.vendor, "CUDA")
     return f"{prefix}{gpu.index}"
 
@@ -677,7 +680,10 @@ def _layout(rig: Rig, prof: ModelProfile, s: Settings, n_gpu_layers: int) -> _La
     pipeline = s.split_mode == "layer" and len(model_gpus) > 1 and ngl > n_layer and s.offload_kqv
     copies = PIPELINE_COPIES if pipeline else 1
     n_ubatch = kv_cells(s, prof.n_swa).n_ubatch
-    offload = s.op_offload and n_ubatch >= OP_OFFLOAD_MIN_BATCH and bool(model_gpus)
+    # op_offload goes to the first device whose backend offers it: RPC devices do not
+    # (ggml-rpc.cpp leaves offload_op unset), so it is the first local GPU.
+    local_gpus = [gi for gi in model_gpus if rig.gpus[gi].remote is None]
+    offload = s.op_offload and n_ubatch >= OP_OFFLOAD_MIN_BATCH and bool(local_gpus)
     host_attention = tuple(host_layers) if s.offload_kqv else tuple(range(n_layer))
     gpu_roles: dict[int, ComputeRole] = {}
     host_roles: list[ComputeRole] = []
@@ -691,7 +697,9 @@ def _layout(rig: Rig, prof: ModelProfile, s: Settings, n_gpu_layers: int) -> _La
             if tensor_mode:
                 gpu_layers = tuple(int(i) for i in np.flatnonzero(layer_dev == -2))
                 dev_out = out_dev == -2
-                share = ratios[gi]
+                # Measured (H200, CUDA0 + RPC0 at 1:1): each member of the Meta device reserves the
+                # whole graph's compute buffer, not its share (docs/validation.md, multi-device).
+                share = 1.0
             else:
                 gpu_layers = tuple(int(i) for i in np.flatnonzero(layer_dev == gi))
                 dev_out = out_dev == gi
@@ -699,7 +707,7 @@ def _layout(rig: Rig, prof: ModelProfile, s: Settings, n_gpu_layers: int) -> _La
             off_w = 0
             off_kv = 0
             off_out = False
-            if offload and k == 0:
+            if offload and gi == local_gpus[0]:
                 if host_layers:
                     off_w = int(prof.layer_max_matmul_gpu_bytes[host_layers].max())
                     if s.flash_attn:
@@ -920,7 +928,46 @@ def plan(rig: Rig, spec: ModelSpec, settings: Settings) -> Plan:
 
 
 def plan_profile(rig: Rig, prof: ModelProfile, settings: Settings) -> Plan:
-    """:func:`plan` for an already computed :class:`~app.core.memory.ModelProfile` (no validation)."""
+    """:func:`plan` for an already computed :class:`~app.core.memory.ModelProfile` (no validation).
+
+    A rig with remote (RPC) devices is placed in llama.cpp's device order (app/core/rpc.py: RPC
+    devices first in a layer split) and the answer is given back in the rig's order.
+    """
+    from app.core.rpc import llama_device_order, to_llama_main_gpu, to_llama_split
+
+    order = llama_device_order(rig, settings.split_mode)
+    if order == tuple(range(rig.n_gpus)):
+        return _plan_in_order(rig, prof, settings)
+    topo = rig.topology
+    ordered = replace(
+        rig,
+        gpus=tuple(rig.gpus[i] for i in order),
+        topology=tuple(tuple(topo[i][j] for j in order) for i in order) if topo else topo,
+        p2p=(),
+    )
+    s = replace(
+        settings,
+        tensor_split=to_llama_split(rig, settings.split_mode, settings.tensor_split),
+        main_gpu=to_llama_main_gpu(rig, settings.split_mode, settings.main_gpu),
+    )
+    p = _plan_in_order(ordered, prof, s)
+    back = {k: order[k] for k in range(len(order))}
+    devices: list[DevicePlan | None] = [None] * rig.n_gpus
+    split: list[float] = [0.0] * rig.n_gpus
+    for k, d in enumerate(p.devices):
+        devices[back[k]] = d
+        if k < len(p.tensor_split):
+            split[back[k]] = p.tensor_split[k]
+    return replace(
+        p,
+        settings=settings,
+        devices=tuple(d for d in devices if d is not None),
+        tensor_split=tuple(split) if p.tensor_split else p.tensor_split,
+        buffers=tuple(replace(b, gpu=back[b.gpu]) if b.gpu is not None else b for b in p.buffers),
+    )
+
+
+def _plan_in_order(rig: Rig, prof: ModelProfile, settings: Settings) -> Plan:
     s = settings
     n_slots = prof.n_layer + 1
     ngl = n_slots if s.n_gpu_layers < 0 else min(s.n_gpu_layers, n_slots)

@@ -25,9 +25,13 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from app.core.errors import RigfitError
 from app.core.rig import VENDOR_AMD, VENDOR_INTEL, Gpu, NetworkLink, Rig
+
+if TYPE_CHECKING:
+    from app.core.advice import Advice
 
 # Usable TCP payload rates (GB/s per direction) and a typical round trip for the links hobbyists use.
 # Ethernet payload after framing and TCP/IP headers is about 94% of the line rate.
@@ -243,3 +247,133 @@ def network_cost(
         load_bytes=load_bytes,
         slowest_link=slowest,
     )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Commands and advice for a plan with remote devices
+
+
+PLACEHOLDER_HOST = "OTHER-PC"  # stands for a planned machine's address in exported commands
+
+
+def rpc_endpoints_for_commands(rig: Rig) -> tuple[str, ...]:
+    """``--rpc`` entries: the rig's servers, and a placeholder per planned machine (one per device
+    number 0 run: a planned machine with two GPUs is one server)."""
+    out: list[str] = []
+    planned = 0
+    for gpu in rig.gpus:
+        remote = gpu.remote
+        if remote is None:
+            continue
+        if remote.endpoint is not None:
+            if remote.endpoint not in out:
+                out.append(remote.endpoint)
+        elif remote.device == 0:
+            planned += 1
+            out.append(f"{PLACEHOLDER_HOST}{planned if planned > 1 else ''}:50052")
+    return tuple(out)
+
+
+def server_steps(rig: Rig) -> tuple[tuple[str, ...], ...]:
+    """What to run on each remote machine first: llama.cpp's own ``rpc-server`` (``rigfit
+    rpc-server`` is the same server): listening on the address this computer uses to reach it."""
+    steps: list[tuple[str, ...]] = []
+    for endpoint in rpc_endpoints_for_commands(rig):
+        host, _, port = endpoint.rpartition(":")
+        steps.append(("rpc-server", "--host", host, "--port", port, "-c"))
+    return tuple(steps)
+
+
+def rpc_notes(rig: Rig) -> tuple[str, ...]:
+    """Notes for an exported command that uses RPC devices."""
+    if not rig.remote_gpus:
+        return ()
+    notes = [
+        "first, on each remote machine: "
+        + "; ".join(" ".join(step) for step in server_steps(rig))
+        + " (or rigfit rpc-server --host ADDRESS --allow-network); both sides need the same llama.cpp "
+        "version, built with -DGGML_RPC=on",
+        "the RPC protocol has no password and no encryption: only on a network you trust",
+    ]
+    if any(g.remote is not None and g.remote.endpoint is None for g in rig.gpus):
+        notes.append(f"{PLACEHOLDER_HOST} stands for the address of the machine you plan to add")
+    return tuple(notes)
+
+
+def slot_split_llama_order(rig: Rig, slots: Sequence[int], split_mode: str) -> tuple[int, ...]:
+    """Per-device slot counts (rig order) in llama.cpp's device order, as ``-ts`` takes them."""
+    return tuple(int(slots[i]) for i in llama_device_order(rig, split_mode))
+
+
+def rpc_advice(
+    rig: Rig,
+    plan_devices: Sequence[tuple[int, bool]],
+    split_mode: str,
+    weights_mib: Sequence[float],
+    n_embd: int,
+    n_vocab: int,
+) -> tuple[Advice, ...]:
+    """Advice about remote devices for a plan: slow links, tensor split over a network, the weights
+    sent at load, planned machines. ``plan_devices`` is each rig device's (slots, has_output)."""
+    from app.core.advice import LEVEL_INFO, LEVEL_WARNING, Advice
+
+    out: list[Advice] = []
+    remote = [(i, g) for i, g in enumerate(rig.gpus) if g.remote is not None]
+    if not remote:
+        return ()
+    used = [i for i, (slots, _out) in enumerate(plan_devices) if slots > 0]
+    used_remote = [i for i in used if rig.gpus[i].remote is not None]
+    if split_mode in ("tensor", "row") and used_remote and len(used) > 1:
+        out.append(
+            Advice(
+                "rpc-tensor-split",
+                LEVEL_WARNING,
+                "Tensor split over a network sends every layer's activations through the RPC server twice "
+                "per token: on one H200 over loopback it ran 30x slower than on one GPU (11 against 324 tok/s). "
+                "Use the layer split with remote devices.",
+            )
+        )
+    for i, gpu in remote:
+        assert gpu.remote is not None
+        link = gpu.remote.link
+        slots, has_output = plan_devices[i] if i < len(plan_devices) else (0, False)
+        if gpu.remote.endpoint is None:
+            out.append(
+                Advice(
+                    "rpc-planned",
+                    LEVEL_INFO,
+                    f"GPU {gpu.index} ({gpu.name.split(' @ ')[0]}) is planned on another machine over {link.name}: "
+                    f"to use it, run rigfit rpc-server (or llama.cpp's rpc-server) there and add it as rpc://HOST:PORT.",
+                    gpu.index,
+                )
+            )
+        if slots <= 0:
+            continue
+        if link.bandwidth_gbps < 0.5:
+            row_kib = 4 * n_embd / 1024
+            extra = f", and the logits ({4 * n_vocab / 1024:.0f} KiB)" if has_output else ""
+            out.append(
+                Advice(
+                    "rpc-slow-link",
+                    LEVEL_WARNING if link.bandwidth_gbps < 0.1 or link.rtt_ms >= 1.0 else LEVEL_INFO,
+                    f"GPU {gpu.index} is reached over {link.describe()}: every token sends it "
+                    f"{row_kib:.0f} KiB of activations and waits a round trip{extra}; a prompt sends "
+                    f"{row_kib * 512 / 1024:.0f} MiB per 512 tokens. Put as many layers as fit on local GPUs first "
+                    f"(llama.cpp gives remote devices the first layers); 10GbE or faster keeps most of the speed.",
+                    gpu.index,
+                )
+            )
+        weights = weights_mib[i] if i < len(weights_mib) else 0.0
+        if weights > 1024:
+            secs = weights * 1024 * 1024 / (link.bandwidth_gbps * 1e9)
+            out.append(
+                Advice(
+                    "rpc-load-transfer",
+                    LEVEL_INFO,
+                    f"Loading sends {weights / 1024:.1f} GiB of weights to GPU {gpu.index} over {link.name} "
+                    f"(about {secs:.0f} s at best); rpc-server -c keeps them on that machine's disk, so the next "
+                    f"load of the same model sends far less.",
+                    gpu.index,
+                )
+            )
+    return tuple(out)
