@@ -693,7 +693,7 @@ def _layout(rig: Rig, prof: ModelProfile, s: Settings, n_gpu_layers: int) -> _La
             ComputeRole(backend=BACKEND_CPU, layers=all_layers, attention_layers=all_layers, output=True)
         )
     else:
-        for k, gi in enumerate(model_gpus):
+        for gi in model_gpus:
             if tensor_mode:
                 gpu_layers = tuple(int(i) for i in np.flatnonzero(layer_dev == -2))
                 dev_out = out_dev == -2
