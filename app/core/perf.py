@@ -72,13 +72,14 @@ PCIE_LATENCY_S = 10e-6  # a peer copy or a copy through host memory, including i
 NVLINK_LATENCY_S = 5e-6
 ACTIVATION_BYTES_PER_VALUE = 4  # activations travel between devices as f32
 # --- remote devices (llama.cpp RPC), calibrated on the H200 with two RPC servers on loopback -------
-# (docs/validation.md, tests/fixtures/rpc/h200-rpc.json). Each remote device costs a token the RPC
-# exchange of its graph (serialised and sent every token) plus a little per layer it holds. RPC
-# moves tensors at about 0.55 GB/s even over loopback (one TCP stream, serialised copies on both
-# sides): that rate is in series with the wire's. A tensor-parallel all-reduce step through a
-# server is one synchronous exchange.
-RPC_DEVICE_TOKEN_S = 0.30e-3  # per remote device holding layers, per token (and per prompt micro-batch)
-RPC_DEVICE_LAYER_S = 35e-6  # per layer on a remote device, per token
+# (docs/validation.md, tests/fixtures/rpc/h200-rpc.json). A token through remote devices pays a
+# fixed cost once (the scheduler's RPC round of the split graph) and one per remote device holding
+# layers (its graph serialised and sent, its events): 8B shape, one server 0.89 ms, two 1.36 ms,
+# whatever their layer counts (3:2:1 and 1:1:1 ran alike). RPC moves tensors at about 0.55 GB/s
+# even over loopback (one TCP stream, serialised copies on both sides): that rate is in series
+# with the wire's. A tensor-parallel all-reduce step through a server is one synchronous exchange.
+RPC_TOKEN_S = 0.42e-3  # per token (and prompt micro-batch) when any remote device holds layers
+RPC_DEVICE_TOKEN_S = 0.47e-3  # per remote device holding layers, per token (and micro-batch)
 RPC_COPY_GBPS = 0.62  # RPC's own tensor rate, in series with the link (loopback at 5 GB/s: 0.55 in all)
 RPC_EXCHANGE_S = 0.65e-3  # one synchronous request and answer with a server (an all-reduce step)
 
@@ -496,6 +497,7 @@ def _remote_token_s(rig: Rig, sp: SpeedProfile, place: _Placement, act: float, p
     embeddings live here) to the first device when that one is remote, and the logits back from a
     remote device that holds the output layer."""
     total = 0.0
+    any_remote = False
     first: int | None = None
     for g, gpu in enumerate(rig.gpus):
         remote = gpu.remote
@@ -509,7 +511,10 @@ def _remote_token_s(rig: Rig, sp: SpeedProfile, place: _Placement, act: float, p
             first = g
         if remote is None:
             continue
-        total += RPC_DEVICE_TOKEN_S + (0.0 if prompt else RPC_DEVICE_LAYER_S * layers)
+        if not any_remote:
+            total += RPC_TOKEN_S
+            any_remote = True
+        total += RPC_DEVICE_TOKEN_S
         if place.gpu_output[g] and place.mode != "parallel":
             logits = sp.spec.n_vocab * ACTIVATION_BYTES_PER_VALUE * (PROMPT_OUTPUTS if prompt else 1)
             total += hop_seconds(logits, rpc_gbps(remote.link.bandwidth_gbps), remote.link.rtt_ms / 1000.0)

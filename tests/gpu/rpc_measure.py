@@ -20,7 +20,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -91,14 +91,28 @@ TINY = ArchParams(
 
 
 def model_spec(name: str) -> ModelSpec:
-    """The spec of a measured model (the same in the GPU run and in CI's replay)."""
+    """The spec of a measured model as its file holds it (the same in the GPU run and in CI's
+    replay): tensors in :func:`write_sparse_gguf`'s order, with the data offsets it gives them."""
     if name in MODEL_PARAMS:
         params, ftype = MODEL_PARAMS[name]
-        return apply_file_type(build_spec(params, id=name, name=name, source="config"), ftype)
-    from app.core.catalog import catalog_spec
+        spec = apply_file_type(build_spec(params, id=name, name=name, source="config"), ftype)
+    else:
+        from app.core.catalog import catalog_spec
 
-    model_id, quant = CATALOG_MODELS[name]
-    return catalog_spec(model_id, quant)
+        model_id, quant = CATALOG_MODELS[name]
+        spec = catalog_spec(model_id, quant)
+    return as_written(spec)
+
+
+def as_written(spec: ModelSpec) -> ModelSpec:
+    """``spec`` as read back from the file :func:`write_sparse_gguf` writes: GGUF offsets (32-byte
+    aligned, in the spec's order), so the planner sizes the mapped span exactly as llama.cpp does."""
+    offset = 0
+    tensors = []
+    for t in spec.tensors:
+        tensors.append(replace(t, offset=offset))
+        offset += GGUFWriter.ggml_pad(tensor_nbytes(t.ggml_type, t.shape), 32)
+    return replace(spec, tensors=tuple(tensors), source="gguf")
 
 
 MODEL_PARAMS: dict[str, tuple[ArchParams, str]] = {
