@@ -842,7 +842,10 @@ def _buffers(
 ) -> list[BufferPlan]:
     """The buffer lines llama.cpp would log, in its order: model, output, KV, compute."""
     out: list[BufferPlan] = []
-    if model_gpus:
+    # A local GPU offers a host buffer type (CUDA_Host), which llama.cpp prefers for host tensors
+    # over the CPU's repacking types; an RPC device offers none (make_cpu_buft_list).
+    host_buffer = any(rig.gpus[g].remote is None for g in model_gpus)
+    if host_buffer:
         # With a GPU backend the host buffer type takes the host tensors; with mmap they stay mapped.
         mapped = mapped_span_bytes(prof, host_layers, out_dev == -1)
         out.append(BufferPlan("CPU_Mapped", "model", mapped / MIB))
@@ -857,7 +860,7 @@ def _buffers(
     for gi in model_gpus:
         if ev.weights[gi] > 0:
             out.append(BufferPlan(gpu_buffer_name(rig.gpus[gi]), "model", ev.weights[gi] / MIB, gi))
-    host_name = "CUDA_Host" if model_gpus else "CPU"
+    host_name = "CUDA_Host" if host_buffer else "CPU"
     out_name = host_name if out_dev != -1 else "CPU"
     out.append(BufferPlan(out_name, "output", ev.host_output / MIB))
     if ev.host_kv > 0:

@@ -197,7 +197,7 @@ def _pairs() -> list[Any]:
         if r["bench"] and r["config"]["split_mode"] == "layer" and r["config"]["n_gpu_layers"] < 0:
             by_model.setdefault(r["config"]["model"], {})[r["config"]["case"]] = r
     out = []
-    for model, cases in by_model.items():
+    for cases in by_model.values():
         single = next((r for c, r in cases.items() if c.endswith("single")), None)
         for case, r in cases.items():
             if single is not None and r["config"]["servers"] > 0:
