@@ -32,6 +32,7 @@ from app.core.placement import plan as make_plan
 from app.core.plan import Plan
 from app.core.plan_advice import plan_advice, recommended_split_mode
 from app.core.rig import Rig
+from app.core.rpc import llama_device_names, slot_split_llama_order
 from app.core.settings import KV_TYPES, SPLIT_MODES, Settings
 from app.core.split import OBJECTIVES, PRESETS, optimise_split, preset_split
 
@@ -192,6 +193,8 @@ def plan_json(
     notes: list[str],
 ) -> dict[str, Any]:
     """The plan as ``rigfit plan --json`` prints it."""
+    from app.commands.detect import remote_json
+
     s = p.settings
     return {
         "model": spec.id,
@@ -200,7 +203,10 @@ def plan_json(
         "ctx": s.ctx,
         "split_mode": s.split_mode,
         "tensor_split": [round(r, 6) for r in p.tensor_split],
-        "llama_tensor_split": [d.layers + int(d.has_output) for d in p.devices],
+        # -ts as llama.cpp takes it: slots per device in llama.cpp's device order (RPC devices first).
+        "llama_tensor_split": list(
+            slot_split_llama_order(rig, [d.layers + int(d.has_output) for d in p.devices], s.split_mode)
+        ),
         "rig": rig_label(rig),
         "devices": [
             {
@@ -217,8 +223,10 @@ def plan_json(
                 "capacity_mib": _r(d.capacity_mib),
                 "free_mib": _r(d.free_after_mib),
                 "fits": d.fits,
+                "llama_name": llama_name,
+                "remote": remote_json(g),
             }
-            for d in p.devices
+            for d, g, llama_name in zip(p.devices, rig.gpus, llama_device_names(rig), strict=True)
         ],
         "host": {
             "layers": p.host.layers,
@@ -308,7 +316,8 @@ def format_plan(data: dict[str, Any]) -> str:
             rows.append(
                 [
                     f"GPU {d['index']}",
-                    d["name"],
+                    d["name"]
+                    + (f" ({d['llama_name']} over {d['remote']['link']})" if d.get("remote") else ""),
                     bar(d["total_mib"], d["capacity_mib"]),
                     f"{_gib(d['total_mib'])} / {_gib(d['capacity_mib'])}",
                     layers,

@@ -128,7 +128,7 @@ def recommended_split_mode(rig: Rig, spec: ModelSpec, settings: Settings | None 
     gpus = rig.gpus
     if not gpus:
         return "none", "no GPU: the model runs on the CPU, the split mode does not apply"
-    if rig.machines > 1:
+    if rig.machines > 1 or rig.remote_gpus:
         return (
             "layer",
             "several machines: only the layer split sends little enough between them (one activation "
@@ -515,9 +515,24 @@ def plan_advice(rig: Rig, spec: ModelSpec, settings: Settings, plan: Plan) -> tu
         if item is not None:
             out.append(item)
     out.extend(rig_advice(rig))
+    out.extend(_remote_advice(rig, spec, plan))
     out.extend(_power(rig))
     out.extend(_tools(rig))
     return tuple(out)
+
+
+def _remote_advice(rig: Rig, spec: ModelSpec, plan: Plan) -> tuple[Advice, ...]:
+    """Remote (RPC) devices: slow links, tensor split over a network, weights sent at load."""
+    from app.core.rpc import rpc_advice
+
+    return rpc_advice(
+        rig,
+        [(d.layers + int(d.has_output), d.has_output) for d in plan.devices],
+        plan.settings.split_mode,
+        [d.weights_mib for d in plan.devices],
+        spec.n_embd,
+        spec.n_vocab,
+    )
 
 
 __all__ = [
