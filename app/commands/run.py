@@ -75,26 +75,7 @@ class RpcRun:
     def load_settings(
         self, path: str, settings: Settings, n_threads: int | None, seed: int | None = None
     ) -> P.LoadSettings:
-        if self.rig is None:
-            return P.LoadSettings.from_settings(path, settings, n_threads=n_threads, seed=seed)
-        from app.core.rpc import to_llama_main_gpu, to_llama_split
-
-        mode = settings.split_mode
-        split = settings.tensor_split
-        if split is not None and len(split) != self.rig.n_gpus:
-            raise RigfitError(
-                f"the split has {len(split)} ratios for {self.rig.n_gpus} devices "
-                f"({', '.join(g.name for g in self.rig.gpus)})"
-            )
-        return P.LoadSettings.from_settings(
-            path,
-            settings,
-            n_threads=n_threads,
-            seed=seed,
-            rpc_servers=self.servers,
-            tensor_split=to_llama_split(self.rig, mode, split),
-            main_gpu=to_llama_main_gpu(self.rig, mode, settings.main_gpu),
-        )
+        return P.LoadSettings.for_rig(self.rig, path, settings, n_threads=n_threads, seed=seed)
 
 
 def rpc_run(args: argparse.Namespace) -> RpcRun:

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from app.core.errors import RigfitError
+from app.core.rig import Rig
 from app.core.settings import KV_TYPES, SPLIT_MODES, Settings
 from app.runner.logparse import BufferSize, UsedDevice
 
@@ -131,6 +132,41 @@ class LoadSettings:
             seed=seed,
             offload_kqv=settings.offload_kqv,
             rpc_servers=tuple(rpc_servers),
+        )
+
+    @classmethod
+    def for_rig(
+        cls,
+        rig: Rig | None,
+        model_path: str,
+        settings: Settings,
+        *,
+        n_threads: int | None = None,
+        seed: int | None = None,
+    ) -> LoadSettings:
+        """:meth:`from_settings` for a rig that may hold remote (RPC) devices: their servers, and the
+        split and main GPU in llama.cpp's device order. A planned remote device cannot run."""
+        if rig is None or not rig.remote_gpus:
+            return cls.from_settings(model_path, settings, n_threads=n_threads, seed=seed)
+        from app.core.rpc import to_llama_main_gpu, to_llama_split
+
+        planned = [g for g in rig.remote_gpus if g.remote is not None and g.remote.endpoint is None]
+        if planned:
+            raise RigfitError(
+                f"GPU {planned[0].index} ({planned[0].name}) is planned on another machine: it can be planned "
+                "but not run. Run rigfit rpc-server there and add it as a remote machine (HOST:PORT)"
+            )
+        split = settings.tensor_split
+        if split is not None and len(split) != rig.n_gpus:
+            raise RigfitError(f"the split has {len(split)} ratios for {rig.n_gpus} devices")
+        return cls.from_settings(
+            model_path,
+            settings,
+            n_threads=n_threads,
+            seed=seed,
+            rpc_servers=rig.rpc_endpoints(),
+            tensor_split=to_llama_split(rig, settings.split_mode, split),
+            main_gpu=to_llama_main_gpu(rig, settings.split_mode, settings.main_gpu),
         )
 
     def validate(self) -> None:

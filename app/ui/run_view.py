@@ -969,7 +969,7 @@ class RunView(QtWidgets.QWidget):
         self._hide_confirm()
         settings = self.state.settings
         try:
-            load = P.LoadSettings.from_settings(choice.path, settings, n_threads=self.n_threads)
+            load = P.LoadSettings.for_rig(self.state.rig, choice.path, settings, n_threads=self.n_threads)
             self.adapter.load(load, plan)
         except RigfitError as exc:
             self._show_problem(str(exc), ())
