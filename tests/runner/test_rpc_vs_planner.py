@@ -11,7 +11,6 @@ no CPU weight repacking (AMX, CPU_REPACK) to account for, on any host.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,7 +35,9 @@ N_CTX = 1024
 SMALL_F16 = SynthShape(
     n_layer=6, n_embd=384, n_ff=1024, n_head=6, n_head_kv=2, n_vocab=4096, weight_type="F16", tied=False
 )
-SMALL_Q8 = SynthShape(n_layer=5, n_embd=512, n_ff=1536, n_head=8, n_head_kv=8, n_vocab=8192, weight_type="Q8_0")
+SMALL_Q8 = SynthShape(
+    n_layer=5, n_embd=512, n_ff=1536, n_head=8, n_head_kv=8, n_vocab=8192, weight_type="Q8_0"
+)
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +125,12 @@ def test_planner_matches_llama_cpp_per_device(
 
 
 def _close(predicted: float, measured: float, pct: float, abs_mib: float, device: str, kind: str) -> None:
-    assert abs(predicted - measured) <= max(abs_mib, measured * pct / 100), (device, kind, predicted, measured)
+    assert abs(predicted - measured) <= max(abs_mib, measured * pct / 100), (
+        device,
+        kind,
+        predicted,
+        measured,
+    )
 
 
 def _close_compute(predicted: float, measured: float, device: str) -> None:
@@ -136,9 +142,9 @@ def _close_compute(predicted: float, measured: float, device: str) -> None:
     )
 
 
-def test_the_plan_names_llama_cpps_buffers(rig: Rig, rpc_cpu_servers: list[Any], demo_model_path: str) -> None:
+def test_the_plan_names_llama_cpps_buffers(
+    rig: Rig, rpc_cpu_servers: list[Any], demo_model_path: str
+) -> None:
     p = plan(rig, load_model_spec(demo_model_path), Settings(ctx=N_CTX, tensor_split=(1.0, 1.0)))
     names = {b.name for b in p.buffers if b.gpu is not None}
     assert names == {f"RPC0[{s.endpoint}]" for s in rpc_cpu_servers}
-
-
