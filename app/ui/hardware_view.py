@@ -265,6 +265,14 @@ class GpuCard(QtWidgets.QFrame):
         row = QtWidgets.QHBoxLayout()
         from app.hardware.catalog import SLOT_WIDTHS
 
+        if self.gpu.remote is not None:  # in another machine: no slot or bridge of this rig's
+            row.addStretch(1)
+            remove = QtWidgets.QPushButton("Remove")
+            remove.setObjectName("removeGpu")
+            remove.clicked.connect(lambda: self.remove_requested.emit(self.position))
+            row.addWidget(remove)
+            self.remove_button = remove
+            return row
         row.addWidget(QtWidgets.QLabel("Slot"))
         combo = QtWidgets.QComboBox()
         combo.setObjectName("slotWidth")
@@ -444,6 +452,7 @@ class HardwareView(QtWidgets.QWidget):
         topo_layout.addWidget(self.topology_table)
         legend = QtWidgets.QLabel(
             "NV# NVLink links · PIX/PXB PCIe bridges · PHB through the CPU · NODE/SYS across host bridges / CPUs"
+            " · NET over the network (llama.cpp RPC)"
         )
         legend.setWordWrap(True)
         topo_layout.addWidget(_muted(legend))

@@ -148,3 +148,13 @@ def test_catalog_fills_the_what_if_list(qtbot: QtBot) -> None:
     assert panel.plan_gpu_combo.currentData() == "rtx-4090"
     panel.shutdown()
     assert_quiet(panel)
+
+
+def test_a_planned_remote_card_has_no_slot_or_bridge(qtbot: QtBot, view: HardwareView) -> None:
+    view.add_planned_remote("rtx-4090", "10GbE")
+    card = view.cards[-1]
+    assert card.gpu.remote is not None and card.slot_combo is None and card.nvlink_check is None
+    assert card.remove_button is not None
+    with qtbot.waitSignal(view.rig_changed, timeout=5000):
+        card.remove_button.click()
+    assert not view.current_rig().remote_gpus
