@@ -11,6 +11,7 @@ address needs ``--allow-network`` and prints llama.cpp's warning.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from typing import Any
@@ -76,6 +77,9 @@ def run(args: argparse.Namespace) -> int:
             server.wait_serving(timeout_s=60.0)
         except RigfitError:
             code = server.stop()
+            if code == -signal.SIGINT:  # Ctrl+C reached the server first, while it was starting
+                print("\nrigfit: RPC server stopped", file=sys.stderr)
+                return EXIT_OK
             if code == EXIT_USAGE:
                 raise RigfitError(server.failure_text()) from None
             print(f"rigfit: {server.failure_text()}", file=sys.stderr)

@@ -8,9 +8,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from app.core.errors import RigfitError
@@ -115,24 +117,44 @@ def test_cli_refuses_the_network_without_the_flag() -> None:
 def test_cli_serves_until_ctrl_c() -> None:
     port = free_port()
     proc = _rigfit("rpc-server", "--port", str(port), "--device", "CPU", "--threads", "1")
+    assert proc.stderr is not None
+    err_lines: list[str] = []
+    reader = threading.Thread(target=lambda: err_lines.extend(iter(proc.stderr.readline, "")), daemon=True)  # type: ignore[union-attr]
+    reader.start()
     try:
         deadline = time.monotonic() + 60
-        while True:
-            try:
-                info = query_server(f"127.0.0.1:{port}", timeout_s=1.0)
-                break
-            except RigfitError:
-                assert proc.poll() is None and time.monotonic() < deadline
-                time.sleep(0.2)
-        assert info.devices
+        while not any("serving on" in line for line in err_lines):
+            assert proc.poll() is None and time.monotonic() < deadline, err_lines
+            time.sleep(0.1)
+        assert query_server(f"127.0.0.1:{port}", timeout_s=2.0).devices
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl+C in a terminal does
-        out, err = proc.communicate(timeout=30)
+        out, rest = proc.communicate(timeout=30)  # communicate reads the rest of stderr too
+        reader.join(5)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    assert proc.returncode == 0
+    err = "".join(err_lines) + (rest or "")
+    assert proc.returncode == 0, err
     assert "RPC server stopped" in err and f"serving on 127.0.0.1:{port}" in err
     assert "Starting RPC server" in out
     with pytest.raises(RigfitError):
         query_server(f"127.0.0.1:{port}", timeout_s=1.0)
+
+
+def test_cli_ctrl_c_while_starting_is_a_clean_stop() -> None:
+    proc = _rigfit("rpc-server", "--port", str(free_port()), "--device", "CPU", "--threads", "1")
+    try:
+        err = ""
+        deadline = time.monotonic() + 60
+        # As soon as the server process exists (the CLI's child), before it answers.
+        while time.monotonic() < deadline and len(psutil.Process(proc.pid).children()) == 0:
+            time.sleep(0.02)
+        os.killpg(proc.pid, signal.SIGINT)
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode in (0, 130), err
+    assert "Traceback" not in err
