@@ -85,11 +85,11 @@ def demo_model_path() -> str:
     return str(path)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def rpc_cpu_servers() -> Iterator[list[Any]]:
     """Two CPU-backed llama.cpp RPC servers on 127.0.0.1 (free ports): with the local CPU, three
-    real llama.cpp devices on a machine without a GPU. Shared by the session; never stop them in a
-    test (start your own for that)."""
+    real llama.cpp devices on a machine without a GPU. Shared by a test module (other modules check
+    that no child process outlives them); never stop them in a test (start your own for that)."""
     from app.runner.ggml import rpc_available
     from app.runner.rpc import start_local_servers
 
