@@ -41,7 +41,7 @@ import numpy.typing as npt
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from app.core.errors import RigfitError
-from app.core.model_spec import ModelSpec, TensorInfo
+from app.core.model_spec import ModelSpec, TensorInfo, uses_mla_cache
 from app.core.settings import Settings
 from app.core.speccache import SpecCache
 
@@ -56,7 +56,6 @@ MATRIX_ROW_PADDING = 512  # ggml-cuda/common.cuh: quantized rows padded to a mul
 # --- context and KV cache (llama-context.cpp, llama-kv-cache-iswa.cpp) --------------------------
 KV_CTX_PAD = 256  # cparams.n_ctx = GGML_PAD(n_ctx, 256); n_ctx_seq padded the same way
 SWA_CACHE_PAD = 256  # the SWA cache is padded to 256 cells too
-LLAMA_MAX_SEQ = 256
 
 # --- scheduler (ggml-backend.cpp) -------------------------------------------------------------
 PIPELINE_COPIES = 4  # GGML_SCHED_MAX_COPIES: input copies kept when pipeline parallelism is on
@@ -201,6 +200,11 @@ def _quant(ggml_type: int) -> tuple[int, int]:
         return _QUANT_SIZES[ggml_type]
     except KeyError:
         raise RigfitError(f"unknown ggml tensor type {ggml_type}") from None
+
+
+def block_size(ggml_type: int) -> int:
+    """Values per block of a ggml type (1 for F32/F16/BF16, 32 for Q4_0, 256 for the K-quants)."""
+    return _quant(ggml_type)[0]
 
 
 def row_bytes(ggml_type: int, ne0: int) -> int:
@@ -464,20 +468,6 @@ def profile(spec: ModelSpec) -> ModelProfile:
     Raises :class:`RigfitError` when the spec has no tensors or inconsistent shapes.
     """
     return PROFILE_CACHE.get(spec)
-
-
-def uses_mla_cache(spec: ModelSpec) -> bool:
-    """True when llama.cpp keeps this model's compressed MLA cache (hparams.is_mla()).
-
-    A GGUF says so with ``attention.key_length_mla``/``value_length_mla``; older DeepSeek GGUFs
-    without them run as plain multi-head attention with a full K and V cache. Specs from a catalog
-    or config.json describe what today's converter writes: MLA whenever ``kv_lora_rank`` is set.
-    """
-    k_mla = int(getattr(spec, "head_dim_k_mla", 0) or 0)
-    v_mla = int(getattr(spec, "head_dim_v_mla", 0) or 0)
-    if k_mla > 0 and v_mla > 0:
-        return True
-    return spec.source != "gguf" and spec.kv_lora_rank > 0
 
 
 def _per_layer(values: Sequence[int], n_layer: int, what: str, default: int | None = None) -> list[int]:

@@ -114,3 +114,15 @@ class ModelSpec:
 
     def is_swa(self, layer: int) -> bool:
         return bool(self.swa_layers) and self.swa_layers[layer]
+
+
+def uses_mla_cache(spec: ModelSpec) -> bool:
+    """True when llama.cpp keeps this model's compressed MLA cache (hparams.is_mla()).
+
+    A GGUF says so with ``attention.key_length_mla``/``value_length_mla``; older DeepSeek GGUFs
+    without them run as plain multi-head attention with a full K and V cache. Specs from a catalog
+    or config.json describe what today's converter writes: MLA whenever ``kv_lora_rank`` is set.
+    """
+    if spec.head_dim_k_mla > 0 and spec.head_dim_v_mla > 0:
+        return True
+    return spec.source != "gguf" and spec.kv_lora_rank > 0

@@ -51,7 +51,7 @@ def test_what_a_rig_cannot_run() -> None:
     assert "no GPU" in (unsupported_reason("layer", (1.0, 1.0), 0, 0) or "")
     assert "needs GPUs" in (unsupported_reason("row", None, 0, 0) or "")
     assert "needs GPUs" in (unsupported_reason("tensor", None, 0, 0) or "")
-    assert "3 entries but this rig has 2 GPUs" in (unsupported_reason("layer", (1.0, 1.0, 1.0), 0, 2) or "")
+    assert "3 entries but the rig has 2 GPUs" in (unsupported_reason("layer", (1.0, 1.0, 1.0), 0, 2) or "")
     assert unsupported_reason("row", (1.0, 1.0), 1, 2) is None
     assert "main GPU 2" in (unsupported_reason("none", None, 2, 2) or "")
 
