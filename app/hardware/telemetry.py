@@ -53,8 +53,8 @@ import numpy.typing as npt
 from app.core.errors import RigfitError
 from app.hardware.nvml import NvmlApi, NvmlMissing, error_name, load_backend
 from app.hardware.probe import (
-    _call,
-    _GpuLost,
+    GpuLost,
+    nvml_call,
     read_clock_event_reasons,
     read_memory,
     read_power_limit_w,
@@ -342,14 +342,14 @@ class TelemetrySampler:
         self._nv = nv
         self._opened = True
         try:
-            count = _whole(_call(nv, "nvmlDeviceGetCount")) or 0
+            count = _whole(nvml_call(nv, "nvmlDeviceGetCount")) or 0
             devices: list[_Device] = []
             lost: list[str] = []
             for index in range(count):
                 try:
                     handle = nv.nvmlDeviceGetHandleByIndex(index)
                     devices.append(_Device(handle, self._static_info(nv, index, handle)))
-                except _GpuLost:
+                except GpuLost:
                     lost.append(f"GPU {index}")
                 except Exception as exc:  # a GPU NVML cannot open is left out, like the probe does
                     if error_name(exc) == "GpuIsLost":
@@ -374,21 +374,23 @@ class TelemetrySampler:
 
     @staticmethod
     def _static_info(nv: NvmlApi, index: int, handle: object) -> GpuInfo:
-        pci = _call(nv, "nvmlDeviceGetPciInfo", handle)
+        pci = nvml_call(nv, "nvmlDeviceGetPciInfo", handle)
         bus_id = None
         if pci is not None:
             bus_id = _text(getattr(pci, "busId", None)) or _text(getattr(pci, "busIdLegacy", None))
         memory = read_memory(nv, handle)
         return GpuInfo(
             index=index,
-            name=_text(_call(nv, "nvmlDeviceGetName", handle)) or f"NVIDIA GPU {index}",
-            uuid=_text(_call(nv, "nvmlDeviceGetUUID", handle)),
+            name=_text(nvml_call(nv, "nvmlDeviceGetName", handle)) or f"NVIDIA GPU {index}",
+            uuid=_text(nvml_call(nv, "nvmlDeviceGetUUID", handle)),
             bus_id=bus_id,
             vram_total_mib=memory.total_mib if memory else None,
-            pcie_max_gen=_whole(_call(nv, "nvmlDeviceGetMaxPcieLinkGeneration", handle)),
-            pcie_max_width=_whole(_call(nv, "nvmlDeviceGetMaxPcieLinkWidth", handle)),
+            pcie_max_gen=_whole(nvml_call(nv, "nvmlDeviceGetMaxPcieLinkGeneration", handle)),
+            pcie_max_width=_whole(nvml_call(nv, "nvmlDeviceGetMaxPcieLinkWidth", handle)),
             slowdown_temp_c=_number(
-                _call(nv, "nvmlDeviceGetTemperatureThreshold", handle, NVML_TEMPERATURE_THRESHOLD_SLOWDOWN)
+                nvml_call(
+                    nv, "nvmlDeviceGetTemperatureThreshold", handle, NVML_TEMPERATURE_THRESHOLD_SLOWDOWN
+                )
             ),
         )
 
@@ -396,7 +398,7 @@ class TelemetrySampler:
         """Shut NVML down (once). The threads must have stopped (:meth:`stop` does both)."""
         nv, self._nv = self._nv, None
         if nv is not None:
-            _call(nv, "nvmlShutdown")
+            nvml_call(nv, "nvmlShutdown")
 
     def __enter__(self) -> TelemetrySampler:
         return self
@@ -513,9 +515,13 @@ class TelemetrySampler:
             if device.lost:
                 continue
             try:
-                tx = _number(_call(nv, "nvmlDeviceGetPcieThroughput", device.handle, NVML_PCIE_UTIL_TX_BYTES))
-                rx = _number(_call(nv, "nvmlDeviceGetPcieThroughput", device.handle, NVML_PCIE_UTIL_RX_BYTES))
-            except _GpuLost:
+                tx = _number(
+                    nvml_call(nv, "nvmlDeviceGetPcieThroughput", device.handle, NVML_PCIE_UTIL_TX_BYTES)
+                )
+                rx = _number(
+                    nvml_call(nv, "nvmlDeviceGetPcieThroughput", device.handle, NVML_PCIE_UTIL_RX_BYTES)
+                )
+            except GpuLost:
                 self._mark_lost(device, self._wall())
                 continue
             with self._lock:
@@ -538,7 +544,7 @@ class TelemetrySampler:
                 continue
             try:
                 sample = self._read_device(nv, device)
-            except _GpuLost:
+            except GpuLost:
                 self._mark_lost(device, unix)
                 sample = GpuSample(index=info.index, name=info.name, lost=True)
             samples.append(sample)
@@ -553,8 +559,8 @@ class TelemetrySampler:
         h = device.handle
         info = device.info
         memory = read_memory(nv, h)
-        util = _call(nv, "nvmlDeviceGetUtilizationRates", h)
-        power_mw = _number(_call(nv, "nvmlDeviceGetPowerUsage", h))
+        util = nvml_call(nv, "nvmlDeviceGetUtilizationRates", h)
+        power_mw = _number(nvml_call(nv, "nvmlDeviceGetPowerUsage", h))
         mask = read_clock_event_reasons(nv, h)
         return GpuSample(
             index=info.index,
@@ -567,17 +573,17 @@ class TelemetrySampler:
             power_limit_w=read_power_limit_w(nv, h),
             gpu_util_pct=_number(getattr(util, "gpu", None)) if util is not None else None,
             mem_util_pct=_number(getattr(util, "memory", None)) if util is not None else None,
-            sm_clock_mhz=_number(_call(nv, "nvmlDeviceGetClockInfo", h, NVML_CLOCK_SM)),
-            mem_clock_mhz=_number(_call(nv, "nvmlDeviceGetClockInfo", h, NVML_CLOCK_MEM)),
+            sm_clock_mhz=_number(nvml_call(nv, "nvmlDeviceGetClockInfo", h, NVML_CLOCK_SM)),
+            mem_clock_mhz=_number(nvml_call(nv, "nvmlDeviceGetClockInfo", h, NVML_CLOCK_MEM)),
             pcie_tx_mib_s=device.pcie_tx_mib_s,
             pcie_rx_mib_s=device.pcie_rx_mib_s,
-            pcie_gen=_whole(_call(nv, "nvmlDeviceGetCurrPcieLinkGeneration", h)),
-            pcie_width=_whole(_call(nv, "nvmlDeviceGetCurrPcieLinkWidth", h)),
+            pcie_gen=_whole(nvml_call(nv, "nvmlDeviceGetCurrPcieLinkGeneration", h)),
+            pcie_width=_whole(nvml_call(nv, "nvmlDeviceGetCurrPcieLinkWidth", h)),
             pcie_max_gen=info.pcie_max_gen,
             pcie_max_width=info.pcie_max_width,
             clock_event_mask=mask,
             clock_events=decode_clock_events(mask),
-            fan_pct=_number(_call(nv, "nvmlDeviceGetFanSpeed", h)),
+            fan_pct=_number(nvml_call(nv, "nvmlDeviceGetFanSpeed", h)),
             slowdown_temp_c=info.slowdown_temp_c,
         )
 

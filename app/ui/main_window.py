@@ -57,9 +57,10 @@ def _discover_local(folders: Sequence[str]) -> list[str]:
 
 
 def _versions() -> dict[str, object]:
+    from app.ui.qtinfo import qt_version
     from app.versions import version_info
 
-    return version_info()
+    return version_info(qt_version())
 
 
 def model_choice_for(ref: str, quant: str | None = None) -> ModelChoice:
