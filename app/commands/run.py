@@ -29,7 +29,6 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 CPU_NOTE = "rigfit: no GPU that llama.cpp can use here; running on the CPU"
-JSON_EVENTS = frozenset({"progress", "loaded", "token", "done", "error"})
 
 
 def add_model_arguments(p: argparse.ArgumentParser, *, ctx_default: int | None) -> None:

@@ -31,10 +31,8 @@ Buffers and how they are sized (bytes; MiB = 2**20 bytes):
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -254,11 +252,6 @@ def cuda_tensor_bytes(t: TensorInfo, ne0: int | None = None, rows: int | None = 
     return pad(size, CUDA_ALIGNMENT)
 
 
-def cpu_tensor_bytes(t: TensorInfo) -> int:
-    """Bytes a weight takes in an allocated CPU buffer (CPU, CPU_REPACK, CUDA_Host): nbytes padded to 32."""
-    return pad(tensor_bytes(t), CPU_ALIGNMENT)
-
-
 def cpu_repack_types(cpu_flags: Sequence[str]) -> frozenset[int]:
     """The weight types llama.cpp's CPU backend repacks on a CPU with these flags (``Host.cpu_flags``).
 
@@ -403,8 +396,8 @@ class ModelProfile:
       ``output_gpu_bytes`` on the device holding the output layer, plus ``per_device_gpu_bytes``
       once per GPU holding a layer;
     * KV bytes of layer ``l`` for a context = ``kv_k_width[l]`` and ``kv_v_width[l]`` values per cell
-      (see :func:`kv_layer_bytes`), times the cells of :func:`kv_cells`;
-    * compute buffers from :func:`compute_bytes` (vectorised over cell counts).
+      (bytes per cell: :func:`app.core.layout.kv_rows`), times the cells of :func:`kv_cells`;
+    * compute buffers from :func:`compute_bytes_cells` (vectorised over cell counts).
     """
 
     spec: ModelSpec
@@ -414,7 +407,6 @@ class ModelProfile:
     # weights
     layer_gpu_bytes: IntArray  # CUDA buffer bytes per layer
     layer_host_bytes: IntArray  # file bytes per layer (what the mapping holds)
-    layer_cpu_alloc_bytes: IntArray  # allocated CPU buffer bytes per layer (no mmap)
     layer_max_matmul_gpu_bytes: IntArray  # largest matmul weight per layer, CUDA bytes (op_offload copies)
     input_host_bytes: int  # token embeddings & other input tensors, file bytes
     output_gpu_bytes: int  # output layer on a GPU (output_norm + output, or the duplicated token_embd)
@@ -446,16 +438,10 @@ class ModelProfile:
     tensor_roles: tuple[str, ...] = ()  # tensor_role() of each spec tensor, in spec order
     tensor_layers: tuple[int, ...] = ()  # blk index of each spec tensor, -1 outside the blocks
     notes: tuple[str, ...] = ()
-    _extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def n_files(self) -> int:
         return int(self.layer_file_lo.shape[0])
-
-    @property
-    def weights_total_gpu_bytes(self) -> int:
-        """All weights on one GPU (token embeddings stay on the host)."""
-        return int(self.layer_gpu_bytes.sum()) + self.output_gpu_bytes + self.per_device_gpu_bytes
 
 
 # Bounded: the whole catalog times every quantization is about 800 specs.
@@ -496,7 +482,6 @@ def _build_profile(spec: ModelSpec) -> ModelProfile:
 
     layer_gpu = np.zeros(n_layer, dtype=np.int64)
     layer_host = np.zeros(n_layer, dtype=np.int64)
-    layer_cpu = np.zeros(n_layer, dtype=np.int64)
     layer_max_mm = np.zeros(n_layer, dtype=np.int64)
     lo = np.full((n_files, n_layer), -1, dtype=np.int64)
     hi = np.full((n_files, n_layer), -1, dtype=np.int64)
@@ -537,7 +522,6 @@ def _build_profile(spec: ModelSpec) -> ModelProfile:
             g = cuda_tensor_bytes(t)
             layer_gpu[il] += g
             layer_host[il] += fbytes
-            layer_cpu[il] += pad(nbytes, CPU_ALIGNMENT)
             if is_matmul_weight(t):
                 layer_max_mm[il] = max(int(layer_max_mm[il]), g)
             span(lo, hi, (fi, il), t, nbytes)
@@ -605,7 +589,6 @@ def _build_profile(spec: ModelSpec) -> ModelProfile:
         n_vocab=spec.n_vocab,
         layer_gpu_bytes=layer_gpu,
         layer_host_bytes=layer_host,
-        layer_cpu_alloc_bytes=layer_cpu,
         layer_max_matmul_gpu_bytes=layer_max_mm,
         input_host_bytes=input_host,
         output_gpu_bytes=output_gpu,
@@ -653,21 +636,6 @@ def kv_row_bytes(type_name: str, width: IntArray) -> IntArray:
     return (width // block * size).astype(np.int64)
 
 
-def kv_layer_bytes(prof: ModelProfile, settings: Settings, cells: KvCells) -> tuple[IntArray, IntArray]:
-    """K and V cache bytes per layer: ``(k_bytes, v_bytes)`` for the cells of each layer's cache.
-
-    Without flash attention V is stored transposed and every layer's V row is the widest one
-    (llama-kv-cache.cpp, [TAG_V_CACHE_VARIABLE]).
-    """
-    cells_per_layer = np.where(prof.is_swa, cells.swa_cells_total, cells.base_cells_total).astype(np.int64)
-    k_row = kv_row_bytes(settings.type_k, prof.kv_k_width)
-    v_width = prof.kv_v_width
-    if not settings.flash_attn and not prof.uses_mla:
-        v_width = np.where(prof.kv_v_width > 0, prof.kv_v_width_max, 0).astype(np.int64)
-    v_row = kv_row_bytes(settings.type_v, v_width)
-    return k_row * cells_per_layer, v_row * cells_per_layer
-
-
 # ------------------------------------------------------------------------------------------------
 # compute buffers
 # ------------------------------------------------------------------------------------------------
@@ -678,7 +646,7 @@ BACKEND_CPU = "cpu"
 
 @dataclass(frozen=True)
 class ComputeRole:
-    """What one backend's share of the prompt graph contains, for :func:`compute_bytes`."""
+    """What one backend's share of the prompt graph contains, for :func:`compute_bytes_cells`."""
 
     backend: str  # BACKEND_CUDA or BACKEND_CPU
     layers: tuple[int, ...] = ()  # repeating layers whose FFN and attention run here
@@ -722,13 +690,6 @@ def _rotation_input_bytes(prof: ModelProfile, settings: Settings) -> float:
     return float(total)
 
 
-def compute_bytes(prof: ModelProfile, settings: Settings, cells: KvCells, role: ComputeRole) -> float:
-    """Modelled compute-buffer bytes of one backend (see the ``COMPUTE_*`` constants for the phases)."""
-    base = np.array([cells.n_ctx_seq], dtype=np.float64)
-    swa = np.array([cells.swa_cells], dtype=np.float64)
-    return float(compute_bytes_cells(prof, settings, cells.n_ubatch, cells.n_outputs, base, swa, role)[0])
-
-
 def compute_bytes_cells(
     prof: ModelProfile,
     settings: Settings,
@@ -738,7 +699,8 @@ def compute_bytes_cells(
     swa_cells: FloatArray,
     role: ComputeRole,
 ) -> FloatArray:
-    """:func:`compute_bytes` vectorised over contexts: one value per entry of ``base_cells``.
+    """Modelled compute-buffer bytes of one backend (see the ``COMPUTE_*`` constants for the phases),
+    for many contexts at once: one value per entry of ``base_cells``.
 
     ``base_cells`` / ``swa_cells`` are the cells per stream of the full and sliding-window caches
     (``KvCells.n_ctx_seq`` / ``KvCells.swa_cells``) for each context.
@@ -854,9 +816,7 @@ def output_buffer_bytes(prof: ModelProfile, settings: Settings) -> int:
 # ------------------------------------------------------------------------------------------------
 
 
-def mapped_span_bytes(
-    prof: ModelProfile, host_layers: Sequence[int], output_on_host: bool, exclude_layers_bytes: bool = False
-) -> int:
+def mapped_span_bytes(prof: ModelProfile, host_layers: Sequence[int], output_on_host: bool) -> int:
     """What llama.cpp logs as ``CPU_Mapped model buffer size``: per file, last minus first host byte.
 
     ``host_layers`` are the repeating layers kept on the host; token embeddings always are. Without
@@ -883,20 +843,6 @@ def mapped_span_bytes(
         if los and his:
             total += max(his) - min(los)
     return total
-
-
-def bytes_to_mib(n: float) -> float:
-    """Bytes to MiB."""
-    return float(n) / MIB
-
-
-def mib_to_bytes(n: float) -> float:
-    """MiB to bytes."""
-    return float(n) * MIB
-
-
-def is_finite(x: float) -> bool:
-    return math.isfinite(x)
 
 
 PROFILE_CACHE: SpecCache[ModelProfile] = SpecCache(_build_profile, PROFILE_CACHE_SIZE)

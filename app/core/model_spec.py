@@ -104,14 +104,6 @@ class ModelSpec:
     def uses_mla(self) -> bool:
         return self.kv_lora_rank > 0
 
-    def n_embd_k_gqa(self, layer: int) -> int:
-        """Width of one token's K cache row in ``layer`` (llama.cpp's n_embd_k_gqa)."""
-        return self.head_dim_k * self.n_head_kv[layer]
-
-    def n_embd_v_gqa(self, layer: int) -> int:
-        """Width of one token's V cache row in ``layer`` (llama.cpp's n_embd_v_gqa)."""
-        return self.head_dim_v * self.n_head_kv[layer]
-
     def is_swa(self, layer: int) -> bool:
         return bool(self.swa_layers) and self.swa_layers[layer]
 

@@ -78,11 +78,6 @@ Q2_0 = 42
 _NOT_QUANTIZED: frozenset[int] = frozenset({F32, F16, BF16, 24, 25, 26, 27, 28})
 
 
-def type_ids() -> tuple[int, ...]:
-    """Every ggml tensor type id Rigfit knows, ascending."""
-    return tuple(sorted(_TYPE_SIZES))
-
-
 def type_name(ggml_type: int) -> str:
     """ggml type name (``Q4_K``) for a type id; ``type<N>`` for an id no table knows."""
     return _TYPE_NAMES.get(ggml_type, f"type{ggml_type}")
@@ -139,12 +134,6 @@ def tensor_nbytes(ggml_type: int, shape: tuple[int, ...]) -> int:
     for d in shape[1:]:
         rows *= d
     return row_nbytes(ggml_type, shape[0]) * rows
-
-
-def bits_per_weight(ggml_type: int) -> float:
-    """Storage bits per value of a tensor type (scales included)."""
-    bs, ts = _sizes(ggml_type)
-    return ts * 8 / bs
 
 
 def spec_nbytes(spec: ModelSpec) -> int:

@@ -73,7 +73,6 @@ from app.core.settings import KV_TYPES, SPLIT_MODES, Settings
 SEVERITY_ERROR = "error"
 SEVERITY_WARNING = "warning"
 SEVERITY_INFO = "info"
-SEVERITIES: tuple[str, ...] = (SEVERITY_INFO, SEVERITY_WARNING, SEVERITY_ERROR)
 
 # llama.cpp's LLAMA_MAX_SEQ (llama-cparams.h): the most parallel sequences a context takes.
 LLAMA_MAX_SEQ = 256
@@ -593,7 +592,6 @@ __all__ = [
     "LLAMA_MAX_SEQ",
     "MEMORY_CODES",
     "NO_ROW_SPLIT_VENDORS",
-    "SEVERITIES",
     "SEVERITY_ERROR",
     "SEVERITY_INFO",
     "SEVERITY_WARNING",

@@ -91,11 +91,3 @@ def unsupported_problem(
     """The rule this machine breaks for a split (``None`` when it can run it); ``n_gpus`` is what
     llama.cpp sees (:func:`app.core.rules.runtime_problems`)."""
     return first_error(runtime_problems(split_mode, tensor_split, main_gpu, n_gpus))
-
-
-def unsupported_reason(
-    split_mode: str, tensor_split: tuple[float, ...] | None, main_gpu: int, n_gpus: int
-) -> str | None:
-    """Why this rig cannot run a split (``None`` when it can). ``n_gpus`` is what llama.cpp sees."""
-    problem = unsupported_problem(split_mode, tensor_split, main_gpu, n_gpus)
-    return None if problem is None else problem.message
