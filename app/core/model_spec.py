@@ -3,7 +3,7 @@
 Three sources give the same :class:`ModelSpec`: a GGUF file (``app.core.gguf_reader``), a Hugging Face
 ``config.json`` (``app.core.hf_config``) and the catalog ``resources/models.toml``
 (``app.core.catalog``). For a GGUF file the tensors carry their real types; for the other two the
-tensor shapes come from the architecture and :func:`app.core.quant.apply_file_type` assigns the types
+tensor shapes come from the architecture and :func:`app.core.quantizer.apply_file_type` assigns the types
 llama.cpp's quantizer would.
 
 Shapes follow ggml's order: ``shape[0]`` is the row length (``ne0``), so a ``[n_embd, n_vocab]``

@@ -44,6 +44,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from app.core import rules
+from app.core.buffers import gpu_buffer_name, logged_buffers, logged_model_buffers
+from app.core.compute import BACKEND_CPU, BACKEND_CUDA, ComputeRole, compute_bytes_cells, output_buffer_bytes
 from app.core.errors import RigfitError
 from app.core.layout import (
     TIGHT_FREE_FRACTION,
@@ -62,33 +64,20 @@ from app.core.layout import (
     raw_split,
 )
 from app.core.memory import (
-    BACKEND_CPU,
-    BACKEND_CUDA,
-    CPU_ALIGNMENT,
     MATRIX_ROW_PADDING,
     MIB,
     PIPELINE_COPIES,
-    ComputeRole,
-    KvCells,
     ModelProfile,
-    compute_bytes_cells,
-    cpu_repack_types,
     cuda_tensor_bytes,
     is_matmul_weight,
     is_quantized,
     kv_cells,
     kv_cells_for_contexts,
     kv_row_bytes,
-    mapped_span_bytes,
-    output_buffer_bytes,
-    pad,
     profile,
-    repackable,
     row_bytes,
-    tensor_bytes,
-    tensor_role,
 )
-from app.core.model_spec import ModelSpec, TensorInfo
+from app.core.model_spec import ModelSpec
 from app.core.parallel import TensorParallel, row_split_rows, tp_kv_widths, tp_tensor_bytes
 from app.core.plan import (
     STATUS_FITS,
@@ -100,7 +89,7 @@ from app.core.plan import (
     HostPlan,
     Plan,
 )
-from app.core.rig import VENDOR_AMD, VENDOR_INTEL, Gpu, Rig
+from app.core.rig import Rig
 from app.core.rules import TENSOR_SPLIT_UNSUPPORTED_ARCHS, Problem
 from app.core.settings import Settings
 
@@ -109,12 +98,6 @@ def validate_settings(rig: Rig, spec: ModelSpec, settings: Settings) -> None:
     """Raise :class:`~app.core.rules.RuleError` (a :class:`RigfitError`) with a plain message for the
     first setting llama.cpp would refuse (:func:`app.core.rules.settings_problems`)."""
     rules.raise_first_error(rules.settings_problems(rig, spec, settings))
-
-
-def gpu_buffer_name(gpu: Gpu) -> str:
-    """llama.cpp's device/buffer name for a GPU: CUDA0, ROCm1, SYCL0..."""
-    prefix = {VENDOR_AMD: "ROCm", VENDOR_INTEL: "SYCL"}.get(gpu.vendor, "CUDA")
-    return f"{prefix}{gpu.index}"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -516,49 +499,20 @@ def _evaluate(
         host_layers=len(lay.host_layers),
     )
     if with_buffers:
-        ev.buffers = _buffers(rig, prof, s, ev, lay.model_gpus, lay.host_layers, lay.out_dev, cells)
-    return ev
-
-
-def _buffers(
-    rig: Rig,
-    prof: ModelProfile,
-    s: Settings,
-    ev: _Eval,
-    model_gpus: list[int],
-    host_layers: list[int],
-    out_dev: int,
-    cells: KvCells,
-) -> list[BufferPlan]:
-    """The buffer lines llama.cpp would log, in its order: model, output, KV, compute."""
-    out: list[BufferPlan] = []
-    if model_gpus:
-        # With a GPU backend the host buffer type takes the host tensors; with mmap they stay mapped.
-        mapped = mapped_span_bytes(prof, host_layers, out_dev == -1)
-        out.append(BufferPlan("CPU_Mapped", "model", mapped / MIB))
-    else:
-        # CPU only: the CPU backend moves the weights it can repack into a CPU_REPACK buffer.
-        host_buffers = logged_model_buffers(
-            prof, host_layers, out_dev == -1, cpu_repack_types(rig.host.cpu_flags)
+        ev.buffers = logged_buffers(
+            rig,
+            prof,
+            lay.model_gpus,
+            lay.host_layers,
+            lay.out_dev == -1,
+            weights=ev.weights,
+            kv=ev.kv,
+            compute=ev.compute,
+            host_output=ev.host_output,
+            host_kv=ev.host_kv,
+            host_compute=ev.host_compute,
         )
-        out.extend(BufferPlan(name, "model", mib) for name, mib in host_buffers.items())
-    for gi in model_gpus:
-        if ev.weights[gi] > 0:
-            out.append(BufferPlan(gpu_buffer_name(rig.gpus[gi]), "model", ev.weights[gi] / MIB, gi))
-    host_name = "CUDA_Host" if model_gpus else "CPU"
-    out_name = host_name if out_dev != -1 else "CPU"
-    out.append(BufferPlan(out_name, "output", ev.host_output / MIB))
-    if ev.host_kv > 0:
-        out.append(BufferPlan("CPU", "KV", ev.host_kv / MIB))
-    for gi in model_gpus:
-        if ev.kv[gi] > 0:
-            out.append(BufferPlan(gpu_buffer_name(rig.gpus[gi]), "KV", ev.kv[gi] / MIB, gi))
-    for gi in model_gpus:
-        if ev.compute[gi] > 0:
-            out.append(BufferPlan(gpu_buffer_name(rig.gpus[gi]), "compute", ev.compute[gi] / MIB, gi))
-    if ev.host_compute > 0:
-        out.append(BufferPlan(host_name, "compute", ev.host_compute / MIB))
-    return out
+    return ev
 
 
 def _fits(rig: Rig, ev: _Eval) -> tuple[bool, bool]:
@@ -784,59 +738,6 @@ def largest_fitting_ctx(
     sweep = context_sweep(rig, prof, settings, context_candidates(context_limit(spec.n_ctx_train, limit)))
     ok = np.flatnonzero(sweep.fits)
     return int(sweep.ctx[ok[-1]]) if ok.size else None
-
-
-def logged_model_buffers(
-    prof: ModelProfile,
-    host_layers: Sequence[int],
-    output_on_host: bool,
-    repack_types: frozenset[int] = frozenset(),
-) -> dict[str, float]:
-    """Host model buffers as llama.cpp logs them, in MiB: ``CPU_Mapped`` span and ``CPU_REPACK``.
-
-    ``repack_types`` are the ggml types the CPU backend repacks (``memory.CPU_REPACK_TYPES_AVX2`` on
-    an x86 CPU with AVX2 and no GPU backend; empty with a GPU backend, whose host buffer type takes
-    the host tensors and, with mmap, hands them back to ``CPU_Mapped``).
-    """
-    host_set = set(host_layers)
-    mapped_lo: dict[int, int] = {}
-    mapped_hi: dict[int, int] = {}
-    repack = 0
-    emb = None
-    for t in prof.spec.tensors:
-        role = tensor_role(t)
-        if role == "layer":
-            keep = t.layer in host_set
-        elif role == "output":
-            keep = output_on_host
-        elif role == "per_device":
-            keep = bool(host_set)
-        else:
-            keep = True
-            if t.name == "token_embd.weight":
-                emb = t
-        if not keep:
-            continue
-        if role != "input" and repackable(t, repack_types):
-            repack += pad(tensor_bytes(t), CPU_ALIGNMENT)
-            continue
-        start, end = t.offset, t.offset + tensor_bytes(t)
-        fi = t.file_index
-        mapped_lo[fi] = min(mapped_lo.get(fi, start), start)
-        mapped_hi[fi] = max(mapped_hi.get(fi, end), end)
-    if output_on_host and prof.spec.tied_embeddings and emb is not None:
-        # The output copy of token_embd is created for a matmul: the repack buffer may take it.
-        out_view = TensorInfo("output.weight", emb.shape, emb.ggml_type)
-        if repackable(out_view, repack_types):
-            repack += pad(tensor_bytes(emb), CPU_ALIGNMENT)
-    if prof.has_offsets:
-        mapped = sum(mapped_hi[f] - mapped_lo[f] for f in mapped_lo)
-    else:
-        mapped = mapped_span_bytes(prof, list(host_layers), output_on_host)
-    result = {"CPU_Mapped": mapped / MIB}
-    if repack:
-        result["CPU_REPACK"] = repack / MIB
-    return result
 
 
 __all__ = [

@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from app.core.compute import BACKEND_CUDA, ComputeRole, compute_bytes_cells
 from app.core.errors import RigfitError
 from app.core.layout import (
     context_candidates,
@@ -36,16 +37,7 @@ from app.core.layout import (
     layer_assignment,
     pipeline_parallel,
 )
-from app.core.memory import (
-    BACKEND_CUDA,
-    MIB,
-    PIPELINE_COPIES,
-    ComputeRole,
-    ModelProfile,
-    compute_bytes_cells,
-    kv_cells,
-    profile,
-)
+from app.core.memory import MIB, PIPELINE_COPIES, ModelProfile, kv_cells, profile
 from app.core.model_spec import ModelSpec
 from app.core.placement import plan, validate_settings
 from app.core.plan import Plan

@@ -18,7 +18,7 @@ cell by cell. The modules:
 * :mod:`~app.core.fit.assign`: llama.cpp's layer rule for every possible ``n_gpu_layers`` of a layer
   count at once;
 * :mod:`~app.core.fit.evaluator`: the KV cache from per-layer row sums and the compute buffers from
-  :func:`~app.core.memory.compute_bytes_cells`, memoised by what they depend on (the layers' widest
+  :func:`~app.core.compute.compute_bytes_cells`, memoised by what they depend on (the layers' widest
   dimensions, output, pipeline copies, op_offload) and computed over all candidate contexts at once;
 * :mod:`~app.core.fit.table_run`: every row's GPU weights with one gather for the whole table; the
   status exactly as ``plan()`` decides it, including its binary search for the largest

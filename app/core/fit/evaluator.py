@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from app.core import perf
+from app.core.compute import BACKEND_CPU, BACKEND_CUDA, ComputeRole, compute_bytes_cells
 from app.core.fit.assign import assign_one, assignments
 from app.core.fit.groups import ModelGroup, prefix_max, settings_id
 from app.core.layout import (
@@ -26,17 +27,7 @@ from app.core.layout import (
     pipeline_parallel,
     raw_split,
 )
-from app.core.memory import (
-    BACKEND_CPU,
-    BACKEND_CUDA,
-    KV_CTX_PAD,
-    PIPELINE_COPIES,
-    ComputeRole,
-    ModelProfile,
-    compute_bytes_cells,
-    kv_cells,
-    kv_cells_for_contexts,
-)
+from app.core.memory import KV_CTX_PAD, PIPELINE_COPIES, ModelProfile, kv_cells, kv_cells_for_contexts
 from app.core.rig import Rig
 from app.core.settings import Settings
 

@@ -9,12 +9,13 @@ import numpy as np
 import numpy.typing as npt
 
 from app.core import perf
+from app.core.compute import output_buffer_bytes
 from app.core.errors import RigfitError
 from app.core.fit.evaluator import Cells, Evaluator, Extras, Placement, Placements
 from app.core.fit.groups import ModelGroup, RowBatch
 from app.core.fit.results import FitRow
 from app.core.layout import gpu_slots, is_tight
-from app.core.memory import MIB, output_buffer_bytes
+from app.core.memory import MIB
 from app.core.placement import validate_settings
 from app.core.plan import STATUS_FITS, STATUS_NO, STATUS_OFFLOAD, STATUS_TIGHT
 
