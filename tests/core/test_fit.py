@@ -181,6 +181,7 @@ def test_a_setting_one_model_cannot_use_marks_only_its_rows(tmp_path: Path) -> N
     table = fit_table(RIGS["3060"], 4096, settings, extra_specs=[spec], models=["llama-3.2-1b"])
     odd = next(r for r in table.rows if r.source == "gguf")
     assert odd.status == "no" and "head size" in odd.note and odd.decode_tok_s is None
+    assert odd.code == "kv-type-head-size"
     with pytest.raises(RigfitError):
         plan(RIGS["3060"], spec, replace(settings, ctx=4096))
     assert all(r.status != "no" for r in table.rows if r.model == "llama-3.2-1b")

@@ -31,6 +31,7 @@ class FitRow:
     best: bool = False
     source: str = "catalog"
     note: str = ""
+    code: str = ""  # the rule (app.core.rules) behind ``note`` when the settings do not suit this model
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from app.core.model_spec import ModelSpec
 from app.core.placement import largest_fitting_ctx, plan, validate_settings
 from app.core.plan import STATUS_FITS, STATUS_NO, STATUS_OFFLOAD, STATUS_TIGHT, Plan
 from app.core.rig import Gpu, Host, Rig
+from app.core.rules import RuleError
 from app.core.settings import DEFAULT_CTX, Settings
 
 DEFAULT_FIT_CTX = DEFAULT_CTX
@@ -60,6 +61,7 @@ def _slow_rows(rig: Rig, g: ModelGroup, settings: Settings, ctx: int) -> list[Fi
                     weights_gib=weights_gib,
                     source=g.source,
                     note=str(exc),
+                    code=exc.problem.code if isinstance(exc, RuleError) else "",
                 )
             )
             continue

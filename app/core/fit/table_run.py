@@ -18,6 +18,7 @@ from app.core.layout import gpu_slots, is_tight
 from app.core.memory import MIB
 from app.core.placement import validate_settings
 from app.core.plan import STATUS_FITS, STATUS_NO, STATUS_OFFLOAD, STATUS_TIGHT
+from app.core.rules import RuleError
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -87,6 +88,7 @@ class TableRun:
         g_out_buf = np.zeros(NG)
         g_valid = np.ones(NG, dtype=bool)
         notes: dict[int, str] = {}
+        codes: dict[int, str] = {}
         full: list[FullOffload | None] = []
         same_full = True
         # --- per model: the requested placement and everything but the weights ---------------------
@@ -97,6 +99,7 @@ class TableRun:
             except RigfitError as exc:
                 g_valid[gi_] = False
                 notes[gi_] = str(exc)
+                codes[gi_] = exc.problem.code if isinstance(exc, RuleError) else ""
                 full.append(None)
                 continue
             base_cum, swa_cum = kvc.base, kvc.swa
@@ -214,6 +217,7 @@ class TableRun:
                 best=r in best,
                 source=b.sources[r],
                 note=note_l[r],
+                code=codes.get(int(b.row_group[r]), ""),
             )
             for r in range(R)
         ]
