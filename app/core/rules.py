@@ -206,7 +206,7 @@ def split_mode_problem(split_mode: str) -> Problem | None:
         return None
     return _error(
         CODE_UNKNOWN_SPLIT_MODE,
-        f"unknown split mode '{split_mode}' (use one of {', '.join(SPLIT_MODES)})",
+        f"unknown split mode '{split_mode}': the split mode must be one of {', '.join(SPLIT_MODES)}",
         "split_mode",
     )
 
