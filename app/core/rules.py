@@ -336,8 +336,8 @@ def _model_problems(spec: ModelSpec, settings: Settings, n_gpus: int) -> list[Pr
         out.append(
             _error(
                 CODE_QUANT_V_NEEDS_FA,
-                f"a {s.type_v} V cache needs flash attention: llama.cpp refuses it otherwise (turn flash "
-                "attention on, or keep the V cache f16)",
+                f"a quantized V cache needs flash attention: llama.cpp refuses a {s.type_v} V cache without it "
+                "(turn flash attention on, or keep the V cache f16)",
                 "type_v",
                 "flash_attn",
             )
