@@ -13,7 +13,7 @@ from typing import Any
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from app.core.errors import RigfitError
-from app.core.rig import VENDOR_AMD, VENDOR_NVIDIA, Rig
+from app.core.rig import Rig
 from app.core.rules import split_mode_problems
 from app.core.settings import KV_TYPES, SPLIT_MODES, Settings
 from app.ui.glossary import tip
