@@ -17,8 +17,9 @@ from typing import Any
 
 from app.commands.run import CPU_NOTE, RpcRun, add_model_arguments, rpc_run, settings_from_args, start_worker
 from app.core.errors import RigfitError
+from app.core.rules import RuleError
 from app.runner import protocol as P
-from app.runner.options import BenchConfig, parse_configs, resolve_model, unsupported_reason
+from app.runner.options import BenchConfig, parse_configs, resolve_model, unsupported_problem
 
 STATUS_OK = "ok"
 STATUS_UNSUPPORTED = "unsupported"
@@ -45,6 +46,7 @@ class ConfigResult:
     config: BenchConfig
     status: str = STATUS_OK
     reason: str | None = None
+    code: str | None = None  # the rule (app.core.rules) or the worker's error kind behind ``reason``
     pp_tok_s: list[float] = field(default_factory=list)
     tg_tok_s: list[float] = field(default_factory=list)
 
@@ -56,6 +58,7 @@ class ConfigResult:
             "tensor_split": list(self.config.tensor_split) if self.config.tensor_split is not None else None,
             "status": self.status,
             "reason": self.reason,
+            "code": self.code,
             "pp": pp,
             "tg": tg,
             "repeat": repeat,
@@ -134,13 +137,16 @@ def _bench_config(
     client: Any, args: argparse.Namespace, model_path: str, config: BenchConfig, n_gpus: int, remote: RpcRun
 ) -> ConfigResult:
     result = ConfigResult(config)
-    reason = unsupported_reason(config.split_mode, config.tensor_split, args.main_gpu, n_gpus)
-    if reason:
-        result.status, result.reason = STATUS_UNSUPPORTED, reason
+    refused = unsupported_problem(config.split_mode, config.tensor_split, args.main_gpu, n_gpus)
+    if refused is not None:
+        result.status, result.reason, result.code = STATUS_UNSUPPORTED, refused.message, refused.code
         return result
     settings = settings_from_args(args, config.split_mode, config.tensor_split)
     try:
         load = remote.load_settings(model_path, settings, args.threads)
+    except RuleError as exc:
+        result.status, result.reason, result.code = STATUS_UNSUPPORTED, exc.problem.message, exc.problem.code
+        return result
     except RigfitError as exc:
         result.status, result.reason = STATUS_UNSUPPORTED, str(exc)
         return result
@@ -158,4 +164,5 @@ def _bench_config(
         client.unload_sync()
     except P.RunnerError as exc:
         result.status, result.reason = STATUS_FAILED, exc.event.message
+        result.code = exc.event.code or exc.event.kind
     return result

@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from app.core.errors import RigfitError
+from app.core.rules import RuleError, rpc_unavailable
 from app.hardware.rpc import DEFAULT_PORT
 
 EXIT_OK = 0
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from app.runner.rpc import PREFIX_FROM_SERVER, ServerOptions, ServerProcess
 
     if not rpc_available():
-        raise RigfitError("this llama.cpp build has no RPC backend (make setup builds it with -DGGML_RPC=on)")
+        raise RuleError(rpc_unavailable())
     options = ServerOptions(
         host=args.host,
         port=args.port,

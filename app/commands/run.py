@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 from app.commands.rpc_args import add_rpc_argument, rpc_specs
 from app.core.errors import RigfitError
 from app.core.rig import Rig
+from app.core.rules import RuleError, rpc_unavailable
 from app.core.settings import KV_TYPES, SPLIT_MODES, Settings
 from app.runner import protocol as P
 from app.runner.compare import compare_load, format_table
-from app.runner.options import parse_split, resolve_model, unsupported_reason
+from app.runner.options import parse_split, resolve_model, unsupported_problem
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -31,7 +32,6 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 CPU_NOTE = "rigfit: no GPU that llama.cpp can use here; running on the CPU"
-JSON_EVENTS = frozenset({"progress", "loaded", "token", "done", "error"})
 
 
 def add_model_arguments(p: argparse.ArgumentParser, *, ctx_default: int | None) -> None:
@@ -88,7 +88,7 @@ def rpc_run(args: argparse.Namespace) -> RpcRun:
     from app.runner.ggml import rpc_available
 
     if not rpc_available():
-        raise RigfitError("this llama.cpp build has no RPC backend (make setup builds it with -DGGML_RPC=on)")
+        raise RuleError(rpc_unavailable())
     rig = add_rpc_servers(detect_rig(), specs)
     return RpcRun(rig, rig.rpc_endpoints(), len(rig.remote_gpus))
 
@@ -279,11 +279,13 @@ def _run_with(
         ready = start_worker(client)
     except RigfitError as exc:
         return fail(P.ErrorEvent(message=str(exc), kind=P.ERR_START_FAILED), EXIT_FAILED)
-    reason = unsupported_reason(
+    refused = unsupported_problem(
         load.split_mode, load.tensor_split, load.main_gpu, len(ready.gpus) + remote.n_remote
     )
-    if reason:
-        return fail(P.ErrorEvent(message=reason, kind=P.ERR_BAD_REQUEST), EXIT_USAGE)
+    if refused is not None:
+        return fail(
+            P.ErrorEvent(message=refused.message, kind=P.ERR_BAD_REQUEST, code=refused.code), EXIT_USAGE
+        )
     if not ready.gpus and not remote.n_remote:
         print(CPU_NOTE, file=sys.stderr, flush=True)
 

@@ -26,11 +26,13 @@ it worth it), not a benchmark: expect tens of percent, not single digits.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
 
+from app.core.layout import model_gpus, offload_gpu
 from app.core.memory import OP_OFFLOAD_MIN_BATCH, kv_row_bytes, profile, tensor_bytes
 from app.core.model_spec import ModelSpec
 from app.core.plan import STATUS_NO, Plan
@@ -466,7 +468,6 @@ def _decode(
         link_s += _remote_token_s(rig, sp, place, act, prompt=False)
         total = max(gpu_s, default=0.0) + host_s + link_s
     else:
-        order: list[int] = []
         for g, gpu in enumerate(rig.gpus):
             lo, hi = place.gpu_ranges[g]
             read = _range_sum(sp.layer_cum_bytes, lo, hi)
@@ -476,50 +477,85 @@ def _decode(
                 read += sp.output_read_bytes
             layers = (hi - lo) + int(place.gpu_output[g])
             gpu_s.append(float(gpu_decode_seconds(read, layers, gpu_bandwidth_gbps(gpu))))
-            if layers > 0:
-                order.append(g)
         # The token crosses from each device to the next in layer order (the host first).
-        order.sort(key=lambda g: place.gpu_ranges[g][0] if place.gpu_ranges[g][1] > 0 else sp.n_layer)
-        for a, b in itertools.pairwise(order):
-            bw, lat = link(rig, a, b)
-            link_s += hop_seconds(act, bw, lat)
-        if h > 0 and order and rig.gpus[order[0]].remote is None:
-            link_s += hop_seconds(act, pcie_gbps(rig.gpus[order[0]]), PCIE_LATENCY_S)
-        link_s += _remote_token_s(rig, sp, place, act, prompt=False)
+        order = _layer_order(place, sp.n_layer)
+        link_s = layer_link_seconds(rig, order, h > 0, not place.output_on_host, sp.n_embd, sp.spec.n_vocab)
         total = sum(gpu_s) + host_s + link_s
     total += GPU_DECODE_TOKEN_S if n else 0.0
     return total, tuple(gpu_s), host_s, link_s
 
 
-def _remote_token_s(rig: Rig, sp: SpeedProfile, place: _Placement, act: float, prompt: bool) -> float:
-    """What remote (RPC) devices add to a token (or, ``prompt``, to a micro-batch whose activations
-    are ``act`` bytes): each one's RPC exchange, the token's way in from this computer (the token
-    embeddings live here) to the first device when that one is remote, and the logits back from a
-    remote device that holds the output layer."""
+def _layer_order(place: _Placement, n_layer: int) -> list[int]:
+    """The devices holding slots of a layer split, in layer order (the order a token crosses them:
+    llama.cpp's device order, remote devices first)."""
+    order = [g for g, (lo, hi) in enumerate(place.gpu_ranges) if (hi - lo) + int(place.gpu_output[g]) > 0]
+    order.sort(key=lambda g: place.gpu_ranges[g][0] if place.gpu_ranges[g][1] > 0 else n_layer)
+    return order
+
+
+def remote_chain_seconds(
+    rig: Rig, order: Sequence[int], host_holds_layers: bool, output_on_gpu: bool, act: float, logits: float
+) -> float:
+    """What remote (RPC) devices add to a token of a layer split (or, with ``act`` and ``logits`` of a
+    micro-batch, to that batch): each one's RPC exchange, the token's way in from this computer (the
+    token embeddings live here) to the first device when that one is remote and the host holds no
+    layer, and the ``logits`` bytes back from a remote device that holds the output layer.
+
+    ``order``: the devices holding slots, in layer order (the output layer is on the last one).
+    """
     total = 0.0
     any_remote = False
-    first: int | None = None
-    for g, gpu in enumerate(rig.gpus):
-        remote = gpu.remote
-        lo, hi = place.gpu_ranges[g]
-        layers = (hi - lo) + int(place.gpu_output[g])
-        if place.mode == "parallel":
-            layers = sp.n_layer - place.host_layers if place.gpu_share[g] > 0 else 0
-        if layers <= 0:
-            continue
-        if first is None or (place.mode != "parallel" and lo < place.gpu_ranges[first][0]):
-            first = g
+    for k, g in enumerate(order):
+        remote = rig.gpus[g].remote
         if remote is None:
             continue
         if not any_remote:
             total += RPC_TOKEN_S
             any_remote = True
         total += RPC_DEVICE_TOKEN_S
-        if place.gpu_output[g] and place.mode != "parallel":
-            logits = sp.spec.n_vocab * ACTIVATION_BYTES_PER_VALUE * (PROMPT_OUTPUTS if prompt else 1)
+        if output_on_gpu and k == len(order) - 1:
             total += hop_seconds(logits, rpc_gbps(remote.link.bandwidth_gbps), remote.link.rtt_ms / 1000.0)
-    if first is not None and place.host_layers == 0:
-        entry = rig.gpus[first].remote
+    if order and not host_holds_layers:
+        entry = rig.gpus[order[0]].remote
+        if entry is not None:
+            total += hop_seconds(act, rpc_gbps(entry.link.bandwidth_gbps), entry.link.rtt_ms / 1000.0)
+    return total
+
+
+def layer_link_seconds(
+    rig: Rig, order: Sequence[int], host_holds_layers: bool, output_on_gpu: bool, n_embd: int, n_vocab: int
+) -> float:
+    """Link seconds per decoded token of a layer split whose devices holding slots are ``order`` (in
+    layer order): an activation hop between consecutive devices, one from the host into the first
+    (local) device when the host holds layers, and what remote devices add
+    (:func:`remote_chain_seconds`). The fit table adds exactly this for its rows."""
+    act = n_embd * ACTIVATION_BYTES_PER_VALUE
+    total = 0.0
+    for a, b in itertools.pairwise(order):
+        bw, lat = link(rig, a, b)
+        total += hop_seconds(act, bw, lat)
+    if host_holds_layers and order and rig.gpus[order[0]].remote is None:
+        total += hop_seconds(act, pcie_gbps(rig.gpus[order[0]]), PCIE_LATENCY_S)
+    logits = float(n_vocab * ACTIVATION_BYTES_PER_VALUE)
+    return total + remote_chain_seconds(rig, order, host_holds_layers, output_on_gpu, act, logits)
+
+
+def _remote_token_s(rig: Rig, sp: SpeedProfile, place: _Placement, act: float, prompt: bool) -> float:
+    """What remote (RPC) devices add to a token (or, ``prompt``, to a micro-batch whose activations
+    are ``act`` bytes); see :func:`remote_chain_seconds`. Under tensor (or row) parallelism every
+    member holds every GPU layer, and the logits come back through the all-reduce."""
+    logits = float(sp.spec.n_vocab * ACTIVATION_BYTES_PER_VALUE * (PROMPT_OUTPUTS if prompt else 1))
+    if place.mode != "parallel":
+        order = _layer_order(place, sp.n_layer)
+        return remote_chain_seconds(rig, order, place.host_layers > 0, not place.output_on_host, act, logits)
+    gpu_layers = sp.n_layer - place.host_layers
+    members = [g for g in range(rig.n_gpus) if place.gpu_share[g] > 0 and gpu_layers > 0]
+    total = 0.0
+    remote = [g for g in members if rig.gpus[g].remote is not None]
+    if remote:
+        total += RPC_TOKEN_S + RPC_DEVICE_TOKEN_S * len(remote)
+    if members and place.host_layers == 0:
+        entry = rig.gpus[members[0]].remote
         if entry is not None:
             total += hop_seconds(act, rpc_gbps(entry.link.bandwidth_gbps), entry.link.rtt_ms / 1000.0)
     return total
@@ -535,12 +571,14 @@ def _group_link(rig: Rig, gpus: list[int]) -> tuple[float, float]:
     return min(bw for bw, _ in links), max(lat for _, lat in links) + exchange
 
 
-def _offload_gpu(rig: Rig, s: Settings) -> Gpu:
-    """The GPU op_offload sends host-layer work to: the scheduler's first GPU backend (the main GPU
-    with split mode ``none``, which keeps only that one)."""
-    if s.split_mode == "none" and 0 <= s.main_gpu < rig.n_gpus:
-        return rig.gpus[s.main_gpu]
-    return rig.gpus[0]
+def _offload_gpu(rig: Rig, s: Settings) -> Gpu | None:
+    """The GPU op_offload sends host-layer work to (:func:`app.core.layout.offload_gpu`: the first
+    local GPU of the model's devices; the main GPU with split mode ``none``, which keeps only that
+    one); ``None`` when the model has no local GPU."""
+    if s.split_mode == "none" and not 0 <= s.main_gpu < rig.n_gpus:
+        return rig.gpus[0] if rig.n_gpus and rig.gpus[0].remote is None else None
+    g = offload_gpu(rig, model_gpus(rig, s))
+    return None if g is None else rig.gpus[g]
 
 
 def _prompt_seconds(rig: Rig, sp: SpeedProfile, s: Settings, place: _Placement, n_tokens: int) -> float:
@@ -561,14 +599,14 @@ def _prompt_seconds(rig: Rig, sp: SpeedProfile, s: Settings, place: _Placement, 
         # op_offload moves an op to the GPU when its batch has at least 32 rows (ggml-cuda.cu
         # ggml_backend_cuda_device_offload_op); a prompt's last, shorter micro-batch may stay on the CPU.
         n_off = tok_off = 0
-        if n > 0 and s.op_offload:
+        g0 = _offload_gpu(rig, s)
+        if g0 is not None and s.op_offload:
             if ub >= OP_OFFLOAD_MIN_BATCH:
                 n_off, tok_off = n_full, n_full * ub
             if rest >= OP_OFFLOAD_MIN_BATCH:
                 n_off, tok_off = n_off + 1, tok_off + rest
         share = tok_off / p
-        if n_off:
-            g0 = _offload_gpu(rig, s)
+        if n_off and g0 is not None:
             # Every offloaded micro-batch copies every host-layer weight in again, from the mmap'd
             # (pageable) file: slower than the slot unless the slot itself is slower.
             copy_gbps = min(OFFLOAD_COPY_GBPS, pcie_gbps(g0))
@@ -624,7 +662,9 @@ __all__ = [
     "gpu_prompt_seconds",
     "host_decode_seconds",
     "host_prompt_seconds",
+    "layer_link_seconds",
     "link",
+    "remote_chain_seconds",
     "speed_profile",
 ]
 

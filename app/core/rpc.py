@@ -17,7 +17,8 @@ Sources (llama-cpp-python 0.3.36's vendored llama.cpp):
   holds them (tensors over 10 MiB are sent by hash first).
 
 Rigfit keeps a rig's local GPUs first (so adding a remote machine never renumbers your cards) and
-translates to llama.cpp's order here, for the planner, the worker and the exported commands.
+translates to llama.cpp's order (:func:`app.core.layout.llama_device_order`, which the planner, the fit
+table and the split solver share) here, for the worker and the exported commands.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from app.core.errors import RigfitError
+from app.core.layout import llama_device_order as llama_device_order  # re-exported
 from app.core.rig import VENDOR_AMD, VENDOR_INTEL, Gpu, NetworkLink, Rig
 
 if TYPE_CHECKING:
@@ -80,15 +82,6 @@ def parse_link(text: str) -> NetworkLink:
 
 # ---------------------------------------------------------------------------------------------------
 # Device order and names
-
-
-def llama_device_order(rig: Rig, split_mode: str) -> tuple[int, ...]:
-    """Rig positions in llama.cpp's device order for ``split_mode`` (see the module docstring)."""
-    remote = [i for i, g in enumerate(rig.gpus) if g.remote is not None]
-    local = [i for i, g in enumerate(rig.gpus) if g.remote is None]
-    if split_mode == "tensor":
-        return tuple(local + remote)
-    return tuple(remote + local)
 
 
 def rig_in_llama_order(rig: Rig, split_mode: str) -> bool:
@@ -308,31 +301,20 @@ def slot_split_llama_order(rig: Rig, slots: Sequence[int], split_mode: str) -> t
 def rpc_advice(
     rig: Rig,
     plan_devices: Sequence[tuple[int, bool]],
-    split_mode: str,
     weights_mib: Sequence[float],
     n_embd: int,
     n_vocab: int,
 ) -> tuple[Advice, ...]:
-    """Advice about remote devices for a plan: slow links, tensor split over a network, the weights
-    sent at load, planned machines. ``plan_devices`` is each rig device's (slots, has_output)."""
+    """Advice about remote devices for a plan: slow links, the weights sent at load, planned
+    machines. ``plan_devices`` is each rig device's (slots, has_output)."""
     from app.core.advice import LEVEL_INFO, LEVEL_WARNING, Advice
 
     out: list[Advice] = []
     remote = [(i, g) for i, g in enumerate(rig.gpus) if g.remote is not None]
     if not remote:
         return ()
-    used = [i for i, (slots, _out) in enumerate(plan_devices) if slots > 0]
-    used_remote = [i for i in used if rig.gpus[i].remote is not None]
-    if split_mode in ("tensor", "row") and used_remote and len(used) > 1:
-        out.append(
-            Advice(
-                "rpc-tensor-split",
-                LEVEL_WARNING,
-                "Tensor split over a network sends every layer's activations through the RPC server twice "
-                "per token: on one H200 over loopback it ran 30x slower than on one GPU (11 against 324 tok/s). "
-                "Use the layer split with remote devices.",
-            )
-        )
+    # Tensor split over a network is a load rule (app.core.rules, rpc-tensor-split): the plan
+    # reports it and settings_advice turns it into advice.
     for i, gpu in remote:
         assert gpu.remote is not None
         link = gpu.remote.link

@@ -31,6 +31,7 @@ from dataclasses import dataclass, replace
 from app.core.errors import RigfitError
 from app.core.rig import Gpu, NetworkLink, Remote, Rig
 from app.core.rpc import DEFAULT_LINK, NETWORK_LINKS, parse_link
+from app.core.rules import RuleError, rpc_unreachable
 
 DEFAULT_PORT = 50052
 QUERY_TIMEOUT_S = 3.0
@@ -424,7 +425,7 @@ def add_rpc_servers(rig: Rig, specs: Sequence[RpcSpec], timeout_s: float = QUERY
     answers = ask_servers(specs, timeout_s)
     failed = [a.error for a in answers if a.error]
     if failed:
-        raise RigfitError("; ".join(str(f) for f in failed))
+        raise RuleError(rpc_unreachable("; ".join(str(f) for f in failed)))
     devices: list[Gpu] = []
     for answer in answers:
         assert answer.info is not None

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from app.core.errors import RigfitError
+from app.core.rules import RuleError, rpc_unavailable
 
 MIB = 1024 * 1024
 
@@ -208,7 +209,7 @@ class Ggml:
         answers first (:func:`app.runner.rpc.query_server`).
         """
         if not self.has_rpc or self.register is None:
-            raise RigfitError("this llama.cpp build has no RPC backend (build it with -DGGML_RPC=on)")
+            raise RuleError(rpc_unavailable())
         before = int(self.count()) if self.count else 0
         reg = self.rpc_add_server(endpoint.encode())
         if not reg:

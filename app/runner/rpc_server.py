@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from app.core.errors import RigfitError
+from app.core.rules import RuleError, rpc_unavailable
 from app.runner.rpc import PREFIX_FROM_SERVER as PREFIX
 
 EXIT_USAGE = 2
@@ -69,7 +70,7 @@ def serve(argv: Sequence[str]) -> int:
         # First, as llama.cpp's rpc-server does: the warning is said even when the start then fails.
         print("\n" + NETWORK_WARNING.format(host=host) + "\n", file=sys.stderr, flush=True)
     if not ggml.rpc_available():
-        raise RigfitError("this llama.cpp build has no RPC backend (make setup builds it with -DGGML_RPC=on)")
+        raise RuleError(rpc_unavailable())
     check_port_free(host, options.port)
     lib = ggml.load()
     if devices:

@@ -28,7 +28,8 @@ from gguf import GGMLQuantizationType, GGUFWriter
 
 from app.core.arch import ArchParams, build_spec, per_layer
 from app.core.model_spec import ModelSpec
-from app.core.quant import apply_file_type, file_type, tensor_nbytes
+from app.core.quant import file_type, tensor_nbytes
+from app.core.quantizer import apply_file_type
 
 LLAMA_8B = ArchParams(
     architecture="llama",

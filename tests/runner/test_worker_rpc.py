@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from app.core import rules
 from app.runner import protocol as P
 from app.runner.client import RunnerClient
 from app.runner.ggml import rpc_available
@@ -74,6 +75,7 @@ def test_an_unreachable_server_fails_the_load_not_the_worker(
     with pytest.raises(P.RunnerError) as info:
         client.load_sync(_settings(demo_model_path, (dead,)), timeout=60)
     assert info.value.event.kind == P.ERR_RPC
+    assert info.value.event.code == rules.CODE_RPC_UNREACHABLE
     assert dead in info.value.event.message and "nothing is listening" in info.value.event.message
     assert client.alive  # llama.cpp would have aborted the process; the worker asked first
 

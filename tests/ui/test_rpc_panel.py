@@ -12,8 +12,8 @@ from pytestqt.qtbot import QtBot
 from app.hardware.catalog import load_gpu_catalog
 from app.runner.ggml import rpc_available
 from app.runner.rpc import free_port
-from app.ui.hardware_view import MODE_PLANNED, HardwareView
-from app.ui.rpc_panel import STATE_FAILED, STATE_OK, RpcPanel
+from app.ui.hardware.rpc_panel import STATE_FAILED, STATE_OK, RpcPanel
+from app.ui.hardware.view import MODE_PLANNED, HardwareView
 from tests.ui.ui_guard import assert_quiet
 
 pytestmark = [

@@ -22,6 +22,7 @@ from PySide6 import QtCore, QtWidgets
 from app.core.errors import RigfitError
 from app.core.rig import Gpu
 from app.ui.tasks import TaskRunner
+from app.ui.theme import TEXT_ERROR, tint
 
 QUERY_TIMEOUT_S = 3.0
 STATE_ASKING = "asking"
@@ -118,7 +119,7 @@ class RpcPanel(QtWidgets.QGroupBox):
         self.warning_label = QtWidgets.QLabel("")
         self.warning_label.setObjectName("rpcWarning")
         self.warning_label.setWordWrap(True)
-        self.warning_label.setStyleSheet("QLabel#rpcWarning { color: #c0392b; }")
+        tint(self.warning_label, TEXT_ERROR)
         self.warning_label.hide()
         outer.addWidget(self.warning_label)
         self.server_status = QtWidgets.QLabel("Not serving.")
@@ -179,9 +180,11 @@ class RpcPanel(QtWidgets.QGroupBox):
 
         if not rpc_available():
             self.serve_button.setEnabled(False)
+            from app.core.rules import rpc_unavailable, sentence
+
             self.server_status.setText(
-                "This llama.cpp build has no RPC backend: it cannot serve or use remote machines "
-                "(make setup builds it with -DGGML_RPC=on). Planning with remote GPUs still works."
+                sentence(rpc_unavailable().message)
+                + " It cannot serve or use remote machines; planning with remote GPUs still works."
             )
 
     def set_catalog(self, entries: Sequence[object]) -> None:
