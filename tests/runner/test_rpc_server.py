@@ -128,13 +128,16 @@ def test_cli_serves_until_ctrl_c() -> None:
             time.sleep(0.1)
         assert query_server(f"127.0.0.1:{port}", timeout_s=2.0).devices
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl+C in a terminal does
-        out, rest = proc.communicate(timeout=30)  # communicate reads the rest of stderr too
-        reader.join(5)
+        proc.wait(timeout=30)
+        # The reader owns stderr until its end (communicate() would close it under the reader).
+        reader.join(10)
+        assert proc.stdout is not None
+        out = proc.stdout.read()
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    err = "".join(err_lines) + (rest or "")
+    err = "".join(err_lines)
     assert proc.returncode == 0, err
     assert "RPC server stopped" in err and f"serving on 127.0.0.1:{port}" in err
     assert "Starting RPC server" in out
