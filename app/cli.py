@@ -16,7 +16,7 @@ from types import ModuleType
 
 from app.core.errors import RigfitError
 
-COMMAND_NAMES: tuple[str, ...] = ("detect", "plan", "fit", "run", "bench", "serve", "monitor")
+COMMAND_NAMES: tuple[str, ...] = ("detect", "plan", "fit", "run", "bench", "serve", "monitor", "rpc_server")
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -98,7 +98,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.version:
             from app.versions import describe_versions
 
-            print(describe_versions(long=args.long))
+            qt = None
+            if args.long:
+                from app.ui.qtinfo import qt_version  # Qt only for the long report
+
+                qt = qt_version()
+            print(describe_versions(long=args.long, qt_version=qt))
             return EXIT_OK
         if args.self_test:
             from app.ui.selftest import run_self_test

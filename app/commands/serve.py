@@ -20,11 +20,19 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from app.commands.run import CPU_NOTE, Progress, add_model_arguments, describe_loaded, settings_from_args
+from app.commands.run import (
+    CPU_NOTE,
+    Progress,
+    RpcRun,
+    add_model_arguments,
+    describe_loaded,
+    rpc_run,
+    settings_from_args,
+)
 from app.core.errors import RigfitError
 from app.core.settings import SPLIT_MODES, Settings
 from app.runner import protocol as P
-from app.runner.options import parse_split, resolve_model, unsupported_reason
+from app.runner.options import parse_split, resolve_model, unsupported_problem
 from app.serve.dispatch import DEFAULT_MAX_WAITING, RequestRecord
 from app.serve.host import ModelHost, Stopped
 from app.serve.server import DEFAULT_HOST, DEFAULT_PORT, OpenAIServer, exposure_warning
@@ -105,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
         path = resolve_model(args.model)
         split = parse_split(args.split) if args.split is not None else None
         settings = settings_from_args(args, args.split_mode, split)
-        load = P.LoadSettings.from_settings(str(path), settings, n_threads=args.threads)
+        remote = rpc_run(args)
+        load = remote.load_settings(str(path), settings, args.threads)
         load.validate()
         if args.queue < 0:
             raise RigfitError(f"--queue must be 0 or more, got {args.queue}")
@@ -132,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
             out.human(f"rigfit: warning: {warning}")
         out.human(f"rigfit: listening on {server.url} (loading {path.name})")
         out.event({"type": "listening", "host": args.host, "port": server.port, "url": server.url})
-        return _serve(host, server, out, stop, path.name)
+        return _serve(host, server, out, stop, path.name, remote)
     finally:
         server.close()
         host.close()
@@ -146,7 +155,9 @@ class _StopFlag:
     set = False
 
 
-def _serve(host: ModelHost, server: OpenAIServer, out: _Output, stop: _StopFlag, name: str) -> int:
+def _serve(
+    host: ModelHost, server: OpenAIServer, out: _Output, stop: _StopFlag, name: str, remote: RpcRun
+) -> int:
     def fail(event: P.ErrorEvent, code: int) -> int:
         out.event(P.event_to_message(event))
         if code == EXIT_USAGE:
@@ -159,10 +170,14 @@ def _serve(host: ModelHost, server: OpenAIServer, out: _Output, stop: _StopFlag,
     except P.RunnerError as exc:
         return fail(exc.event, EXIT_FAILED)
     load = host.settings
-    reason = unsupported_reason(load.split_mode, load.tensor_split, load.main_gpu, len(ready.gpus))
-    if reason:
-        return fail(P.ErrorEvent(message=reason, kind=P.ERR_BAD_REQUEST), EXIT_USAGE)
-    if not ready.gpus:
+    refused = unsupported_problem(
+        load.split_mode, load.tensor_split, load.main_gpu, len(ready.gpus) + remote.n_remote
+    )
+    if refused is not None:
+        return fail(
+            P.ErrorEvent(message=refused.message, kind=P.ERR_BAD_REQUEST, code=refused.code), EXIT_USAGE
+        )
+    if not ready.gpus and not remote.n_remote:
         out.human(CPU_NOTE)
 
     progress = None if out.as_json else Progress(name)

@@ -24,7 +24,6 @@ from app.core.rig import PCIE_LANE_GBPS, VENDOR_NVIDIA, Gpu, Rig
 LEVEL_INFO = "info"
 LEVEL_WARNING = "warning"
 LEVEL_ERROR = "error"
-LEVELS: tuple[str, ...] = (LEVEL_INFO, LEVEL_WARNING, LEVEL_ERROR)
 
 CODE_PCIE_NARROW_SLOT = "pcie-narrow-slot"
 CODE_PCIE_OLDER_GEN = "pcie-slot-older-gen"
@@ -116,7 +115,8 @@ def rig_advice(rig: Rig) -> tuple[Advice, ...]:
         if advice is not None:
             out.append(advice)
     for gpu in rig.gpus:
-        if gpu.vendor != VENDOR_NVIDIA:
+        # A remote device runs on its server's llama.cpp, whatever its vendor: nothing to warn about.
+        if gpu.vendor != VENDOR_NVIDIA and gpu.remote is None:
             out.append(
                 Advice(
                     CODE_PLANNING_ONLY_GPU,

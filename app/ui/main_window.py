@@ -27,6 +27,7 @@ from app.core.rig import Rig
 from app.ui.settings_store import RIG_DETECTED, RIG_PLANNED, Session, SettingsStore
 from app.ui.state import AppState, ModelChoice
 from app.ui.tasks import Task, TaskRunner, TaskSignals
+from app.versions import describe_llama_build
 
 if TYPE_CHECKING:
     from app.ui.fit.view import FitView
@@ -57,9 +58,10 @@ def _discover_local(folders: Sequence[str]) -> list[str]:
 
 
 def _versions() -> dict[str, object]:
+    from app.ui.qtinfo import qt_version
     from app.versions import version_info
 
-    return version_info()
+    return version_info(qt_version())
 
 
 def model_choice_for(ref: str, quant: str | None = None) -> ModelChoice:
@@ -128,8 +130,7 @@ class LazyTab(QtWidgets.QWidget):
 class MainWindow(QtWidgets.QMainWindow):
     """Rigfit's window. ``planned_rig`` opens on that planned rig (``rigfit --rig EXPR``).
 
-    ``store`` is where the session is remembered (default: the user's settings; in memory under
-    ``RIGFIT_TESTING``); ``restore`` reads the last session back at start. ``discover(folders)``
+    ``store`` is where the session is remembered (default: the user's settings); ``restore`` reads the last session back at start. ``discover(folders)``
     lists the local GGUF files to show in the fit table, run on the pool once the window is shown
     (default: :func:`app.runner.discovery.discover_models`; None: no search).
     """
@@ -624,9 +625,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def about_text(self, info: dict[str, object]) -> str:
         llama = info.get("llama_cpp")
-        llama_text = "not installed"
-        if isinstance(llama, dict) and llama.get("version"):
-            llama_text = f"{llama['version']} ({'CUDA' if llama.get('gpu_offload') else 'CPU only'})"
+        llama_text = describe_llama_build(llama) if isinstance(llama, dict) else "not installed"
         rows = [
             ("Rigfit", info.get("rigfit", __version__)),
             ("Python", info.get("python")),

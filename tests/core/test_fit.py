@@ -63,6 +63,14 @@ def test_every_sampled_cell_agrees_with_plan(name: str, ctx: int) -> None:
         _assert_row_matches_plan(rig, row, Settings(ctx=ctx))
 
 
+def test_every_cell_of_a_two_gpu_rig_agrees_with_plan() -> None:
+    # The vectorised table is a second planner: every one of its cells, not a sample, must be plan()'s.
+    rig = RIGS["3090+3060"]
+    table = fit_table(rig, 8192)
+    for row in table.rows:
+        _assert_row_matches_plan(rig, row, Settings(ctx=8192))
+
+
 @pytest.mark.parametrize(
     "settings",
     [
@@ -72,6 +80,8 @@ def test_every_sampled_cell_agrees_with_plan(name: str, ctx: int) -> None:
         Settings(ctx=8192, split_mode="none", main_gpu=1),
         Settings(ctx=8192, tensor_split=(3.0, 1.0)),
         Settings(ctx=300, op_offload=False),
+        # Below 32 tokens the micro-batch is too small for op_offload (layout.op_offload_active).
+        Settings(ctx=16, n_gpu_layers=10),
     ],
     ids=[
         "q8-kv-unpadded-ctx",
@@ -80,12 +90,47 @@ def test_every_sampled_cell_agrees_with_plan(name: str, ctx: int) -> None:
         "split-none",
         "tensor-split-3-1",
         "tiny-ctx",
+        "ctx-below-op-offload-batch",
     ],
 )
 def test_settings_are_honoured_cell_for_cell(settings: Settings) -> None:
     rig = RIGS["3090+3060"]
     table = fit_table(rig, settings.ctx, settings)
     for row in table.rows[::11]:
+        _assert_row_matches_plan(rig, row, settings)
+
+
+# Rigs with llama.cpp RPC devices: llama.cpp fills its device list remote devices first (a layer
+# split gives them the first layers), op_offload goes to the first local GPU, and the network joins
+# the speed model. The table must place them as plan() does (app.core.layout.llama_device_order).
+RPC_RIGS = {
+    "4090 + rpc 3090": parse_rig_expression("RTX 4090 + rpc(RTX 3090 @ 1GbE)"),
+    "3060 + 2 rpc": parse_rig_expression("RTX 3060 + rpc(RTX 3090 @ 10GbE) + rpc(RTX 3060 @ 2.5GbE)"),
+}
+
+
+@pytest.mark.parametrize("name", list(RPC_RIGS))
+def test_every_cell_of_an_rpc_rig_agrees_with_plan(name: str) -> None:
+    rig = RPC_RIGS[name]
+    table = fit_table(rig, 8192)
+    for row in table.rows:
+        _assert_row_matches_plan(rig, row, Settings(ctx=8192))
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        Settings(ctx=8192, n_gpu_layers=20),  # op_offload on the local GPU, not llama.cpp's first device
+        Settings(ctx=8192, tensor_split=(1.0, 3.0, 2.0)),
+        Settings(ctx=4096, split_mode="none", main_gpu=1),  # a remote main GPU: no op_offload at all
+        Settings(ctx=8192, split_mode="none", main_gpu=0),
+    ],
+    ids=["partial-offload", "split-1-3-2", "none-on-remote", "none-on-local"],
+)
+def test_rpc_settings_are_honoured_cell_for_cell(settings: Settings) -> None:
+    rig = RPC_RIGS["3060 + 2 rpc"]
+    table = fit_table(rig, settings.ctx, settings)
+    for row in table.rows[::5]:
         _assert_row_matches_plan(rig, row, settings)
 
 
@@ -170,6 +215,7 @@ def test_a_setting_one_model_cannot_use_marks_only_its_rows(tmp_path: Path) -> N
     table = fit_table(RIGS["3060"], 4096, settings, extra_specs=[spec], models=["llama-3.2-1b"])
     odd = next(r for r in table.rows if r.source == "gguf")
     assert odd.status == "no" and "head size" in odd.note and odd.decode_tok_s is None
+    assert odd.code == "kv-type-head-size"
     with pytest.raises(RigfitError):
         plan(RIGS["3060"], spec, replace(settings, ctx=4096))
     assert all(r.status != "no" for r in table.rows if r.model == "llama-3.2-1b")
