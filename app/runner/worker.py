@@ -9,11 +9,13 @@ print, fd 1 is pointed at stderr, so llama.cpp's C-level ``printf``/``fprintf(st
 Threads: the main thread runs llama.cpp (load, chat, bench, unload) one request at a time; a control
 thread reads stdin and flags ``stop`` / ``shutdown`` at once, so generation stops within one token and
 a load is cancelled through llama.cpp's progress callback.
+
+The worker owns the requests and the model; a chat's prompt comes from chat_template.py, its reply from
+generation.py (decode, sampling, streaming), the pipes and llama.cpp's log from worker_io.py.
 """
 
 from __future__ import annotations
 
-import codecs
 import ctypes
 import os
 import queue
@@ -22,8 +24,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +32,11 @@ from app.core import rules
 from app.core.errors import RigfitError
 from app.runner import ggml
 from app.runner import protocol as P
+from app.runner.chat_template import render_prompt
+from app.runner.generation import GenerationFailed, generate, tokenize
 from app.runner.logparse import error_reason, parse_load_log, used_devices
-from app.runner.stop_strings import StopScanner
 from app.runner.worker_io import LOG_ERROR, Channel, LogSink, claim_protocol_fd
 
-_TEMPLATE_TIME_LIMIT_S = 5.0
 _PROGRESS_INTERVAL_S = 0.05
 _GGUF_MAGIC = b"GGUF"
 
@@ -493,63 +494,6 @@ class Worker:
         if self.ctx is None:
             raise _Failure(P.ERR_NOT_LOADED, "no model is loaded")
 
-    def _tokenize(self, text: str, add_special: bool, parse_special: bool) -> list[int]:
-        ll = self.ll
-        data = text.encode("utf-8")
-        n_max = len(data) + 16
-        buf = (ll.llama_token * n_max)()
-        n = ll.llama_tokenize(self.vocab, data, len(data), buf, n_max, add_special, parse_special)
-        if n < 0:
-            n_max = -n
-            buf = (ll.llama_token * n_max)()
-            n = ll.llama_tokenize(self.vocab, data, len(data), buf, n_max, add_special, parse_special)
-        if n < 0:
-            raise _Failure(P.ERR_GENERATION, "the prompt could not be tokenized")
-        return list(buf[:n])
-
-    def _token_text(self, token: int) -> str:
-        if token < 0:
-            return ""
-        raw = self.ll.llama_vocab_get_text(self.vocab, token)
-        return raw.decode("utf-8", "replace") if raw else ""
-
-    def render_prompt(self, messages: Sequence[P.ChatMessage]) -> tuple[str, bool, str, str | None]:
-        """The prompt text, whether llama.cpp should add BOS, the template used and why the GGUF's failed.
-
-        The GGUF's template runs in llama-cpp-python's Jinja2ChatFormatter, whose environment is
-        jinja2's ImmutableSandboxedEnvironment with a loader that finds no files: a template cannot
-        reach Python internals, call unsafe methods or include a file. A template that tries, fails to
-        compile, renders nothing or runs too long falls back to ChatML (when the vocabulary has its
-        tokens) or a plain "role: content" layout.
-        """
-        chat = [{"role": m.role, "content": m.content} for m in messages]
-        problem: str | None = None
-        if self.chat_template:
-            try:
-                prompt = self._render_gguf_template(self.chat_template, chat)
-                if prompt.strip():
-                    return prompt, False, "gguf", None
-                problem = "the chat template rendered an empty prompt"
-            except Exception as exc:  # any template failure means: use the fallback
-                problem = f"{type(exc).__name__}: {exc}"
-        if self._has_chatml():
-            parts = [f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in chat]
-            return "".join(parts) + "<|im_start|>assistant\n", True, "chatml", problem
-        parts = [f"{m['role']}: {m['content']}\n" for m in chat]
-        return "".join(parts) + "assistant:", True, "plain", problem
-
-    def _render_gguf_template(self, template: str, chat: list[dict[str, str]]) -> str:
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-        eos = self._token_text(int(self.ll.llama_vocab_eos(self.vocab)))
-        bos = self._token_text(int(self.ll.llama_vocab_bos(self.vocab)))
-        with _time_limit(_TEMPLATE_TIME_LIMIT_S):
-            formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
-            return str(formatter(messages=chat).prompt)  # type: ignore[arg-type]
-
-    def _has_chatml(self) -> bool:
-        return len(self._tokenize("<|im_start|>", add_special=False, parse_special=True)) == 1
-
     def _chat(self, seq: int, req_id: Any, message: Mapping[str, Any]) -> None:
         ll = self.ll
         self._require_loaded()
@@ -561,141 +505,61 @@ class Worker:
             self.channel.event(_nothing_done(req_id))
             return
         what = "conversation"
-        if request.prompt is not None:
-            # A raw prompt (/v1/completions): special tokens in it are parsed, as llama-server does.
-            prompt, add_special, template, template_error = request.prompt, True, "none", None
-            what = "prompt"
-        else:
-            prompt, add_special, template, template_error = self.render_prompt(request.messages)
-        if template_error:
-            self.log.note(f"rigfit: chat template not used ({template_error}); using the {template} layout")
-        tokens = self._tokenize(prompt, add_special=add_special, parse_special=True)
-        n_ctx = int(ll.llama_n_ctx(self.ctx))
-        if not tokens:
-            raise _Failure(P.ERR_BAD_REQUEST, f"the {what} is empty after formatting")
-        if len(tokens) >= n_ctx:
-            raise _Failure(
-                P.ERR_CONTEXT_EXCEEDED,
-                f"the {what} is {len(tokens)} tokens, more than the context of {n_ctx} tokens allows",
-            )
-        ctx = self.ctx
-        ll.llama_memory_clear(ll.llama_get_memory(ctx), True)
-        ll.llama_perf_context_reset(ctx)
-        n_batch = self.settings.n_batch
-        arr = (ll.llama_token * len(tokens))(*tokens)
-        for start in range(0, len(tokens), n_batch):
-            if self._stopped(seq):
-                break
-            n = min(n_batch, len(tokens) - start)
-            ptr = ctypes.cast(
-                ctypes.addressof(arr) + start * ctypes.sizeof(ll.llama_token), ctypes.POINTER(ll.llama_token)
-            )
-            rc = ll.llama_decode(ctx, ll.llama_batch_get_one(ptr, n))
-            if rc != 0:
-                raise _Failure(
-                    P.ERR_GENERATION, f"llama.cpp could not process the prompt (llama_decode returned {rc})"
-                )
-
-        seed = request.seed if request.seed is not None else self.settings.seed
-        sampler = self._sampler(request, seed)
-        decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        piece_buf = ctypes.create_string_buffer(256)
-        one = (ll.llama_token * 1)()
-        text_parts: list[str] = []
-        ttft: float | None = None
-        n_past = len(tokens)
-        n_out = 0
-        n_sent = 0
-        # Only requests with stop strings pay for the scan (and hold text back); the Run tab's don't.
-        scanner = StopScanner(request.stop) if request.stop else None
-        reason = "stopped" if self._stopped(seq) else ""
         try:
-            while not reason:
-                token = ll.llama_sampler_sample(sampler, ctx, -1)
-                if not request.ignore_eos and ll.llama_vocab_is_eog(self.vocab, token):
-                    reason = "eos"
-                    break
-                n = ll.llama_token_to_piece(self.vocab, token, piece_buf, len(piece_buf), 0, False)
-                if n < 0:
-                    piece_buf = ctypes.create_string_buffer(-n)
-                    n = ll.llama_token_to_piece(self.vocab, token, piece_buf, len(piece_buf), 0, False)
-                text = decoder.decode(piece_buf.raw[: max(n, 0)])
-                if self._stopped(seq):
-                    reason = "stopped"
-                    break
-                if ttft is None:
-                    ttft = time.perf_counter() - t0
-                n_out += 1
-                if scanner is not None:
-                    text = scanner.feed(text)
-                    if scanner.matched is not None:
-                        reason = "stop_sequence"
-                if scanner is None or text:
-                    # The per-token path skips the dataclass round trip; the line is a TokenEvent all the same.
-                    self.channel.send({"type": "token", "text": text, "index": n_sent, "id": req_id})
-                    text_parts.append(text)
-                    n_sent += 1
-                if reason:
-                    break
-                if n_out >= request.max_tokens:
-                    reason = "max_tokens"
-                    break
-                if n_past >= n_ctx:
-                    reason = "context"
-                    break
-                one[0] = token
-                rc = ll.llama_decode(ctx, ll.llama_batch_get_one(one, 1))
-                if rc != 0:
-                    raise _Failure(
-                        P.ERR_GENERATION, f"llama.cpp stopped generating (llama_decode returned {rc})"
-                    )
-                n_past += 1
-                if self._stopped(seq):
-                    reason = "stopped"
-        finally:
-            ll.llama_sampler_free(sampler)
-        tail = decoder.decode(b"", final=True)
-        if scanner is not None:
-            # Held-back text that never became a stop string is part of the reply after all.
-            tail = scanner.feed(tail) + scanner.flush()
-            if tail:
-                self.channel.send({"type": "token", "text": tail, "index": n_sent, "id": req_id})
-        text_parts.append(tail)
-        perf = ll.llama_perf_context(ctx)
-        # llama.cpp reports at least 1 for each count; with no time spent there was no such pass.
-        prompt_ms = float(perf.t_p_eval_ms)
-        gen_ms = float(perf.t_eval_ms)
+            if request.prompt is not None:
+                # A raw prompt (/v1/completions): special tokens in it are parsed, as llama-server does.
+                prompt, add_special, template, template_error = request.prompt, True, "none", None
+                what = "prompt"
+            else:
+                prompt, add_special, template, template_error = render_prompt(
+                    ll, self.vocab, self.chat_template, request.messages
+                )
+            if template_error:
+                self.log.note(
+                    f"rigfit: chat template not used ({template_error}); using the {template} layout"
+                )
+            tokens = tokenize(ll, self.vocab, prompt, add_special=add_special, parse_special=True)
+            n_ctx = int(ll.llama_n_ctx(self.ctx))
+            if not tokens:
+                raise _Failure(P.ERR_BAD_REQUEST, f"the {what} is empty after formatting")
+            if len(tokens) >= n_ctx:
+                raise _Failure(
+                    P.ERR_CONTEXT_EXCEEDED,
+                    f"the {what} is {len(tokens)} tokens, more than the context of {n_ctx} tokens allows",
+                )
+            reply = generate(
+                ll,
+                self.ctx,
+                self.vocab,
+                tokens,
+                request,
+                n_batch=self.settings.n_batch,
+                seed=request.seed if request.seed is not None else self.settings.seed,
+                started_s=t0,
+                stopped=lambda: self._stopped(seq),
+                send=self.channel.send,
+                req_id=req_id,
+            )
+        except GenerationFailed as exc:
+            raise _Failure(P.ERR_GENERATION, str(exc)) from None
         self._flush_log()
         self.channel.event(
             P.DoneEvent(
-                text="".join(text_parts),
-                stop_reason=reason,
+                text=reply.text,
+                stop_reason=reply.stop_reason,
                 prompt_tokens=len(tokens),
-                completion_tokens=n_out,
-                ttft_s=None if ttft is None else round(ttft, 4),
-                prompt_ms=round(prompt_ms, 3),
-                gen_ms=round(gen_ms, 3),
-                prompt_tok_s=round(perf.n_p_eval * 1000.0 / prompt_ms, 2) if prompt_ms > 0 else None,
-                gen_tok_s=round(perf.n_eval * 1000.0 / gen_ms, 2) if gen_ms > 0 else None,
+                completion_tokens=reply.completion_tokens,
+                ttft_s=reply.ttft_s,
+                prompt_ms=reply.prompt_ms,
+                gen_ms=reply.gen_ms,
+                prompt_tok_s=reply.prompt_tok_s,
+                gen_tok_s=reply.gen_tok_s,
                 wall_s=round(time.perf_counter() - t0, 4),
                 template=template,
                 template_error=template_error,
                 id=req_id,
             )
         )
-
-    def _sampler(self, request: P.ChatRequest, seed: int | None) -> Any:
-        ll = self.ll
-        chain = ll.llama_sampler_chain_init(ll.llama_sampler_chain_default_params())
-        if request.temperature <= 0:
-            ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_greedy())
-        else:
-            # llama.cpp's common order: truncate first, then temperature, then draw.
-            ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_top_p(request.top_p, 1))
-            ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_temp(request.temperature))
-            draw_seed = ll.LLAMA_DEFAULT_SEED if seed is None else seed & 0xFFFFFFFF
-            ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_dist(draw_seed))
-        return chain
 
     # -- bench --------------------------------------------------------------------------------
 
@@ -810,25 +674,6 @@ def _is_file_problem(reason: str) -> bool:
         "version",
     )
     return any(w in reason for w in words)
-
-
-@contextmanager
-def _time_limit(seconds: float) -> Iterator[None]:
-    """Interrupt the main thread after ``seconds`` (POSIX); elsewhere no limit is set."""
-    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def on_alarm(_signum: int, _frame: Any) -> None:
-        raise TimeoutError(f"the chat template ran longer than {seconds:g} s")
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def main() -> int:
