@@ -181,8 +181,10 @@ class ChatMessage:
 class ChatRequest:
     """One chat turn: the whole conversation so far and the sampling knobs.
 
-    ``temperature`` of 0 samples greedily. ``ignore_eos`` keeps generating past the end-of-turn token
-    (benchmarks need a fixed token count).
+    ``temperature`` of 0 samples greedily. ``min_p`` of 0 and ``repeat_penalty`` of 1 are off (as
+    llama.cpp's samplers take them); the penalty looks at the last ``repeat_last_n`` tokens, prompt
+    included. ``ignore_eos`` keeps generating past the end-of-turn token (benchmarks need a fixed
+    token count).
     """
 
     messages: tuple[ChatMessage, ...]
@@ -191,6 +193,9 @@ class ChatRequest:
     max_tokens: int = 256
     seed: int | None = None
     ignore_eos: bool = False
+    min_p: float = 0.0
+    repeat_penalty: float = 1.0
+    repeat_last_n: int = 64
 
     def validate(self) -> None:
         if not self.messages:
@@ -201,6 +206,14 @@ class ChatRequest:
             raise RigfitError(f"the temperature must be 0 or more, got {self.temperature:g}")
         if not (0 < self.top_p <= 1):
             raise RigfitError(f"top-p must be above 0 and at most 1, got {self.top_p:g}")
+        if not (0 <= self.min_p < 1):
+            raise RigfitError(f"min-p must be 0 or more and below 1, got {self.min_p:g}")
+        if not math.isfinite(self.repeat_penalty) or self.repeat_penalty <= 0:
+            raise RigfitError(f"the repeat penalty must be above 0 (1 is off), got {self.repeat_penalty:g}")
+        if self.repeat_last_n < 0:
+            raise RigfitError(
+                f"the repeat penalty's window must be 0 or more tokens, got {self.repeat_last_n}"
+            )
 
     def to_message(self) -> dict[str, Any]:
         data = asdict(self)
@@ -228,6 +241,9 @@ class ChatRequest:
             max_tokens=int(data.get("max_tokens", 256)),
             seed=None if data.get("seed") is None else int(data["seed"]),
             ignore_eos=bool(data.get("ignore_eos", False)),
+            min_p=float(data.get("min_p", 0.0)),
+            repeat_penalty=float(data.get("repeat_penalty", 1.0)),
+            repeat_last_n=int(data.get("repeat_last_n", 64)),
         )
 
 

@@ -532,6 +532,10 @@ class Worker:
 
         seed = request.seed if request.seed is not None else self.settings.seed
         sampler = self._sampler(request, seed)
+        if request.repeat_penalty != 1.0 and request.repeat_last_n > 0:
+            # As llama-server: the penalty also counts what the prompt already repeats.
+            for token in tokens[-request.repeat_last_n :]:
+                ll.llama_sampler_accept(sampler, token)
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
         piece_buf = ctypes.create_string_buffer(256)
         one = (ll.llama_token * 1)()
@@ -604,11 +608,19 @@ class Worker:
     def _sampler(self, request: P.ChatRequest, seed: int | None) -> Any:
         ll = self.ll
         chain = ll.llama_sampler_chain_init(ll.llama_sampler_chain_default_params())
+        if request.repeat_penalty != 1.0 and request.repeat_last_n > 0:
+            n_vocab = int(ll.llama_vocab_n_tokens(self.vocab))
+            penalties = ll.llama_sampler_init_penalties(
+                n_vocab, request.repeat_last_n, request.repeat_penalty, 0.0, 0.0
+            )
+            ll.llama_sampler_chain_add(chain, penalties)
         if request.temperature <= 0:
             ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_greedy())
         else:
-            # llama.cpp's common order: truncate first, then temperature, then draw.
+            # llama.cpp's common order: penalties, truncate, then temperature, then draw.
             ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_top_p(request.top_p, 1))
+            if request.min_p > 0:
+                ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_min_p(request.min_p, 1))
             ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_temp(request.temperature))
             draw_seed = ll.LLAMA_DEFAULT_SEED if seed is None else seed & 0xFFFFFFFF
             ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_dist(draw_seed))

@@ -116,7 +116,9 @@ class RunView(QtWidgets.QWidget):
         self.picker.extra_folders_changed.connect(self.extra_folders_changed)
         self.load_panel.load_started.connect(self._on_load_started)
         self.load_panel.load_refused.connect(lambda message: self.problem.show_problem(message))
+        self.load_panel.load_adapted.connect(self.memory.set_context)
         self.chat.notice.connect(self.load_panel.set_status)
+        self.picker.notice.connect(self.load_panel.set_status)
 
         escape = QtGui.QShortcut(QtGui.QKeySequence(QtCore.Qt.Key.Key_Escape), self)
         escape.setContext(QtCore.Qt.ShortcutContext.WidgetWithChildrenShortcut)
@@ -128,7 +130,7 @@ class RunView(QtWidgets.QWidget):
         a.unloaded.connect(lambda: self.predicted_vram_changed.emit({}))
         a.done.connect(self.memory.show_speeds)
         a.error.connect(self._on_error)
-        a.exited.connect(lambda _event: self.predicted_vram_changed.emit({}))
+        a.exited.connect(self._on_exited)
 
     # ------------------------------------------------------------------------------------------ the window's API
     @property
@@ -173,11 +175,19 @@ class RunView(QtWidgets.QWidget):
         else:
             self.predicted_vram_changed.emit({})
 
+    def _on_exited(self, _event: object) -> None:
+        self.predicted_vram_changed.emit({})
+        if self.memory.loading:
+            self.memory.load_failed("the model process ended")
+
     def _on_error(self, event: object) -> None:
         assert isinstance(event, P.ErrorEvent)
         if event.kind == P.ERR_CANCELLED:
             self.memory.load_cancelled()
             return
+        if self.memory.loading and self.adapter.state not in (STATE_STARTING, STATE_LOADING):
+            # Whatever ended the load (a refusal, a failure, a crash), the comparison stops waiting.
+            self.memory.load_failed(event.message)
         if event.kind == P.ERR_CRASHED:
             text = f"{_first_upper(event.message)}. Rigfit is fine: load the model again to continue."
             self.predicted_vram_changed.emit({})
