@@ -32,6 +32,7 @@ from app.runner.options import unsupported_problem
 
 if TYPE_CHECKING:
     from app.core.plan import Plan
+    from app.core.rig import Rig
     from app.runner.client import RunnerClient
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ class MachineLoad:
     settings: P.LoadSettings
     plan: Plan | None
     changes: tuple[str, ...]
+    rig: Rig | None = None  # the rig ``plan`` was made for, when made again for this machine
 
 
 # Given the asked-for settings and plan and what the worker sees, the load to send (see load()).

@@ -17,7 +17,7 @@ from PySide6 import QtCore, QtWidgets
 
 from app.core.errors import RigfitError
 from app.core.plan import STATUS_NO, Plan
-from app.core.rig import Rig
+from app.core.rig import Host, Rig
 from app.core.rules import CODE_CTX_BEYOND_TRAINING, refusals
 from app.core.settings import Settings
 from app.runner import protocol as P
@@ -51,15 +51,32 @@ class LoadContext:
     plan_error: str = ""  # why there is no plan, when there is none
     # What was changed for this machine (a split for GPUs it does not have), in the user's words.
     machine_changes: tuple[str, ...] = ()
-    # True when the plan was made again for this machine (the planned rig's GPUs are not here).
-    replanned: bool = False
+    # The rig the comparison's plan is for when it was made again for this machine (the planned
+    # rig's GPUs are not here); None: the plan is for ``rig``.
+    plan_rig: Rig | None = None
+
+    @property
+    def replanned(self) -> bool:
+        return self.plan_rig is not None
 
 
 @functools.lru_cache(maxsize=1)
-def _machine_cpu_flags() -> tuple[str, ...]:
-    from app.hardware.host import cpu_flags
+def _this_computer() -> Host:
+    """This computer's CPU cores, RAM and SIMD flags: cheap reads (psutil, /proc/cpuinfo) made once,
+    on the GUI thread, when a load first needs a plan for the CPU. Nothing slow (no probe) here."""
+    import psutil
 
-    return cpu_flags()
+    from app.hardware.host import cpu_flags, cpu_name
+
+    memory = psutil.virtual_memory()
+    return Host(
+        cpu_name=cpu_name(),
+        cores_physical=psutil.cpu_count(logical=False),
+        cores_logical=psutil.cpu_count(logical=True),
+        ram_total_mib=memory.total / 2**20,
+        ram_available_mib=memory.available / 2**20,
+        cpu_flags=cpu_flags(),
+    )
 
 
 def machine_load(
@@ -70,7 +87,7 @@ def machine_load(
     A split made for a planned rig (or for GPUs a CPU build of llama.cpp cannot use) must not stop
     the model from running here: :func:`app.runner.options.fit_split_to_machine` keeps what this
     machine can honour and says what it left out. Without a GPU here, the plan to compare with is
-    made again for the CPU: the planned GPUs' figures would compare with nothing.
+    made again for this computer's CPU: the planned GPUs' figures would compare with nothing.
     """
     n_gpus = len(ready.gpus)
     fitted = fit_split_to_machine(load.split_mode, load.tensor_split, load.main_gpu, n_gpus)
@@ -80,12 +97,13 @@ def machine_load(
     if n_gpus == 0 and rig is not None and rig.n_gpus > 0:
         from app.core.placement import plan as make_plan
 
-        host = replace(rig.host, cpu_flags=_machine_cpu_flags() or rig.host.cpu_flags)
-        cpu_rig = Rig(gpus=(), host=host, source="detected", name="this computer")
+        host = rig.host if rig.source == "detected" else _this_computer()
+        cpu_rig = Rig(gpus=(), host=host, source="detected", name="this computer's CPU")
         try:
-            plan = make_plan(cpu_rig, choice.spec, sent.to_settings())
+            cpu_plan: Plan | None = make_plan(cpu_rig, choice.spec, sent.to_settings())
         except RigfitError:
-            plan = None
+            cpu_plan = None
+        return MachineLoad(settings=sent, plan=cpu_plan, changes=fitted.changes, rig=cpu_rig)
     return MachineLoad(settings=sent, plan=plan, changes=fitted.changes)
 
 
@@ -485,7 +503,7 @@ class LoadPanel(QtWidgets.QGroupBox):
             load=machine.settings,
             plan=machine.plan,
             machine_changes=machine.changes,
-            replanned=machine.plan is not ctx.plan,
+            plan_rig=machine.rig,
         )
         self.load_adapted.emit(self.context)
         self.refresh()

@@ -232,7 +232,8 @@ class MemoryComparison(QtWidgets.QGroupBox):
             if v.after_load_mib is not None:
                 text += f" ({v.after_load_mib - v.before_mib:+,.0f} MiB before the first decode)"
             notes.append(text + ".")
-        if not event.vram and not event.on_cpu_only:
+        on_gpus = not event.on_cpu_only and any(_gpu_index(d) is not None for d in event.layers)
+        if not event.vram and on_gpus:
             notes.append("NVML is not available: no GPU memory measurement beyond llama.cpp's buffers.")
         return notes
 
@@ -248,14 +249,16 @@ class MemoryComparison(QtWidgets.QGroupBox):
         predicted = None
         if ctx is not None:
             depth = event.prompt_tokens + event.completion_tokens // 2
-            predicted = predicted_decode_tok_s(ctx.rig, ctx.choice, ctx.plan, depth)
+            predicted = predicted_decode_tok_s(ctx.plan_rig or ctx.rig, ctx.choice, ctx.plan, depth)
         if predicted is None:
             f["predicted"].setText("—")
             return
         text = f"{fmt_tok_s(predicted, exact=True)} generation"
         if event.gen_tok_s:
             text += f" ({(predicted - event.gen_tok_s) / event.gen_tok_s * 100:+.0f}% vs measured)"
-        if ctx is not None and ctx.rig is not None and ctx.rig.source != "detected":
+        if ctx is not None and ctx.replanned:
+            text += " — for this computer's CPU"
+        elif ctx is not None and ctx.rig is not None and ctx.rig.source != "detected":
             text += " — for the planned rig"
         f["predicted"].setText(text)
 

@@ -88,28 +88,39 @@ class RunView(QtWidgets.QWidget):
         outer.setContentsMargins(8, 8, 8, 8)
         # Across the top, where it cannot be missed: a failed load or a model process that stopped.
         outer.addWidget(self.problem)
-        self.splitter = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
+        # Two columns, each divided on its own: the model above the chat on the left, loading above
+        # the comparison on the right. On a 720-pixel screen each panel gets the height its content
+        # needs (one row across both columns left the load panel's text overlapping).
+        self.splitter = QtWidgets.QSplitter(QtCore.Qt.Orientation.Horizontal)
         self.splitter.setChildrenCollapsible(False)
         outer.addWidget(self.splitter)
 
-        top = QtWidgets.QSplitter(QtCore.Qt.Orientation.Horizontal)
-        top.setChildrenCollapsible(False)
-        top.addWidget(self.picker)
-        top.addWidget(self.load_panel)
-        top.setStretchFactor(0, 3)
-        top.setStretchFactor(1, 2)
-        self.splitter.addWidget(top)
+        left = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
+        left.setChildrenCollapsible(False)
+        left.addWidget(self.picker)
+        left.addWidget(self.chat)
+        left.setStretchFactor(0, 2)
+        left.setStretchFactor(1, 3)
+        self.splitter.addWidget(left)
 
-        bottom = QtWidgets.QSplitter(QtCore.Qt.Orientation.Horizontal)
-        bottom.setChildrenCollapsible(False)
-        bottom.addWidget(self.chat)
-        bottom.addWidget(self.memory)
-        bottom.setStretchFactor(0, 1)
-        bottom.setStretchFactor(1, 1)
-        bottom.setSizes([620, 580])  # the memory table needs its five columns readable
-        self.splitter.addWidget(bottom)
-        self.splitter.setStretchFactor(0, 2)
-        self.splitter.setStretchFactor(1, 3)
+        right = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
+        right.setChildrenCollapsible(False)
+        # The load panel's text grows with what it has to say (a warning, what changed for this
+        # computer): it scrolls rather than squeeze its lines together.
+        self.load_scroll = QtWidgets.QScrollArea()
+        self.load_scroll.setObjectName("loadScroll")
+        self.load_scroll.setWidgetResizable(True)
+        self.load_scroll.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)
+        self.load_scroll.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.load_scroll.setWidget(self.load_panel)
+        right.addWidget(self.load_scroll)
+        right.addWidget(self.memory)
+        right.setStretchFactor(0, 0)
+        right.setStretchFactor(1, 1)
+        self.splitter.addWidget(right)
+        self.splitter.setStretchFactor(0, 1)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setSizes([620, 580])  # the memory table needs its five columns readable
 
     def _connect(self) -> None:
         self.picker.models_discovered.connect(self.models_discovered)

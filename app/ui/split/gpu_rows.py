@@ -138,7 +138,7 @@ class GpuRow:
         self.slider.setRange(0, SLIDER_STEPS)
         self.slider.setPageStep(50)
         self.slider.setSingleStep(5)
-        self.slider.setMinimumWidth(120)
+        self.slider.setMinimumWidth(80)
         self.slider.setToolTip(tip("tensor_split"))
         self.slider.setAccessibleName(f"GPU {index} share")
         self.spin = QtWidgets.QDoubleSpinBox(parent)
@@ -156,6 +156,7 @@ class GpuRow:
         self.bar = MemoryBar(parent)
         self.bar.setObjectName(f"memoryBar{index}")
         self.bar.show_text = False
+        self.bar.setMinimumWidth(100)  # the tab fits a 1280-pixel window beside the load settings
         self.used = QtWidgets.QLabel("", parent)
         self.used.setObjectName(f"used{index}")
         self.used.setAlignment(QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignVCenter)
@@ -236,11 +237,14 @@ class GpuRowsPanel(QtWidgets.QGroupBox):
         self.host_bar = MemoryBar()
         self.host_bar.setObjectName("hostBar")
         self.host_bar.show_text = False
+        self.host_bar.setMinimumWidth(100)
         self.host_used = QtWidgets.QLabel("")
         self.host_used.setObjectName("hostUsed")
         self.host_used.setAlignment(QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignVCenter)
         self.host_layers = QtWidgets.QLabel("")
         self.host_layers.setObjectName("hostLayers")
+        # "token embeddings + 19 layers (0–18)" wraps rather than widen the grid past a small window.
+        self.host_layers.setWordWrap(True)
         layout.addWidget(self.grid_host)
         layout.addWidget(segment_legend(self.palette()))
         layout.addStretch(1)
