@@ -203,13 +203,9 @@ class LoadPanel(QtWidgets.QGroupBox):
             "These settings come from the Split tab: change the split, context, KV cache type, flash "
             "attention and GPU layers there.\n\n" + tip("tensor_split")
         )
-        layout.addWidget(self.settings_label)
         self.plan_label = QtWidgets.QLabel()
         self.plan_label.setObjectName("planLabel")
         self.plan_label.setWordWrap(True)
-        # A line kept even while empty: the buttons below do not move when a model is chosen.
-        self.plan_label.setMinimumHeight(self.fontMetrics().lineSpacing())
-        layout.addWidget(self.plan_label)
         # One click back to the context the model was trained for, when the Split tab's is longer.
         self.ctx_button = QtWidgets.QPushButton()
         self.ctx_button.setObjectName("trainedContext")
@@ -219,12 +215,10 @@ class LoadPanel(QtWidgets.QGroupBox):
         ctx_row = QtWidgets.QHBoxLayout()
         ctx_row.addWidget(self.ctx_button)
         ctx_row.addStretch(1)
-        layout.addLayout(ctx_row)
         self.hardware_label = QtWidgets.QLabel()
         self.hardware_label.setObjectName("hardwareNote")
         self.hardware_label.setWordWrap(True)
         tint(self.hardware_label, TEXT_MUTED)
-        layout.addWidget(self.hardware_label)
 
         # Shown instead of loading when the plan says it will not fit: the user decides, no dialog.
         self.confirm_bar = QtWidgets.QFrame()
@@ -248,9 +242,8 @@ class LoadPanel(QtWidgets.QGroupBox):
         row.addStretch(1)
         confirm.addLayout(row)
         self.confirm_bar.hide()
-        layout.addWidget(self.confirm_bar)
 
-        row = QtWidgets.QHBoxLayout()
+        buttons = QtWidgets.QHBoxLayout()
         self.load_button = QtWidgets.QPushButton("Load")
         self.load_button.setObjectName("loadButton")
         self.load_button.setDefault(False)
@@ -260,20 +253,28 @@ class LoadPanel(QtWidgets.QGroupBox):
         self.unload_button.setToolTip(
             "Free the model's memory; the model process stays ready for the next load."
         )
-        row.addWidget(self.load_button)
-        row.addWidget(self.cancel_button)
-        row.addWidget(self.unload_button)
-        layout.addLayout(row)
+        buttons.addWidget(self.load_button)
+        buttons.addWidget(self.cancel_button)
+        buttons.addWidget(self.unload_button)
         self.progress = QtWidgets.QProgressBar()
         self.progress.setObjectName("loadProgress")
         self.progress.setRange(0, 100)
         self.progress.setValue(0)
         self.progress.setTextVisible(True)
-        layout.addWidget(self.progress)
         self.load_status = QtWidgets.QLabel("No model loaded.")
         self.load_status.setObjectName("loadStatus")
         self.load_status.setWordWrap(True)
+
+        # The buttons first: the lines below change length with every model and setting, and
+        # buttons placed after them would move each time.
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
         layout.addWidget(self.load_status)
+        layout.addWidget(self.confirm_bar)
+        layout.addWidget(self.settings_label)
+        layout.addWidget(self.plan_label)
+        layout.addLayout(ctx_row)
+        layout.addWidget(self.hardware_label)
         layout.addStretch(1)
 
     def _connect(self) -> None:

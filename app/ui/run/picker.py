@@ -128,16 +128,14 @@ class ModelPicker(QtWidgets.QGroupBox):
         self.model_label.setObjectName("modelLabel")
         self.model_label.setWordWrap(True)
         self.model_label.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
-        # Room for the name and the path line before any model is chosen: the buttons below stay put.
+        # Room for the name and the path line before any model is chosen: the list below stays put.
         self.model_label.setMinimumHeight(self.fontMetrics().lineSpacing() * 2 + 4)
         self.model_label.setAlignment(QtCore.Qt.AlignmentFlag.AlignLeft | QtCore.Qt.AlignmentFlag.AlignTop)
-        layout.addWidget(self.model_label)
         self.model_error = QtWidgets.QLabel()
         self.model_error.setObjectName("modelError")
         self.model_error.setWordWrap(True)
         self.model_error.hide()
         tint(self.model_error, TEXT_ERROR)
-        layout.addWidget(self.model_error)
 
         buttons = QtWidgets.QHBoxLayout()
         self.demo_button = QtWidgets.QPushButton("Use the demo model")
@@ -154,7 +152,10 @@ class ModelPicker(QtWidgets.QGroupBox):
         for b in (self.demo_button, self.open_button, self.add_folder_button, self.rescan_button):
             buttons.addWidget(b)
         buttons.addStretch(1)
+        # The buttons above the chosen model's description, whose length varies: they never move.
         layout.addLayout(buttons)
+        layout.addWidget(self.model_label)
+        layout.addWidget(self.model_error)
 
         self.found_tree = QtWidgets.QTreeWidget()
         self.found_tree.setObjectName("foundModels")

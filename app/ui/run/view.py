@@ -115,9 +115,11 @@ class RunView(QtWidgets.QWidget):
         self.load_scroll.setWidget(self.load_panel)
         right.addWidget(self.load_scroll)
         right.addWidget(self.memory)
-        right.setStretchFactor(0, 0)
-        right.setStretchFactor(1, 1)
+        right.setStretchFactor(0, 2)
+        right.setStretchFactor(1, 3)
         self.splitter.addWidget(right)
+        self._columns = (left, right)
+        self._sized = False
         self.splitter.setStretchFactor(0, 1)
         self.splitter.setStretchFactor(1, 1)
         self.splitter.setSizes([620, 580])  # the memory table needs its five columns readable
@@ -207,6 +209,16 @@ class RunView(QtWidgets.QWidget):
             if self.adapter.state == STATE_IDLE:
                 self.predicted_vram_changed.emit({})
         self.problem.show_problem(text, event.log_tail or self.adapter.log_tail())
+
+    def showEvent(self, event: QtGui.QShowEvent) -> None:
+        super().showEvent(event)
+        if not self._sized and self.height() > 0:
+            # Once the tab has its height: two fifths above, the rest for the chat and the comparison
+            # (the panels' own size hints would give the load panel's empty lines the room).
+            self._sized = True
+            for column in self._columns:
+                total = sum(column.sizes()) or self.height()
+                column.setSizes([total * 2 // 5, total - total * 2 // 5])
 
     # ------------------------------------------------------------------------------------------ drops
     def dragEnterEvent(self, event: QtGui.QDragEnterEvent) -> None:

@@ -42,7 +42,8 @@ class GpuLayersBox(QtWidgets.QSpinBox):
         return super().valueFromText(text)
 
 
-MODE_LABELS = {"layer": "Layer", "row": "Row", "tensor": "Tensor", "none": "None (one GPU)"}
+# Short enough that "— recommended" fits beside each in the fixed-width panel.
+MODE_LABELS = {"layer": "Layer", "row": "Row", "tensor": "Tensor", "none": "One GPU"}
 MODE_WORDS = {
     "layer": "layer split",
     "row": "row split",
