@@ -231,7 +231,8 @@ class GpuRowsPanel(QtWidgets.QGroupBox):
             self.grid.addWidget(header, 0, col)
         self.grid.setColumnStretch(2, 2)
         self.grid.setColumnStretch(5, 5)
-        self.grid.setColumnStretch(7, 1)  # room for the host's wrapped "token embeddings + N layers" on wide windows
+        # Room for the host's wrapped "token embeddings + N layers" on wide windows.
+        self.grid.setColumnStretch(7, 1)
         self.host_swatch = Swatch(muted_text(self.palette()))
         self.host_name = QtWidgets.QLabel("Host (system RAM)")
         self.host_name.setToolTip(tip("host"))
