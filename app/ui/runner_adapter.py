@@ -108,7 +108,7 @@ class RunnerAdapter(QtCore.QObject):
         self._state = STATE_IDLE
         self._closing = False  # read by the reader thread: plain bool, set once
         self._starters: list[threading.Thread] = []  # the newest last; all are joined at close
-        self._pending: tuple[P.LoadSettings, Plan | None, Adapt | None] | None = None
+        self._pending: tuple[P.LoadSettings, Plan | None, Adapt | None, int] | None = None
         self._load_id: int | None = None
         self._chat_id: int | None = None
         self._ready: P.ReadyEvent | None = None
@@ -148,12 +148,21 @@ class RunnerAdapter(QtCore.QObject):
         return self._client.log_tail(n) if self._client is not None else ()
 
     # ------------------------------------------------------------------------------------------ requests
-    def load(self, settings: P.LoadSettings, plan: Plan | None = None, adapt: Adapt | None = None) -> None:
+    def load(
+        self,
+        settings: P.LoadSettings,
+        plan: Plan | None = None,
+        adapt: Adapt | None = None,
+        remote_devices: int = 0,
+    ) -> None:
         """Load a model; starts the worker first when none runs. Progress and the outcome come as signals.
 
         ``adapt`` turns the settings into ones this machine runs once the worker has said which GPUs
         it sees (the window plans for rigs that are not this computer); a change is announced by
         :attr:`adapted`. Without it, a split this machine cannot run is refused with an error event.
+        ``remote_devices``: how many devices the settings' RPC servers add to the GPUs the worker sees
+        (the split counts them too).
+
         Raises :class:`RigfitError` for settings llama.cpp would reject, or while another request runs.
         """
         if self._state == STATE_CLOSED:
@@ -161,7 +170,7 @@ class RunnerAdapter(QtCore.QObject):
         if self._state not in (STATE_IDLE, STATE_LOADED):
             raise RigfitError(f"cannot load now: the model process is {self._state}")
         settings.validate()
-        self._pending = (settings, plan, adapt)
+        self._pending = (settings, plan, adapt, remote_devices)
         client = self._ensure_client()
         if client.alive and client.ready_info is not None:
             self._send_load()
@@ -284,7 +293,7 @@ class RunnerAdapter(QtCore.QObject):
         client = self._client
         if pending is None or client is None:
             return
-        settings, plan, adapt = pending
+        settings, plan, adapt, remote_devices = pending
         ready = client.ready_info
         if adapt is not None and ready is not None:
             try:
@@ -296,7 +305,7 @@ class RunnerAdapter(QtCore.QObject):
             settings, plan = machine.settings, machine.plan
             if machine.changes:
                 self.adapted.emit(machine)
-        n_gpus = len(ready.gpus) if ready is not None else 0
+        n_gpus = (len(ready.gpus) if ready is not None else 0) + remote_devices
         refused = unsupported_problem(settings.split_mode, settings.tensor_split, settings.main_gpu, n_gpus)
         if refused is not None:
             self._set_state(STATE_LOADED if self._loaded is not None else STATE_IDLE)

@@ -89,7 +89,8 @@ def machine_load(
     machine can honour and says what it left out. Without a GPU here, the plan to compare with is
     made again for this computer's CPU: the planned GPUs' figures would compare with nothing.
     """
-    n_gpus = len(ready.gpus)
+    # RPC servers add their devices at load time: the worker's ready event lists local GPUs only.
+    n_gpus = len(ready.gpus) + (len(rig.remote_gpus) if rig is not None else 0)
     fitted = fit_split_to_machine(load.split_mode, load.tensor_split, load.main_gpu, n_gpus)
     sent = replace(
         load, split_mode=fitted.split_mode, tensor_split=fitted.tensor_split, main_gpu=fitted.main_gpu
@@ -340,8 +341,9 @@ class LoadPanel(QtWidgets.QGroupBox):
             return machine_load(choice, rig, load, plan, ready)
 
         try:
-            load = P.LoadSettings.from_settings(choice.path, settings, n_threads=self.n_threads)
-            self.adapter.load(load, plan, adapt=adapt)
+            load = P.LoadSettings.for_rig(rig, choice.path, settings, n_threads=self.n_threads)
+            remote = len(rig.remote_gpus) if rig is not None else 0
+            self.adapter.load(load, plan, adapt=adapt, remote_devices=remote)
         except RigfitError as exc:
             self.load_refused.emit(str(exc))
             return False
