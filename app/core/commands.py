@@ -25,11 +25,10 @@ differ from llama-cpp-python's and newer builds re-fit unset options to free mem
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-from app.core.memory import profile
 from app.core.model_spec import ModelSpec
-from app.core.placement import plan_profile
+from app.core.offload import loading_plan
 from app.core.plan import STATUS_NO, Plan
 from app.core.rig import VENDOR_AMD, VENDOR_NVIDIA, Rig
 from app.core.rpc import (
@@ -92,13 +91,6 @@ class ExportedCommand:
 # ------------------------------------------------------------------------------------------------
 
 
-def _running_plan(rig: Rig, spec: ModelSpec, plan: Plan) -> Plan:
-    """The placement that will load: the plan's fitting n_gpu_layers when it had to offload."""
-    if plan.fit_n_gpu_layers is None:
-        return plan
-    return plan_profile(rig, profile(spec), replace(plan.settings, n_gpu_layers=plan.fit_n_gpu_layers))
-
-
 def _ngl(plan: Plan, rig: Rig) -> int:
     if not rig.gpus:
         return 0
@@ -125,13 +117,24 @@ def model_path(spec: ModelSpec) -> str:
     return f"{spec.id}-{spec.file_type or 'MODEL'}.gguf"
 
 
+# Letters whose English names start with a vowel sound: "an IQ3_M", "an F16", "an MXFP4" but "a Q4_K_M".
+_VOWEL_SOUND_LETTERS = frozenset("AEFHILMNORSX")
+
+
+def with_article(word: str) -> str:
+    """``word`` after "a" or "an" as it is read aloud; quant names are spelled letter by letter."""
+    if not word:
+        return "a"
+    first = word[0]
+    vowel = first.upper() in _VOWEL_SOUND_LETTERS if first.isupper() else first.lower() in "aeiou"
+    return f"{'an' if vowel else 'a'} {word}"
+
+
 def _path_note(spec: ModelSpec) -> tuple[str, ...]:
     if spec.paths:
         return ()
-    return (
-        f"{model_path(spec)} stands for a {spec.file_type or ''} GGUF of {spec.name}: download one and "
-        "put its path there",
-    )
+    kind = f"{with_article(spec.file_type)} GGUF" if spec.file_type else "a GGUF"
+    return (f"{model_path(spec)} stands for {kind} of {spec.name}: download one and put its path there",)
 
 
 def _split_args(rig: Rig, p: Plan, sep: str) -> list[str]:
@@ -209,7 +212,7 @@ def _common_notes(rig: Rig, p: Plan) -> list[str]:
 
 def llama_server_command(rig: Rig, spec: ModelSpec, plan: Plan) -> ExportedCommand:
     """llama-server with every option that decides the placement set explicitly."""
-    p = _running_plan(rig, spec, plan)
+    p = loading_plan(rig, spec, plan)
     s = p.settings
     argv = ["llama-server", "-m", model_path(spec), "-c", str(s.ctx), "-ngl", str(_ngl(plan, rig))]
     argv += _rpc_args(rig)
@@ -233,7 +236,7 @@ def llama_server_command(rig: Rig, spec: ModelSpec, plan: Plan) -> ExportedComma
 
 def llama_bench_command(rig: Rig, spec: ModelSpec, plan: Plan) -> ExportedCommand:
     """llama-bench for the plan's placement (prompt 512, generation 128 tokens)."""
-    p = _running_plan(rig, spec, plan)
+    p = loading_plan(rig, spec, plan)
     s = p.settings
     argv = ["llama-bench", "-m", model_path(spec), "-ngl", str(_ngl(plan, rig))]
     argv += _rpc_args(rig)
@@ -258,7 +261,7 @@ def llama_bench_command(rig: Rig, spec: ModelSpec, plan: Plan) -> ExportedComman
 
 def ollama_command(rig: Rig, spec: ModelSpec, plan: Plan) -> ExportedCommand:
     """``ollama serve`` with the environment the plan needs, a Modelfile, and create/run steps."""
-    p = _running_plan(rig, spec, plan)
+    p = loading_plan(rig, spec, plan)
     s = p.settings
     used = [rig.gpus[i].index for i, d in enumerate(p.devices) if d.layers > 0 or d.has_output]
     env: list[tuple[str, str]] = []
@@ -323,7 +326,7 @@ def _hf_repo(spec: ModelSpec) -> str | None:
 def vllm_command(rig: Rig, spec: ModelSpec, plan: Plan) -> ExportedCommand:
     """``vllm serve`` over the plan's GPUs: tensor parallel when they are equal, pipeline parallel
     (with the plan's layer counts) when their VRAM differs."""
-    p = _running_plan(rig, spec, plan)
+    p = loading_plan(rig, spec, plan)
     s = p.settings
     used = [i for i, d in enumerate(p.devices) if d.layers > 0 or d.has_output]
     repo = _hf_repo(spec)
@@ -333,7 +336,8 @@ def vllm_command(rig: Rig, spec: ModelSpec, plan: Plan) -> ExportedCommand:
     notes: list[str] = []
     refused: str | None = None
     if spec.paths:
-        argv += ["--tokenizer", "<the base model's Hugging Face repository>"]
+        # No quote in the placeholder: shlex would print it as '<…'"'"'…>' on the command line.
+        argv += ["--tokenizer", "<Hugging Face repository of the base model>"]
         notes.append(
             "vLLM reads GGUF experimentally (single files only, via its GGUF plugin in new releases)"
         )
@@ -394,7 +398,7 @@ def vllm_command(rig: Rig, spec: ModelSpec, plan: Plan) -> ExportedCommand:
 def exllamav2_command(rig: Rig, spec: ModelSpec, plan: Plan) -> ExportedCommand:
     """ExLlamaV2's test_inference.py with ``-gs``: the plan's weights per GPU in GB (GiB, as ExLlamaV2
     counts them), rounded up to a tenth."""
-    p = _running_plan(rig, spec, plan)
+    p = loading_plan(rig, spec, plan)
     s = p.settings
     notes = [
         f"ExLlamaV2 loads EXL2 (or GPTQ) quantizations, not GGUF: use an EXL2 folder of {spec.name}; -gs is "
@@ -442,4 +446,5 @@ __all__ = [
     "model_path",
     "ollama_command",
     "vllm_command",
+    "with_article",
 ]

@@ -45,14 +45,22 @@ def token_text(ll: Any, vocab: Any, token: int) -> str:
     return raw.decode("utf-8", "replace") if raw else ""
 
 
-def make_sampler(ll: Any, request: P.ChatRequest, seed: int | None) -> Any:
+def make_sampler(ll: Any, vocab: Any, request: P.ChatRequest, seed: int | None) -> Any:
     """A sampler chain for the request; the caller frees it (``llama_sampler_free``)."""
     chain = ll.llama_sampler_chain_init(ll.llama_sampler_chain_default_params())
+    if request.repeat_penalty != 1.0 and request.repeat_last_n > 0:
+        n_vocab = int(ll.llama_vocab_n_tokens(vocab))
+        penalties = ll.llama_sampler_init_penalties(
+            n_vocab, request.repeat_last_n, request.repeat_penalty, 0.0, 0.0
+        )
+        ll.llama_sampler_chain_add(chain, penalties)
     if request.temperature <= 0:
         ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_greedy())
     else:
-        # llama.cpp's common order: truncate first, then temperature, then draw.
+        # llama.cpp's common order: penalties, truncate, then temperature, then draw.
         ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_top_p(request.top_p, 1))
+        if request.min_p > 0:
+            ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_min_p(request.min_p, 1))
         ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_temp(request.temperature))
         draw_seed = ll.LLAMA_DEFAULT_SEED if seed is None else seed & 0xFFFFFFFF
         ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_dist(draw_seed))
@@ -109,7 +117,11 @@ def generate(
         if rc != 0:
             raise GenerationFailed(f"llama.cpp could not process the prompt (llama_decode returned {rc})")
 
-    sampler = make_sampler(ll, request, seed)
+    sampler = make_sampler(ll, vocab, request, seed)
+    if request.repeat_penalty != 1.0 and request.repeat_last_n > 0:
+        # As llama-server: the penalty also counts what the prompt already repeats.
+        for token in tokens[-request.repeat_last_n :]:
+            ll.llama_sampler_accept(sampler, token)
     decoder = codecs.getincrementaldecoder("utf-8")("replace")
     piece_buf = ctypes.create_string_buffer(256)
     one = (ll.llama_token * 1)()

@@ -10,7 +10,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.core.errors import BadModelFile, RigfitError
-from app.core.rules import Problem, first_error, ratio_problems, runtime_problems, split_mode_problem
+from app.core.rules import (
+    CODE_MAIN_GPU_MISSING,
+    CODE_SPLIT_LENGTH,
+    CODE_SPLIT_NEEDS_GPU,
+    Problem,
+    first_error,
+    ratio_problems,
+    runtime_problems,
+    split_mode_problem,
+)
 
 _GGUF_MAGIC = b"GGUF"
 
@@ -91,3 +100,64 @@ def unsupported_problem(
     """The rule this machine breaks for a split (``None`` when it can run it); ``n_gpus`` is what
     llama.cpp sees (:func:`app.core.rules.runtime_problems`)."""
     return first_error(runtime_problems(split_mode, tensor_split, main_gpu, n_gpus))
+
+
+@dataclass(frozen=True)
+class MachineSplit:
+    """A split adapted to the GPUs llama.cpp sees on this machine (:func:`fit_split_to_machine`).
+
+    ``changes`` says in the user's words what was left out or moved; ``codes`` the rules
+    (:mod:`app.core.rules` codes) the asked-for split broke here. Both are empty when it runs as asked.
+    """
+
+    split_mode: str
+    tensor_split: tuple[float, ...] | None
+    main_gpu: int
+    changes: tuple[str, ...] = ()
+    codes: tuple[str, ...] = ()
+
+
+def fit_split_to_machine(
+    split_mode: str, tensor_split: tuple[float, ...] | None, main_gpu: int, n_gpus: int
+) -> MachineSplit:
+    """The nearest split this machine's llama.cpp (which sees ``n_gpus`` GPUs) runs.
+
+    The window plans for rigs that may not be this computer (a planned 2x RTX 3090 on a laptop); a
+    split made for those GPUs must not stop the model from running on the hardware that exists. Each
+    rule :func:`app.core.rules.runtime_problems` finds is answered by the smallest change: row and
+    tensor split fall back to the layer split without GPUs, ratios for GPUs that are not here are
+    dropped (the rest keep their proportions), a main GPU that is not here becomes GPU 0. The CLI
+    keeps refusing instead (``rigfit run --split`` asks for exactly that split).
+    """
+    problems = runtime_problems(split_mode, tensor_split, main_gpu, n_gpus)
+    if not problems:
+        return MachineSplit(split_mode, tensor_split, main_gpu)
+    found = {p.code for p in problems}
+    changes: list[str] = []
+    mode, split, main = split_mode, tensor_split, main_gpu
+    if CODE_SPLIT_NEEDS_GPU in found:
+        mode = "layer"
+        changes.append(f"the {split_mode} split needs GPUs, so the layer split is used")
+    if CODE_SPLIT_LENGTH in found and split is not None:
+        kept = tuple(split[:n_gpus])
+        if n_gpus == 0 or sum(kept) <= 0:
+            split = None
+            changes.append(
+                "the tensor split is left out (it is for GPUs llama.cpp does not see here)"
+                if n_gpus == 0
+                else "the tensor split gives nothing to the GPUs here, so llama.cpp splits by their free memory"
+            )
+        else:
+            split = kept
+            changes.append(
+                f"the tensor split has {len(tensor_split or ())} ratios and llama.cpp sees {_gpus(n_gpus)} "
+                f"here, so the first {n_gpus} are used"
+            )
+    if CODE_MAIN_GPU_MISSING in found:
+        main = 0
+        changes.append(f"main GPU {main_gpu} is not on this computer, so GPU 0 is used")
+    return MachineSplit(mode, split, main, tuple(changes), tuple(p.code for p in problems))
+
+
+def _gpus(n: int) -> str:
+    return f"{n} GPU{'' if n == 1 else 's'}"

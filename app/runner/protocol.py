@@ -257,10 +257,12 @@ class ChatMessage:
 class ChatRequest:
     """One generation: the whole conversation so far (or a raw prompt) and the sampling knobs.
 
-    ``temperature`` of 0 samples greedily. ``ignore_eos`` keeps generating past the end-of-turn token
-    (benchmarks need a fixed token count). ``prompt``, when given instead of ``messages``, is the text
-    itself, tokenized as it is (no chat template): OpenAI's ``/v1/completions``. ``stop`` ends the
-    generation where one of these strings appears; the string itself is neither streamed nor kept.
+    ``temperature`` of 0 samples greedily. ``min_p`` of 0 and ``repeat_penalty`` of 1 are off (as
+    llama.cpp's samplers take them); the penalty looks at the last ``repeat_last_n`` tokens, prompt
+    included. ``ignore_eos`` keeps generating past the end-of-turn token (benchmarks need a fixed
+    token count). ``prompt``, when given instead of ``messages``, is the text itself, tokenized as it
+    is (no chat template): OpenAI's ``/v1/completions``. ``stop`` ends the generation where one of
+    these strings appears; the string itself is neither streamed nor kept.
     """
 
     messages: tuple[ChatMessage, ...]
@@ -271,6 +273,9 @@ class ChatRequest:
     ignore_eos: bool = False
     prompt: str | None = None
     stop: tuple[str, ...] = ()
+    min_p: float = 0.0
+    repeat_penalty: float = 1.0
+    repeat_last_n: int = 64
 
     def validate(self) -> None:
         if self.prompt is None and not self.messages:
@@ -288,6 +293,14 @@ class ChatRequest:
         for s in self.stop:
             if not s or len(s) > MAX_STOP_CHARS:
                 raise RigfitError(f"a stop sequence must have 1 to {MAX_STOP_CHARS} characters")
+        if not (0 <= self.min_p < 1):
+            raise RigfitError(f"min-p must be 0 or more and below 1, got {self.min_p:g}")
+        if not math.isfinite(self.repeat_penalty) or self.repeat_penalty <= 0:
+            raise RigfitError(f"the repeat penalty must be above 0 (1 is off), got {self.repeat_penalty:g}")
+        if self.repeat_last_n < 0:
+            raise RigfitError(
+                f"the repeat penalty's window must be 0 or more tokens, got {self.repeat_last_n}"
+            )
 
     def to_message(self) -> dict[str, Any]:
         data = asdict(self)
@@ -324,6 +337,9 @@ class ChatRequest:
             ignore_eos=bool(data.get("ignore_eos", False)),
             prompt=prompt,
             stop=tuple(stop),
+            min_p=float(data.get("min_p", 0.0)),
+            repeat_penalty=float(data.get("repeat_penalty", 1.0)),
+            repeat_last_n=int(data.get("repeat_last_n", 64)),
         )
 
 

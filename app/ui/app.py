@@ -75,12 +75,15 @@ def build_window(args: argparse.Namespace) -> tuple[object, object]:
 
         planned = parse_rig_expression(expr)
     app = _application()
-    from app.ui.main_window import MainWindow
+    from app.ui.main_window import PREFERRED_SIZE, MainWindow
     from app.ui.settings_store import SettingsStore
 
     screenshot = bool(getattr(args, "screenshot", None))
     store = SettingsStore.memory() if screenshot else None
     window = MainWindow(planned_rig=planned, store=store, restore=not screenshot)
+    if screenshot:
+        # Rendered offscreen, whose "screen" is small: the picture has the window's preferred size.
+        window.resize(*PREFERRED_SIZE)
     return app, window
 
 

@@ -34,7 +34,7 @@ GLOSSARY: dict[str, str] = {
         "Tensor split (tensor parallelism): weights and KV cache of every layer are split by heads; all "
         "GPUs work on every token at the same time. Best with NVLink. Needs flash attention."
     ),
-    "mode_none": "No split: the whole model on the main GPU; other GPUs stay idle.",
+    "mode_none": "No split (split mode none): the whole model on the main GPU; other GPUs stay idle.",
     "kv_cache": (
         "KV cache: the model's memory of the conversation so far (keys and values for every token of "
         "the context, in every layer). It grows with the context length and lives with its layer's GPU."

@@ -83,6 +83,22 @@ def model_choice_for(ref: str, quant: str | None = None) -> ModelChoice:
     return ModelChoice(ref=ref, spec=spec, quant=spec.file_type or (quant or ""), label=label)
 
 
+# The window's first size, when no size is remembered: roomy on a desktop screen, never larger than
+# the screen it opens on (a 1366x768 laptop leaves about 1366x730 to a window).
+PREFERRED_SIZE = (1280, 860)
+
+
+def _initial_size() -> QtCore.QSize:
+    width, height = PREFERRED_SIZE
+    screen = QtGui.QGuiApplication.primaryScreen()
+    if screen is not None:
+        available = screen.availableGeometry()
+        # The window manager's title bar and frame come on top of the size set here.
+        width = min(width, available.width() - 16)
+        height = min(height, available.height() - 48)
+    return QtCore.QSize(max(width, 640), max(height, 480))
+
+
 class LazyTab(QtWidgets.QWidget):
     """A tab whose content is built the first time it is shown or asked for (:meth:`content`)."""
 
@@ -115,7 +131,14 @@ class LazyTab(QtWidgets.QWidget):
             self._content = widget
             layout = self.layout()
             assert layout is not None
-            layout.addWidget(widget)
+            # A tab whose panels need more room than a small screen has scrolls inside its own area:
+            # its minimum size never makes the window bigger than a 1366x768 laptop's screen.
+            scroll = QtWidgets.QScrollArea()
+            scroll.setObjectName(f"{widget.objectName() or 'tab'}Scroll")
+            scroll.setWidgetResizable(True)
+            scroll.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)
+            scroll.setWidget(widget)
+            layout.addWidget(scroll)
             self.created.emit(widget)
         return self._content
 
@@ -151,7 +174,7 @@ class MainWindow(QtWidgets.QMainWindow):
         super().__init__()
         self.setWindowTitle("Rigfit")
         self.setObjectName("mainWindow")
-        self.resize(1280, 860)
+        self.resize(_initial_size())
         self.setAcceptDrops(True)
         self.tasks = TaskRunner(pool or QtCore.QThreadPool(self), self)
         self._pool = self.tasks.pool

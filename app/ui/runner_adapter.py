@@ -32,6 +32,7 @@ from app.runner.options import unsupported_problem
 
 if TYPE_CHECKING:
     from app.core.plan import Plan
+    from app.core.rig import Rig
     from app.runner.client import RunnerClient
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,21 @@ STATE_CLOSED = "closed"
 BUSY_STATES = frozenset({STATE_STARTING, STATE_LOADING, STATE_CANCELLING, STATE_GENERATING, STATE_UNLOADING})
 
 ClientFactory = Callable[[Callable[[P.Event], None]], "RunnerClient"]
+
+
+@dataclass(frozen=True)
+class MachineLoad:
+    """What a load becomes on this machine (:attr:`RunnerAdapter.adapted`): the settings sent, the plan
+    to compare with, and what changed, in the user's words."""
+
+    settings: P.LoadSettings
+    plan: Plan | None
+    changes: tuple[str, ...]
+    rig: Rig | None = None  # the rig ``plan`` was made for, when made again for this machine
+
+
+# Given the asked-for settings and plan and what the worker sees, the load to send (see load()).
+Adapt = Callable[[P.LoadSettings, "Plan | None", P.ReadyEvent], MachineLoad]
 
 
 @dataclass(frozen=True)
@@ -79,6 +95,7 @@ class RunnerAdapter(QtCore.QObject):
     exited = QtCore.Signal(object)  # ExitedEvent: the worker process is gone (reaped)
     unloaded = QtCore.Signal()
     state_changed = QtCore.Signal(str)
+    adapted = QtCore.Signal(object)  # MachineLoad: the load was changed to run on this machine
 
     _posted = QtCore.Signal(object)  # any thread -> GUI thread
 
@@ -91,7 +108,7 @@ class RunnerAdapter(QtCore.QObject):
         self._state = STATE_IDLE
         self._closing = False  # read by the reader thread: plain bool, set once
         self._starters: list[threading.Thread] = []  # the newest last; all are joined at close
-        self._pending: tuple[P.LoadSettings, Plan | None, int] | None = None
+        self._pending: tuple[P.LoadSettings, Plan | None, Adapt | None, int] | None = None
         self._load_id: int | None = None
         self._chat_id: int | None = None
         self._ready: P.ReadyEvent | None = None
@@ -138,9 +155,18 @@ class RunnerAdapter(QtCore.QObject):
         return self._ensure_client()
 
     # ------------------------------------------------------------------------------------------ requests
-    def load(self, settings: P.LoadSettings, plan: Plan | None = None, remote_devices: int = 0) -> None:
+    def load(
+        self,
+        settings: P.LoadSettings,
+        plan: Plan | None = None,
+        adapt: Adapt | None = None,
+        remote_devices: int = 0,
+    ) -> None:
         """Load a model; starts the worker first when none runs. Progress and the outcome come as signals.
 
+        ``adapt`` turns the settings into ones this machine runs once the worker has said which GPUs
+        it sees (the window plans for rigs that are not this computer); a change is announced by
+        :attr:`adapted`. Without it, a split this machine cannot run is refused with an error event.
         ``remote_devices``: how many devices the settings' RPC servers add to the GPUs the worker sees
         (the split counts them too).
 
@@ -151,7 +177,7 @@ class RunnerAdapter(QtCore.QObject):
         if self._state not in (STATE_IDLE, STATE_LOADED):
             raise RigfitError(f"cannot load now: the model process is {self._state}")
         settings.validate()
-        self._pending = (settings, plan, remote_devices)
+        self._pending = (settings, plan, adapt, remote_devices)
         client = self._ensure_client()
         if client.alive and client.ready_info is not None:
             self._send_load()
@@ -281,8 +307,18 @@ class RunnerAdapter(QtCore.QObject):
         client = self._client
         if pending is None or client is None:
             return
-        settings, plan, remote_devices = pending
+        settings, plan, adapt, remote_devices = pending
         ready = client.ready_info
+        if adapt is not None and ready is not None:
+            try:
+                machine = adapt(settings, plan, ready)
+            except RigfitError as exc:
+                self._set_state(STATE_LOADED if self._loaded is not None else STATE_IDLE)
+                self.error.emit(P.ErrorEvent(message=str(exc), kind=P.ERR_BAD_REQUEST))
+                return
+            settings, plan = machine.settings, machine.plan
+            if machine.changes:
+                self.adapted.emit(machine)
         n_gpus = (len(ready.gpus) if ready is not None else 0) + remote_devices
         refused = unsupported_problem(settings.split_mode, settings.tensor_split, settings.main_gpu, n_gpus)
         if refused is not None:

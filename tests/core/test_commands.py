@@ -6,7 +6,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from app.core.catalog import catalog_spec
-from app.core.commands import export_commands, llama_server_command, ollama_command, vllm_command
+from app.core.commands import (
+    export_commands,
+    llama_server_command,
+    ollama_command,
+    vllm_command,
+    with_article,
+)
 from app.core.model_source import load_model_spec
 from app.core.placement import plan
 from app.core.settings import Settings
@@ -192,6 +198,18 @@ def test_a_gguf_path_with_spaces_is_quoted(tmp_path: Path) -> None:
     assert f"-m '{written.path}'" in c["llama-server"].command_line
     assert "stands for" not in c["llama-server"].text  # a real file needs no placeholder note
     assert "--tokenizer" in c["vllm"].argv
+    # The placeholder reads as written: no apostrophe for the shell quoting to garble.
+    assert "--tokenizer '<Hugging Face repository of the base model>'" in c["vllm"].command_line
+    assert "'\"'\"'" not in c["vllm"].text
+
+
+def test_placeholders_read_as_english() -> None:
+    iq3 = _cmds(PAIR, catalog_spec("llama-3.3-70b", "IQ3_M"))["llama-server"].text
+    assert "stands for an IQ3_M GGUF of Llama 3.3 70B Instruct" in iq3
+    assert "stands for a Q4_K_M GGUF" in _cmds(PAIR, L70_Q4)["llama-server"].text
+    assert [with_article(w) for w in ("IQ2_XS", "F16", "BF16", "Q8_0", "MXFP4", "TQ1_0", "")] == [
+        "an IQ2_XS", "an F16", "a BF16", "a Q8_0", "an MXFP4", "a TQ1_0", "a",
+    ]  # fmt: skip
 
 
 def test_row_split_and_cpu_only_plans_say_what_happens() -> None:

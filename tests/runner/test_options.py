@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 from app.core.errors import BadModelFile, RigfitError
-from app.runner.options import BenchConfig, parse_configs, parse_split, resolve_model, unsupported_problem
+from app.runner.options import (
+    BenchConfig,
+    fit_split_to_machine,
+    parse_configs,
+    parse_split,
+    resolve_model,
+    unsupported_problem,
+)
 
 
 def test_split_parses_ratios() -> None:
@@ -64,6 +71,28 @@ def test_what_a_rig_cannot_run() -> None:
     assert unsupported_problem("row", (1.0, 1.0), 1, 2) is None
     code, message = _refused("none", None, 2, 2)
     assert code == "main-gpu-missing" and "main GPU 2" in message
+
+
+def test_a_split_is_fitted_to_the_gpus_this_machine_has() -> None:
+    # A planned rig's 60/40 split on a computer whose llama.cpp sees no GPU: the CPU runs it all.
+    cpu = fit_split_to_machine("layer", (0.6, 0.4), 0, 0)
+    assert (cpu.split_mode, cpu.tensor_split, cpu.main_gpu) == ("layer", None, 0)
+    assert cpu.codes == ("split-length",) and unsupported_problem("layer", None, 0, 0) is None
+    assert cpu.changes == ("the tensor split is left out (it is for GPUs llama.cpp does not see here)",)
+    tensor = fit_split_to_machine("tensor", (1.0, 1.0), 0, 0)
+    assert (tensor.split_mode, tensor.tensor_split) == ("layer", None)
+    assert tensor.codes == ("split-needs-gpu", "split-length")
+    assert "the tensor split needs GPUs, so the layer split is used" in tensor.changes
+    # Three planned GPUs, two here: the first two keep their proportions.
+    two = fit_split_to_machine("layer", (3.0, 1.0, 1.0), 2, 2)
+    assert (two.tensor_split, two.main_gpu) == ((3.0, 1.0), 0)
+    assert unsupported_problem(two.split_mode, two.tensor_split, two.main_gpu, 2) is None
+    assert any("first 2 are used" in c for c in two.changes) and any("main GPU 2" in c for c in two.changes)
+    # Ratios only for GPUs that are not here: llama.cpp's own split by free memory.
+    assert fit_split_to_machine("layer", (0.0, 1.0), 0, 1).tensor_split is None
+    # What runs here is left alone, and says nothing.
+    same = fit_split_to_machine("row", (1.0, 1.0), 1, 2)
+    assert (same.split_mode, same.tensor_split, same.main_gpu, same.changes) == ("row", (1.0, 1.0), 1, ())
 
 
 def test_model_file_checks(tmp_path: Path) -> None:

@@ -108,6 +108,40 @@ def test_demo_model_answers_a_chat(session: Session) -> None:
     assert done.ttft_s is not None and 0 < done.ttft_s <= done.wall_s
 
 
+def test_repeat_penalty_min_p_and_a_system_prompt_reach_the_sampler(session: Session) -> None:
+    session.ensure_demo()
+
+    def reply(request: P.ChatRequest) -> P.DoneEvent:
+        done = list(session.client.chat_stream(request, timeout=60))[-1]
+        assert isinstance(done, P.DoneEvent)
+        return done
+
+    text = "List the colours of the rainbow, then list them again."
+    plain = reply(session.chat(text, max_tokens=48, ignore_eos=True))
+    # Off values are exactly the old sampler: greedy, no penalty.
+    assert (
+        reply(session.chat(text, max_tokens=48, ignore_eos=True, repeat_penalty=1.0, min_p=0.0)).text
+        == plain.text
+    )
+    penalised = reply(session.chat(text, max_tokens=48, ignore_eos=True, repeat_penalty=1.5))
+    assert penalised.text != plain.text  # the penalty changed which tokens greedy picks
+    # min-p truncates before the draw: with a seed the sampled reply is reproducible.
+    sampled = session.chat(text, max_tokens=16, temperature=0.9, min_p=0.2, seed=7)
+    assert reply(sampled).text == reply(sampled).text
+    system = P.ChatRequest(
+        messages=(P.ChatMessage("system", "Answer in one word."), P.ChatMessage("user", text)),
+        temperature=0.0,
+        max_tokens=8,
+    )
+    with_system = reply(system)
+    # The system message is in the prompt: SmolLM2's template puts its own default one there otherwise.
+    assert with_system.prompt_tokens != plain.prompt_tokens
+    with pytest.raises(Exception, match="repeat penalty"):
+        P.ChatRequest(messages=system.messages, repeat_penalty=0.0).validate()
+    with pytest.raises(Exception, match="min-p"):
+        P.ChatRequest(messages=system.messages, min_p=1.0).validate()
+
+
 def test_tokens_stream_in_order_as_they_are_made(session: Session) -> None:
     session.ensure_demo()
     arrivals: list[tuple[float, P.TokenEvent | P.DoneEvent]] = []

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pytestqt.qtbot import QtBot
 
-from PySide6 import QtCore, QtGui
+from PySide6 import QtCore, QtGui, QtWidgets
 
 from app.core.rig import Rig
 from app.hardware.catalog import parse_rig_expression
@@ -354,3 +354,77 @@ def test_every_term_the_tabs_explain_has_a_glossary_entry() -> None:
         "nvlink",
     ):
         assert len(GLOSSARY[term]) > 40 and term in used
+
+
+# -- a 1366x768 laptop ------------------------------------------------------------------------------------
+
+
+def test_the_window_fits_a_small_screen_after_every_tab_has_been_shown(
+    make_window: Callable[..., MainWindow], qtbot: QtBot
+) -> None:
+    window = make_window(scenario="zero-gpus")
+    window.show()
+    available = window.screen().availableGeometry()
+    # With nothing remembered the window opens no larger than the screen.
+    assert window.width() <= available.width() and window.height() <= available.height()
+    _detected(qtbot, window)
+    _choose(qtbot, window, "llama-3.3-70b", "Q4_K_M")
+    window.state.set_rig(parse_rig_expression("RTX 3090 + RTX 3060@x4"))
+    for name in TAB_NAMES:
+        window.show_tab(name)
+        _settle(qtbot, window)
+        QtWidgets.QApplication.processEvents()
+    hint = window.minimumSizeHint()
+    assert hint.width() <= 1280 and hint.height() <= 720, hint
+    window.resize(1280, 720)
+    QtWidgets.QApplication.processEvents()
+    assert (window.width(), window.height()) == (1280, 720)
+    # The Split tab at 1280 pixels: the load settings and Copy command are on screen, no sideways scroll.
+    window.show_tab("split")
+    QtWidgets.QApplication.processEvents()
+    split = window.split_view
+    assert split.scroll_area.horizontalScrollBar().maximum() == 0
+    viewport = split.scroll_area.viewport()
+    for widget in (split.load_settings, split.export.copy_button):
+        right = widget.mapTo(viewport, QtCore.QPoint(widget.width(), 0)).x()
+        assert right <= viewport.width(), widget.objectName()
+    # The Run tab: its load panel scrolls inside itself rather than overlap its lines.
+    window.show_tab("run")
+    QtWidgets.QApplication.processEvents()
+    run = window.run_view
+    assert run is not None and run.load_scroll.horizontalScrollBar().maximum() == 0
+    send = run.chat.send_button
+    assert send.mapTo(window, QtCore.QPoint(0, send.height())).y() <= window.height()
+
+
+def test_the_conversation_stays_while_other_tabs_are_used(
+    make_window: Callable[..., MainWindow], qtbot: QtBot
+) -> None:
+    window = make_window(scenario="zero-gpus")
+    window.show()
+    _detected(qtbot, window)
+    window.show_tab("run")
+    run = window.run_view
+    assert run is not None
+    run.n_threads = 1
+    qtbot.mouseClick(run.picker.demo_button, QtCore.Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: window.state.model is not None, timeout=WAIT_MS)
+    with qtbot.waitSignal(run.adapter.loaded, timeout=WAIT_MS):
+        run.load_panel.load_model()
+    run.chat.temperature.setValue(0.0)
+    run.chat.max_tokens.setValue(4)
+    run.chat.input.setPlainText("Name a colour.")
+    with qtbot.waitSignal(run.adapter.done, timeout=WAIT_MS):
+        assert run.chat.send()
+    transcript = run.chat.transcript.toPlainText()
+    assert "Name a colour." in transcript and len(run.chat.messages) == 2
+    run.chat.input.setPlainText("A draft not sent yet")
+    for name in ("split", "monitor", "fit", "hardware", "run"):
+        window.show_tab(name)
+        QtWidgets.QApplication.processEvents()
+    window.state.update_settings(ctx=4096)  # a change on the Split tab meanwhile
+    window.show_tab("run")
+    assert window.run_view is run
+    assert run.chat.transcript.toPlainText() == transcript and len(run.chat.messages) == 2
+    assert run.chat.input.toPlainText() == "A draft not sent yet"
+    assert "changed since this load" in run.load_panel.hardware_label.text()

@@ -28,6 +28,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 from app.core.model_source import load_model_spec
 from app.core.rig import Gpu, Rig
 from app.core.settings import Settings
+from app.hardware.catalog import parse_rig_expression
 from app.hardware.nvml import load_fake
 from app.hardware.probe import detect_rig
 from app.runner import protocol as P
@@ -262,6 +263,9 @@ def test_cancel_stops_a_load_and_a_bad_load_is_explained_in_place(
     qtbot.waitUntil(lambda: view.problem.isVisibleTo(view), timeout=60000)
     assert "quantized V cache requires flash_attn" in view.problem.label.text()
     assert view.load_panel.load_status.text() == "No model loaded."
+    # "Plan and reality" stops waiting too: the load ended without a model.
+    assert not view.memory.loading and "Loading" not in view.memory.memory_note.text()
+    assert view.memory.memory_note.text().startswith("The load did not complete: ")
     qtbot.mouseClick(view.problem.log_toggle, QtCore.Qt.MouseButton.LeftButton)
     assert view.problem.log_view.isVisibleTo(view) and view.problem.log_view.toPlainText().strip()
     assert not [w for w in QtWidgets.QApplication.topLevelWidgets() if isinstance(w, QtWidgets.QMessageBox)]
@@ -676,3 +680,195 @@ def test_closing_the_main_window_leaves_no_worker_thread_or_timer(
     assert not psutil.Process().children(recursive=True)
     assert not _rigfit_threads()
     assert_quiet(window)
+
+
+# -- a planned rig on a computer without a GPU --------------------------------------------------------
+
+
+def test_load_after_a_slider_change_without_a_gpu_runs_on_the_cpu_and_says_so(
+    make_view: Callable[..., RunView], qtbot: QtBot
+) -> None:
+    """The Split tab's slider on the planned 2x RTX 3090, then Load on this GPU-less machine: the
+    model runs on the CPU, the tab says what it left out, and the comparison is for the CPU."""
+    from app.ui.split.view import SplitView
+
+    state = AppState()
+    state.set_rig(parse_rig_expression("2x RTX 3090"))
+    view = make_view(state)
+    split = SplitView(state)
+    qtbot.addWidget(split)
+    view.show()
+    qtbot.waitExposed(view)
+    load_y = view.load_panel.load_button.mapTo(view, QtCore.QPoint(0, 0)).y()
+    picker_y = view.picker.demo_button.mapTo(view, QtCore.QPoint(0, 0)).y()
+    assert "Load a model" in view.chat.transcript.placeholderText()
+    _pick_demo(view, qtbot)
+    # Choosing a model moves no button, and its row in the list is the highlighted one.
+    QtWidgets.QApplication.processEvents()
+    assert view.load_panel.load_button.mapTo(view, QtCore.QPoint(0, 0)).y() == load_y
+    assert view.picker.demo_button.mapTo(view, QtCore.QPoint(0, 0)).y() == picker_y
+    selected = view.picker.found_tree.selectedItems()
+    assert [item.text(0) for item in selected] == [DEMO_LABEL]
+
+    split.gpus.rows[0].slider.setValue(650)  # a slider move: a tensor split for the two planned GPUs
+    assert state.settings.tensor_split is not None and len(state.settings.tensor_split) == 2
+    assert "The plan is for 2x RTX 3090" in view.load_panel.hardware_label.text()
+    adapted: list[object] = []
+    view.adapter.adapted.connect(adapted.append)
+    loaded = _load(view, qtbot)
+
+    assert loaded.on_cpu_only or set(loaded.layers) <= {"CPU"}
+    assert not view.problem.isVisibleTo(view)
+    assert view.load_panel.load_status.text().startswith("Loaded SmolLM2-135M-Instruct (demo) in ")
+    note = view.load_panel.hardware_label.text()
+    assert "Changed to run on this computer: the tensor split is left out" in note
+    ctx = view.load_panel.context
+    assert ctx is not None and ctx.load.tensor_split is None and ctx.settings.tensor_split is not None
+    assert len(adapted) == 1
+    # Plan and reality: never left on "Loading", compared with a plan for this computer's CPU.
+    assert not view.memory.loading and "Loading" not in view.memory.memory_note.text()
+    assert "Compared with a plan for this computer's CPU" in view.memory.memory_note.text()
+    table = view.memory.memory_table
+    rows = [[table.item(r, c).text() for c in range(5)] for r in range(table.rowCount())]
+    assert rows and {r[0] for r in rows} == {"RAM"}
+    total = next(r for r in rows if r[1] == "Total")
+    assert abs(float(total[4].rstrip("%"))) < 10  # the CPU plan matches what llama.cpp allocated
+    # The chat now says it is ready.
+    assert "model is loaded" in view.chat.transcript.placeholderText()
+    split.shutdown()
+
+
+def test_a_load_that_ends_without_a_model_never_leaves_the_comparison_loading(
+    make_view: Callable[..., RunView], qtbot: QtBot
+) -> None:
+    class BrokenClient(GpuFakeClient):
+        def start(self) -> P.ReadyEvent:
+            self.pid = None
+            raise P.RunnerError(
+                P.ErrorEvent(message="the model process did not start", kind=P.ERR_START_FAILED)
+            )
+
+    adapter = RunnerAdapter(client_factory=BrokenClient)  # type: ignore[arg-type]
+    view = make_view(adapter=adapter)
+    _pick_demo(view, qtbot)
+    with qtbot.waitSignal(adapter.error, timeout=10000):
+        view.load_panel.load_model()
+    assert not view.memory.loading
+    assert view.memory.memory_note.text().startswith(
+        "The load did not complete: the model process did not start"
+    )
+    assert view.problem.isVisibleTo(view) or not view.isVisible()
+
+
+class ChatRecordingClient(GpuFakeClient):
+    """A two-GPU fake that keeps the chat requests it is sent."""
+
+    def __init__(self, on_event: Callable[[P.Event], None]) -> None:
+        super().__init__(on_event)
+        self.chats: list[P.ChatRequest] = []
+
+    def chat(self, request: P.ChatRequest) -> int:
+        self.chats.append(request)
+        return super().chat(request)
+
+
+def _fake_loaded(view: RunView, clients: list[ChatRecordingClient], qtbot: QtBot) -> None:
+    with qtbot.waitSignal(view.adapter.state_changed, timeout=5000, check_params_cb=lambda s: s == "loading"):
+        assert view.load_panel.load_model()
+    client = clients[-1]
+    settings, _plan = client.loads[-1]
+    event = P.LoadedEvent(
+        model_path=settings.model_path, buffers=(), load_s=0.1, n_ctx=settings.n_ctx, n_layer=30, id=1
+    )
+    with qtbot.waitSignal(view.adapter.loaded, timeout=5000):
+        client.on_event(event)
+
+
+def test_the_sampler_and_the_system_prompt_reach_the_model(
+    make_view: Callable[..., RunView], qtbot: QtBot, tmp_path: Path
+) -> None:
+    clients: list[ChatRecordingClient] = []
+
+    def factory(on_event: Callable[[P.Event], None]) -> ChatRecordingClient:
+        clients.append(ChatRecordingClient(on_event))
+        return clients[-1]
+
+    state = AppState()
+    state.set_rig(detect_rig(backend=load_fake("2x3090-nvlink"), sysfs_root=tmp_path / "sys"))
+    view = make_view(state, adapter=RunnerAdapter(client_factory=factory))  # type: ignore[arg-type]
+    _pick_demo(view, qtbot)
+    _fake_loaded(view, clients, qtbot)
+    chat = view.chat
+    assert not chat.sampling.isVisibleTo(view)
+    assert chat.sampling_toggle.text() == "Sampling: temp 0.8 · top-p 0.95 · min-p 0.05"
+    qtbot.mouseClick(chat.sampling_toggle, QtCore.Qt.MouseButton.LeftButton)
+    assert chat.sampling.isVisibleTo(view) or not view.isVisible()
+    chat.system_prompt.setPlainText("You are terse.")
+    chat.temperature.setValue(0.5)
+    chat.top_p.setValue(0.9)
+    chat.min_p.setValue(0.1)
+    chat.repeat_penalty.setValue(1.15)
+    chat.seed.setValue(42)
+    assert (
+        "repeat penalty 1.15" in chat.sampling_toggle.text()
+        and "system prompt" in chat.sampling_toggle.text()
+    )
+    chat.input.setPlainText("Hello")
+    assert chat.send()
+    request = clients[0].chats[-1]
+    assert [m.role for m in request.messages] == ["system", "user"]
+    assert request.messages[0].content == "You are terse."
+    assert (request.temperature, request.top_p, request.min_p, request.repeat_penalty, request.seed) == (
+        0.5, 0.9, 0.1, 1.15, 42,
+    )  # fmt: skip
+    # The system prompt is not part of the conversation the transcript keeps.
+    assert [m.role for m in chat.messages] == ["user"]
+
+
+def test_a_model_picked_to_run_gets_the_context_it_was_trained_for(
+    make_view: Callable[..., RunView], qtbot: QtBot
+) -> None:
+    state = AppState()
+    state.set_rig(parse_rig_expression("2x RTX 3090"))
+    state.update_settings(ctx=16384)
+    view = make_view(state)
+    choice = _pick_demo(view, qtbot)
+    trained = choice.spec.n_ctx_train
+    assert trained == 8192 and state.settings.ctx == trained
+    assert view.load_panel.load_status.text() == (
+        "Context set to 8,192 tokens, the longest SmolLM2-135M-Instruct (demo) was trained for (it was 16,384)."
+    )
+    assert not view.load_panel.ctx_button.isVisibleTo(view)
+    # Set longer again (on the Split tab): the load panel warns, and one click goes back.
+    state.update_settings(ctx=32768)
+    assert "longer than the model was trained for" in view.load_panel.plan_label.text()
+    button = view.load_panel.ctx_button
+    assert not button.isHidden() and button.text() == "Use 8,192 tokens, as trained"
+    qtbot.mouseClick(button, QtCore.Qt.MouseButton.LeftButton)
+    assert state.settings.ctx == 8192 and button.isHidden()
+
+
+def test_a_plan_that_fits_with_fewer_gpu_layers_loads_with_them_in_one_click(
+    make_view: Callable[..., RunView], qtbot: QtBot
+) -> None:
+    clients: list[GpuFakeClient] = []
+
+    def factory(on_event: Callable[[P.Event], None]) -> GpuFakeClient:
+        clients.append(GpuFakeClient(on_event))
+        return clients[-1]
+
+    state = AppState()
+    state.set_rig(Rig(gpus=(Gpu(index=0, name="Small GPU", vram_total_mib=900.0),), source="planned"))
+    view = make_view(state, adapter=RunnerAdapter(client_factory=factory))  # type: ignore[arg-type]
+    _pick_demo(view, qtbot)
+    state.update_settings(ctx=8192)
+    plan = state.plan
+    assert plan is not None and plan.fit_n_gpu_layers is not None
+    fit = plan.fit_n_gpu_layers
+    assert view.load_panel.load_model() is False
+    button = view.load_panel.load_fitted_button
+    assert not button.isHidden() and button.text() == f"Load with {fit} GPU layers"
+    with qtbot.waitSignal(view.adapter.state_changed, timeout=5000, check_params_cb=lambda s: s == "loading"):
+        qtbot.mouseClick(button, QtCore.Qt.MouseButton.LeftButton)
+    assert state.settings.n_gpu_layers == fit and clients[0].loads[-1][0].n_gpu_layers == fit
+    assert not view.load_panel.confirm_bar.isVisibleTo(view)

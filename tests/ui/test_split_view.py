@@ -11,8 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pytestqt.qtbot import QtBot
 
-from PySide6 import QtGui
+from PySide6 import QtCore, QtGui, QtWidgets
 
+from app.core.offload import loading_plan
 from app.core.placement import layer_assignment
 from app.core.plan import STATUS_NO
 from app.core.rig import Rig
@@ -21,9 +22,10 @@ from app.hardware.catalog import parse_rig_expression
 from app.hardware.nvml import load_fake
 from app.hardware.probe import detect_rig
 from app.ui.main_window import model_choice_for
-from app.ui.split.gpu_rows import layers_text, percent_display
+from app.ui.split.gpu_rows import headroom_note, layers_text, percent_display
 from app.ui.split.view import SplitView
 from app.ui.state import AppState
+from app.ui.theme import fmt_gib, fmt_gib_of
 from tests.ui.ui_guard import assert_quiet
 
 
@@ -321,3 +323,162 @@ def test_dark_palette_keeps_the_status_readable(view: SplitView, state: AppState
     background = pal.color(QtGui.QPalette.ColorRole.Window)
     text = pal.color(QtGui.QPalette.ColorRole.WindowText)
     assert background.lightness() < 110 and text.lightness() > 200
+
+
+# -- offload: where the layers really go ------------------------------------------------------------
+
+
+@pytest.fixture
+def mixed(state: AppState) -> AppState:
+    """RTX 3090 + RTX 3060 with Llama 3.3 70B Q4_K_M split 2:1: every layer on the GPUs overflows both."""
+    state.set_rig(parse_rig_expression("RTX 3090 + RTX 3060@x4"))
+    _pick(state, "llama-3.3-70b", "Q4_K_M")
+    state.update_settings(tensor_split=(2.0, 1.0))
+    return state
+
+
+def test_offload_bars_show_where_the_layers_go_and_offer_the_count_that_fits(
+    view: SplitView, mixed: AppState, qtbot: QtBot
+) -> None:
+    asked = mixed.plan
+    assert asked is not None and asked.settings.n_gpu_layers == -1 and asked.fit_n_gpu_layers is not None
+    assert any(not d.fits for d in asked.devices)
+    fit = asked.fit_n_gpu_layers
+    loads = loading_plan(mixed.rig, mixed.model.spec, asked)  # type: ignore[arg-type, union-attr]
+    # Each GPU's bar holds what fits, never more than the card; system RAM holds the rest.
+    for row, d in zip(view.gpus.rows, loads.devices, strict=True):
+        assert row.bar.values.total_mib == pytest.approx(d.total_mib) and d.total_mib <= d.capacity_mib
+        assert row.used.text() == fmt_gib_of(d.total_mib, d.capacity_mib)
+        assert row.layers.text() == layers_text(d.layers, d.first_layer, d.has_output)
+    over = [row for row, d in zip(view.gpus.rows, asked.devices, strict=True) if not d.fits]
+    assert over and all("As set, this GPU would need" in row.used.toolTip() for row in over)
+    assert view.gpus.host_bar.values.total_mib == pytest.approx(loads.host.total_mib)
+    assert loads.host.total_mib > 4 * asked.host.total_mib  # the CPU's layers, not just the embeddings
+    assert view.gpus.host_layers.text() == f"token embeddings + {layers_text(loads.host.layers, 0, False)}"
+    banner = view.banner.status_label.text()
+    assert f"With {fit} GPU layers it fits and {loads.layers_on_cpu} of 80 layers run on the CPU" in banner
+    assert fmt_gib(loads.gpu_total_mib) in banner and fmt_gib(asked.gpu_total_mib) not in banner
+
+    # One click sets the count that fits; the plan then loads as drawn and offers nothing more.
+    assert (
+        view.banner.action_button.isVisibleTo(view)
+        and view.banner.action_button.text() == f"Use {fit} GPU layers"
+    )
+    qtbot.mouseClick(view.banner.action_button, QtCore.Qt.MouseButton.LeftButton)
+    assert mixed.settings.n_gpu_layers == fit and view.load_settings.ngl.value() == fit
+    view.flush()
+    assert mixed.plan is not None and mixed.plan.fit_n_gpu_layers is None
+    assert not view.banner.action_button.isVisibleTo(view)
+
+    # A smaller KV cache frees room: the typed count no longer has to stay, one click raises it.
+    kv = view.load_settings.kv_combo
+    kv.setCurrentIndex(kv.findData("q4_0"))
+    kv.activated.emit(kv.currentIndex())
+    view.flush()
+    more = view.banner.action_value
+    assert more is not None and more > fit and view.banner.action_button.text() == f"Use {more} GPU layers"
+    qtbot.mouseClick(view.banner.action_button, QtCore.Qt.MouseButton.LeftButton)
+    assert mixed.settings.n_gpu_layers == more
+
+
+def test_all_can_be_typed_in_the_gpu_layers_box(view: SplitView, state: AppState, qtbot: QtBot) -> None:
+    _pick(state)
+    box = view.load_settings.ngl
+    box.setValue(12)
+    assert state.settings.n_gpu_layers == 12
+    for typed, expected in (("all", -1), ("20", 20), ("ALL", -1), ("al", -1)):
+        box.lineEdit().selectAll()
+        qtbot.keyClicks(box, typed)
+        qtbot.keyClick(box, QtCore.Qt.Key.Key_Return)
+        assert state.settings.n_gpu_layers == expected, typed
+    assert box.text() == "all"
+
+
+def test_every_layer_fits_again_after_a_kv_change_and_one_click_puts_them_back(
+    view: SplitView, state: AppState, qtbot: QtBot
+) -> None:
+    _pick(state, "llama-3.1-8b", "Q4_K_M")
+    view.load_settings.ngl.setValue(10)
+    view.flush()
+    assert (
+        view.banner.action_value == -1 and view.banner.action_button.text() == "Put every layer on the GPUs"
+    )
+    qtbot.mouseClick(view.banner.action_button, QtCore.Qt.MouseButton.LeftButton)
+    assert state.settings.n_gpu_layers == -1 and view.load_settings.ngl.text() == "all"
+    view.flush()
+    assert not view.banner.action_button.isVisibleTo(view)
+
+
+# -- smaller things ----------------------------------------------------------------------------------
+
+
+def test_an_out_of_range_context_is_answered_and_the_box_shows_the_one_in_use(
+    view: SplitView, state: AppState, qtbot: QtBot
+) -> None:
+    _pick(state)
+    box = view.load_settings.ctx_combo
+    for typed in ("99999999", "100"):
+        box.lineEdit().selectAll()
+        qtbot.keyClicks(box.lineEdit(), typed)
+        qtbot.keyClick(box.lineEdit(), QtCore.Qt.Key.Key_Return)
+        assert state.settings.ctx == 8192
+        assert box.currentText() == "8192"
+        assert f"A context of {int(typed):,} tokens is out of range" in view.banner.notes_label.text()
+        assert "The context stays 8,192" in view.banner.notes_label.text()
+    box.lineEdit().selectAll()
+    qtbot.keyClicks(box.lineEdit(), "20,000")
+    qtbot.keyClick(box.lineEdit(), QtCore.Qt.Key.Key_Return)
+    assert state.settings.ctx == 20000
+
+
+def test_even_headroom_never_promises_negative_room(view: SplitView, mixed: AppState) -> None:
+    assert headroom_note(0.094) == "Every GPU keeps at least 9% of its VRAM free with this split."
+    mixed.update_settings(tensor_split=None)
+    assert view.gpus.apply_preset("headroom")
+    note = view.banner.notes_label.text()
+    assert note.startswith("No split fits every layer on these GPUs") and "%" in note and "-" not in note
+    assert "some layers have to run on the CPU" in note
+
+
+def test_a_computer_without_gpus_is_not_told_about_gpus(
+    view: SplitView, state: AppState, tmp_path: Path
+) -> None:
+    _pick(state, "llama-3.2-1b", "Q4_K_M")
+    state.set_rig(_fake_rig("zero-gpus", tmp_path))
+    text = view.banner.status_label.text()
+    assert "every layer runs on the CPU, in system RAM" in text and "on the GPUs" not in text
+
+
+def test_copy_says_it_copied_until_the_command_changes(
+    view: SplitView, state: AppState, qtbot: QtBot
+) -> None:
+    _pick(state)
+    view.flush()
+    button = view.export.copy_button
+    width = button.minimumWidth()
+    qtbot.mouseClick(button, QtCore.Qt.MouseButton.LeftButton)
+    assert button.text() == "Copied ✓" and "on the clipboard" in button.toolTip()
+    assert button.minimumWidth() == width >= button.fontMetrics().horizontalAdvance("Copied ✓")
+    view.export.set_tool("ollama")
+    assert button.text() == "Copy command"
+    qtbot.mouseClick(button, QtCore.Qt.MouseButton.LeftButton)
+    assert button.text() == "Copied ✓"
+    state.update_settings(ctx=4096)
+    view.flush()
+    assert button.text() == "Copy command"
+
+
+def test_the_settings_panel_keeps_its_width_as_its_text_changes(view: SplitView, state: AppState) -> None:
+    view.show()
+    _pick(state, "llama-3.2-1b", "Q4_K_M")
+    view.flush()
+    QtWidgets.QApplication.processEvents()
+    width, x = view.load_settings.width(), view.load_settings.x()
+    _pick(state, "llama-3.3-70b", "Q4_K_M")
+    state.update_settings(split_mode="row")  # a long "not available here" reason
+    view.flush()
+    QtWidgets.QApplication.processEvents()
+    assert view.load_settings.mode_reason.text() and (view.load_settings.width(), view.load_settings.x()) == (
+        width,
+        x,
+    )

@@ -93,34 +93,21 @@ class ChatPanel(QtWidgets.QGroupBox):
         row.addWidget(self.stop_button)
         row.addWidget(self.clear_button)
         row.addStretch(1)
-        self.temperature = QtWidgets.QDoubleSpinBox()
-        self.temperature.setRange(0.0, 2.0)
-        self.temperature.setSingleStep(0.1)
-        self.temperature.setDecimals(2)
-        self.temperature.setValue(0.8)
-        self.temperature.setToolTip(
-            "Temperature: 0 always takes the likeliest token; higher values vary more."
-        )
-        self.max_tokens = QtWidgets.QSpinBox()
-        self.max_tokens.setRange(1, 1 << 20)
-        self.max_tokens.setValue(512)
-        self.max_tokens.setToolTip("The longest reply, in tokens.")
-        self.seed = QtWidgets.QSpinBox()
-        self.seed.setRange(-1, 2**31 - 1)
-        self.seed.setValue(-1)
-        self.seed.setSpecialValueText("random")
-        self.seed.setToolTip("Seed: the same seed, prompt and temperature give the same reply.")
-        for text, widget in (
-            ("Temp", self.temperature),
-            ("Max tokens", self.max_tokens),
-            ("Seed", self.seed),
-        ):
-            label = QtWidgets.QLabel(text)
-            label.setBuddy(widget)
-            label.setToolTip(widget.toolTip())
-            row.addWidget(label)
-            row.addWidget(widget)
+        # The sampler sits behind a toggle that sums it up: the transcript keeps the height.
+        self.sampling_toggle = QtWidgets.QToolButton()
+        self.sampling_toggle.setObjectName("samplingToggle")
+        self.sampling_toggle.setCheckable(True)
+        self.sampling_toggle.setAutoRaise(True)
+        self.sampling_toggle.setToolButtonStyle(QtCore.Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.sampling_toggle.setArrowType(QtCore.Qt.ArrowType.RightArrow)
+        self.sampling_toggle.setToolTip("Show the system prompt and how the reply's tokens are drawn")
+        self.sampling_toggle.toggled.connect(self._on_sampling_toggled)
+        row.addWidget(self.sampling_toggle)
         layout.addLayout(row)
+        self.sampling = self._build_sampling()
+        self.sampling.hide()
+        layout.addWidget(self.sampling)
+        self._update_sampling_summary()
 
         self._role_format = QtGui.QTextCharFormat()
         self._role_format.setFontWeight(QtGui.QFont.Weight.Bold)
@@ -128,6 +115,118 @@ class ChatPanel(QtWidgets.QGroupBox):
         self._note_format = QtGui.QTextCharFormat()
         self._note_format.setForeground(muted_text(self.palette()))
         self._note_format.setFontItalic(True)
+
+    def _build_sampling(self) -> QtWidgets.QWidget:
+        box = QtWidgets.QWidget()
+        box.setObjectName("sampling")
+        grid = QtWidgets.QGridLayout(box)
+        grid.setContentsMargins(0, 0, 0, 0)
+        grid.setHorizontalSpacing(6)
+        self.system_prompt = QtWidgets.QPlainTextEdit()
+        self.system_prompt.setObjectName("systemPrompt")
+        self.system_prompt.setPlaceholderText(
+            "System prompt (optional): instructions the model follows in every reply"
+        )
+        self.system_prompt.setTabChangesFocus(True)
+        self.system_prompt.setFixedHeight(self.system_prompt.fontMetrics().lineSpacing() * 2 + 12)
+        self.system_prompt.setToolTip(
+            "Sent first, as the conversation's system message, with every turn. The model's chat "
+            "template decides how it is shown to the model."
+        )
+        grid.addWidget(self.system_prompt, 0, 0, 1, 6)
+
+        def number(
+            low: float, high: float, step: float, decimals: int, value: float
+        ) -> QtWidgets.QDoubleSpinBox:
+            box = QtWidgets.QDoubleSpinBox()
+            box.setRange(low, high)
+            box.setSingleStep(step)
+            box.setDecimals(decimals)
+            box.setValue(value)
+            box.valueChanged.connect(self._update_sampling_summary)
+            return box
+
+        self.temperature = number(0.0, 2.0, 0.1, 2, 0.8)
+        self.temperature.setToolTip(
+            "Temperature: 0 always takes the likeliest token; higher values vary more."
+        )
+        self.top_p = number(0.01, 1.0, 0.05, 2, 0.95)
+        self.top_p.setToolTip(
+            "Top-p: draw only from the likeliest tokens whose probabilities add up to this (1 is off)."
+        )
+        self.min_p = number(0.0, 0.99, 0.01, 2, 0.05)
+        self.min_p.setToolTip(
+            "Min-p: leave out tokens less likely than this fraction of the likeliest one (0 is off)."
+        )
+        self.repeat_penalty = number(0.5, 2.0, 0.05, 2, 1.0)
+        self.repeat_penalty.setToolTip(
+            "Repeat penalty: makes tokens of the last 64 (the prompt's included) less likely; 1 is off, "
+            "1.1 is a common choice against loops."
+        )
+        self.max_tokens = QtWidgets.QSpinBox()
+        self.max_tokens.setRange(1, 1 << 20)
+        self.max_tokens.setValue(512)
+        self.max_tokens.setToolTip("The longest reply, in tokens.")
+        self.max_tokens.valueChanged.connect(self._update_sampling_summary)
+        self.seed = QtWidgets.QSpinBox()
+        self.seed.setRange(-1, 2**31 - 1)
+        self.seed.setValue(-1)
+        self.seed.setSpecialValueText("random")
+        self.seed.setToolTip("Seed: the same seed, prompt and sampling settings give the same reply.")
+        self.seed.valueChanged.connect(self._update_sampling_summary)
+        self.system_prompt.textChanged.connect(self._update_sampling_summary)
+        fields = (
+            ("Temp", self.temperature),
+            ("Top-p", self.top_p),
+            ("Min-p", self.min_p),
+            ("Repeat penalty", self.repeat_penalty),
+            ("Max tokens", self.max_tokens),
+            ("Seed", self.seed),
+        )
+        for i, (text, widget) in enumerate(fields):
+            label = QtWidgets.QLabel(text)
+            label.setBuddy(widget)
+            label.setToolTip(widget.toolTip())
+            label.setAlignment(QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignVCenter)
+            grid.addWidget(label, 1 + i // 3, (i % 3) * 2)
+            grid.addWidget(widget, 1 + i // 3, (i % 3) * 2 + 1)
+        for column in (1, 3, 5):
+            grid.setColumnStretch(column, 1)
+        return box
+
+    def _on_sampling_toggled(self, shown: bool) -> None:
+        self.sampling.setVisible(shown)
+        self.sampling_toggle.setArrowType(
+            QtCore.Qt.ArrowType.DownArrow if shown else QtCore.Qt.ArrowType.RightArrow
+        )
+
+    def _update_sampling_summary(self, *_: object) -> None:
+        parts = [f"temp {self.temperature.value():g}"]
+        if self.temperature.value() > 0:
+            parts.append(f"top-p {self.top_p.value():g}")
+            if self.min_p.value() > 0:
+                parts.append(f"min-p {self.min_p.value():g}")
+        if self.repeat_penalty.value() != 1.0:
+            parts.append(f"repeat penalty {self.repeat_penalty.value():g}")
+        if self.system_prompt.toPlainText().strip():
+            parts.append("system prompt")
+        self.sampling_toggle.setText("Sampling: " + " · ".join(parts))
+
+    def sampling_request(self, messages: tuple[P.ChatMessage, ...]) -> P.ChatRequest:
+        """The chat request for ``messages`` with the sampler's settings and the system prompt."""
+        system = self.system_prompt.toPlainText().strip()
+        if system:
+            messages = (P.ChatMessage("system", system), *messages)
+        seed = self.seed.value()
+        return P.ChatRequest(
+            messages=messages,
+            temperature=self.temperature.value(),
+            top_p=self.top_p.value(),
+            min_p=self.min_p.value(),
+            repeat_penalty=self.repeat_penalty.value(),
+            max_tokens=self.max_tokens.value(),
+            seed=None if seed < 0 else seed,
+        )
 
     # ------------------------------------------------------------------------------------------ actions
     def send(self) -> bool:
@@ -138,14 +237,7 @@ class ChatPanel(QtWidgets.QGroupBox):
         if self.adapter.state != STATE_LOADED:
             self.notice.emit("Load a model first, then send your message.")
             return False
-        messages = (*self.messages, P.ChatMessage("user", text))
-        seed = self.seed.value()
-        request = P.ChatRequest(
-            messages=messages,
-            temperature=self.temperature.value(),
-            max_tokens=self.max_tokens.value(),
-            seed=None if seed < 0 else seed,
-        )
+        request = self.sampling_request((*self.messages, P.ChatMessage("user", text)))
         try:
             self.adapter.chat(request)
         except RigfitError as exc:
@@ -170,6 +262,12 @@ class ChatPanel(QtWidgets.QGroupBox):
 
     def update_buttons(self, *_: object) -> None:
         runner = self.adapter.state
+        loaded = runner in (STATE_LOADED, STATE_GENERATING)
+        self.transcript.setPlaceholderText(
+            "The model is loaded: type a message below and press Ctrl+Enter."
+            if loaded
+            else "Load a model, then type a message below."
+        )
         self.send_button.setEnabled(runner == STATE_LOADED)
         self.stop_button.setEnabled(runner == STATE_GENERATING)
         self.clear_button.setEnabled(runner != STATE_GENERATING)

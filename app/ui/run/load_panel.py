@@ -8,18 +8,20 @@ buttons; a load that fails or a model process that stops is reported by the tab'
 
 from __future__ import annotations
 
+import functools
 import html
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from PySide6 import QtCore, QtWidgets
 
 from app.core.errors import RigfitError
 from app.core.plan import STATUS_NO, Plan
-from app.core.rig import Rig
-from app.core.rules import refusals
+from app.core.rig import Host, Rig
+from app.core.rules import CODE_CTX_BEYOND_TRAINING, refusals
 from app.core.settings import Settings
 from app.runner import protocol as P
+from app.runner.options import fit_split_to_machine
 from app.ui.glossary import tip
 from app.ui.runner_adapter import (
     STATE_CANCELLING,
@@ -30,6 +32,7 @@ from app.ui.runner_adapter import (
     STATE_LOADING,
     STATE_STARTING,
     STATE_UNLOADING,
+    MachineLoad,
     RunnerAdapter,
 )
 from app.ui.state import AppState, ModelChoice
@@ -46,6 +49,63 @@ class LoadContext:
     rig: Rig | None
     load: P.LoadSettings
     plan_error: str = ""  # why there is no plan, when there is none
+    # What was changed for this machine (a split for GPUs it does not have), in the user's words.
+    machine_changes: tuple[str, ...] = ()
+    # The rig the comparison's plan is for when it was made again for this machine (the planned
+    # rig's GPUs are not here); None: the plan is for ``rig``.
+    plan_rig: Rig | None = None
+
+    @property
+    def replanned(self) -> bool:
+        return self.plan_rig is not None
+
+
+@functools.lru_cache(maxsize=1)
+def _this_computer() -> Host:
+    """This computer's CPU cores, RAM and SIMD flags: cheap reads (psutil, /proc/cpuinfo) made once,
+    on the GUI thread, when a load first needs a plan for the CPU. Nothing slow (no probe) here."""
+    import psutil
+
+    from app.hardware.host import cpu_flags, cpu_name
+
+    memory = psutil.virtual_memory()
+    return Host(
+        cpu_name=cpu_name(),
+        cores_physical=psutil.cpu_count(logical=False),
+        cores_logical=psutil.cpu_count(logical=True),
+        ram_total_mib=memory.total / 2**20,
+        ram_available_mib=memory.available / 2**20,
+        cpu_flags=cpu_flags(),
+    )
+
+
+def machine_load(
+    choice: ModelChoice, rig: Rig | None, load: P.LoadSettings, plan: Plan | None, ready: P.ReadyEvent
+) -> MachineLoad:
+    """The load this machine runs, once its llama.cpp has said which GPUs it sees.
+
+    A split made for a planned rig (or for GPUs a CPU build of llama.cpp cannot use) must not stop
+    the model from running here: :func:`app.runner.options.fit_split_to_machine` keeps what this
+    machine can honour and says what it left out. Without a GPU here, the plan to compare with is
+    made again for this computer's CPU: the planned GPUs' figures would compare with nothing.
+    """
+    # RPC servers add their devices at load time: the worker's ready event lists local GPUs only.
+    n_gpus = len(ready.gpus) + (len(rig.remote_gpus) if rig is not None else 0)
+    fitted = fit_split_to_machine(load.split_mode, load.tensor_split, load.main_gpu, n_gpus)
+    sent = replace(
+        load, split_mode=fitted.split_mode, tensor_split=fitted.tensor_split, main_gpu=fitted.main_gpu
+    )
+    if n_gpus == 0 and rig is not None and rig.n_gpus > 0:
+        from app.core.placement import plan as make_plan
+
+        host = rig.host if rig.source == "detected" else _this_computer()
+        cpu_rig = Rig(gpus=(), host=host, source="detected", name="this computer's CPU")
+        try:
+            cpu_plan: Plan | None = make_plan(cpu_rig, choice.spec, sent.to_settings())
+        except RigfitError:
+            cpu_plan = None
+        return MachineLoad(settings=sent, plan=cpu_plan, changes=fitted.changes, rig=cpu_rig)
+    return MachineLoad(settings=sent, plan=plan, changes=fitted.changes)
 
 
 def describe_split(settings: Settings, rig: Rig | None) -> str:
@@ -114,6 +174,7 @@ class LoadPanel(QtWidgets.QGroupBox):
 
     load_started = QtCore.Signal(object)  # LoadContext
     load_refused = QtCore.Signal(str)
+    load_adapted = QtCore.Signal(object)  # LoadContext: the load as this machine runs it
 
     def __init__(
         self,
@@ -143,16 +204,22 @@ class LoadPanel(QtWidgets.QGroupBox):
             "These settings come from the Split tab: change the split, context, KV cache type, flash "
             "attention and GPU layers there.\n\n" + tip("tensor_split")
         )
-        layout.addWidget(self.settings_label)
         self.plan_label = QtWidgets.QLabel()
         self.plan_label.setObjectName("planLabel")
         self.plan_label.setWordWrap(True)
-        layout.addWidget(self.plan_label)
+        # One click back to the context the model was trained for, when the Split tab's is longer.
+        self.ctx_button = QtWidgets.QPushButton()
+        self.ctx_button.setObjectName("trainedContext")
+        self.ctx_button.setAutoDefault(False)
+        self.ctx_button.clicked.connect(self.use_trained_context)
+        self.ctx_button.hide()
+        ctx_row = QtWidgets.QHBoxLayout()
+        ctx_row.addWidget(self.ctx_button)
+        ctx_row.addStretch(1)
         self.hardware_label = QtWidgets.QLabel()
         self.hardware_label.setObjectName("hardwareNote")
         self.hardware_label.setWordWrap(True)
         tint(self.hardware_label, TEXT_MUTED)
-        layout.addWidget(self.hardware_label)
 
         # Shown instead of loading when the plan says it will not fit: the user decides, no dialog.
         self.confirm_bar = QtWidgets.QFrame()
@@ -166,14 +233,18 @@ class LoadPanel(QtWidgets.QGroupBox):
         row = QtWidgets.QHBoxLayout()
         self.load_anyway_button = QtWidgets.QPushButton("Load anyway")
         self.dont_load_button = QtWidgets.QPushButton("Don't load")
+        # When the plan fits with fewer GPU layers: set them and load, in one click.
+        self.load_fitted_button = QtWidgets.QPushButton()
+        self.load_fitted_button.setObjectName("loadFitted")
+        self.load_fitted_button.hide()
+        row.addWidget(self.load_fitted_button)
         row.addWidget(self.load_anyway_button)
         row.addWidget(self.dont_load_button)
         row.addStretch(1)
         confirm.addLayout(row)
         self.confirm_bar.hide()
-        layout.addWidget(self.confirm_bar)
 
-        row = QtWidgets.QHBoxLayout()
+        buttons = QtWidgets.QHBoxLayout()
         self.load_button = QtWidgets.QPushButton("Load")
         self.load_button.setObjectName("loadButton")
         self.load_button.setDefault(False)
@@ -183,25 +254,34 @@ class LoadPanel(QtWidgets.QGroupBox):
         self.unload_button.setToolTip(
             "Free the model's memory; the model process stays ready for the next load."
         )
-        row.addWidget(self.load_button)
-        row.addWidget(self.cancel_button)
-        row.addWidget(self.unload_button)
-        layout.addLayout(row)
+        buttons.addWidget(self.load_button)
+        buttons.addWidget(self.cancel_button)
+        buttons.addWidget(self.unload_button)
         self.progress = QtWidgets.QProgressBar()
         self.progress.setObjectName("loadProgress")
         self.progress.setRange(0, 100)
         self.progress.setValue(0)
         self.progress.setTextVisible(True)
-        layout.addWidget(self.progress)
         self.load_status = QtWidgets.QLabel("No model loaded.")
         self.load_status.setObjectName("loadStatus")
         self.load_status.setWordWrap(True)
+
+        # The buttons first: the lines below change length with every model and setting, and
+        # buttons placed after them would move each time.
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
         layout.addWidget(self.load_status)
+        layout.addWidget(self.confirm_bar)
+        layout.addWidget(self.settings_label)
+        layout.addWidget(self.plan_label)
+        layout.addLayout(ctx_row)
+        layout.addWidget(self.hardware_label)
         layout.addStretch(1)
 
     def _connect(self) -> None:
         self.load_button.clicked.connect(self.load_model)
         self.load_anyway_button.clicked.connect(lambda: self.load_model(confirmed=True))
+        self.load_fitted_button.clicked.connect(self.load_fitted)
         self.dont_load_button.clicked.connect(self.hide_confirm)
         self.cancel_button.clicked.connect(self.cancel_load)
         self.unload_button.clicked.connect(self.unload)
@@ -213,6 +293,7 @@ class LoadPanel(QtWidgets.QGroupBox):
         a.unloaded.connect(self._on_unloaded)
         a.error.connect(self._on_error)
         a.exited.connect(self.refresh)
+        a.adapted.connect(self._on_adapted)
         s = self.state
         s.model_changed.connect(self.refresh)
         s.settings_changed.connect(self.refresh)
@@ -245,15 +326,24 @@ class LoadPanel(QtWidgets.QGroupBox):
             warning = f"Rigfit could not plan this: {self.state.plan_error_text}"
         if warning and not confirmed:
             self.confirm_label.setText(f"{warning}. Loading may fail or stop the model process. Load anyway?")
+            fitted = plan.fit_n_gpu_layers if plan is not None else None
+            self.load_fitted_button.setVisible(fitted is not None)
+            if fitted is not None:
+                self.load_fitted_button.setText(f"Load with {fitted} GPU layers")
             self.confirm_bar.show()
             self._confirm_pending = True
             return False
         self.hide_confirm()
         settings = self.state.settings
+        rig = self.state.rig
+
+        def adapt(load: P.LoadSettings, plan: Plan | None, ready: P.ReadyEvent) -> MachineLoad:
+            return machine_load(choice, rig, load, plan, ready)
+
         try:
-            rig = self.state.rig
             load = P.LoadSettings.for_rig(rig, choice.path, settings, n_threads=self.n_threads)
-            self.adapter.load(load, plan, remote_devices=len(rig.remote_gpus) if rig is not None else 0)
+            remote = len(rig.remote_gpus) if rig is not None else 0
+            self.adapter.load(load, plan, adapt=adapt, remote_devices=remote)
         except RigfitError as exc:
             self.load_refused.emit(str(exc))
             return False
@@ -261,13 +351,27 @@ class LoadPanel(QtWidgets.QGroupBox):
             choice=choice,
             settings=settings,
             plan=plan,
-            rig=self.state.rig,
+            rig=rig,
             load=load,
             plan_error=self.state.plan_error_text,
         )
         self.progress.setValue(0)
         self.load_started.emit(self.context)
         return True
+
+    def load_fitted(self) -> bool:
+        """Set the GPU layers the plan fits with (the Split tab follows), then load."""
+        plan = self.state.plan
+        if plan is None or plan.fit_n_gpu_layers is None:
+            return False
+        self.state.update_settings(n_gpu_layers=plan.fit_n_gpu_layers)
+        return self.load_model()
+
+    def use_trained_context(self) -> None:
+        """Set the context to the length the model was trained for."""
+        choice = self.state.model
+        if choice is not None and choice.spec.n_ctx_train:
+            self.state.update_settings(ctx=choice.spec.n_ctx_train)
 
     def hide_confirm(self) -> None:
         self._confirm_pending = False
@@ -304,8 +408,12 @@ class LoadPanel(QtWidgets.QGroupBox):
             self.plan_label.setText(f"No plan for this model: {html.escape(why)}" if why else "")
         else:
             warning = plan_warning(plan)
+            beyond = next((p for p in plan.problems if p.code == CODE_CTX_BEYOND_TRAINING), None)
             if warning:
                 self.plan_label.setText(html.escape(warning))
+            elif beyond is not None:
+                warning = beyond.message
+                self.plan_label.setText(html.escape(warning[:1].upper() + warning[1:] + "."))
             else:
                 gpus = len(plan.devices)
                 where = (
@@ -315,6 +423,15 @@ class LoadPanel(QtWidgets.QGroupBox):
                 )
                 self.plan_label.setText(f"Plan: {html.escape(plan.status)} — {where}.")
             tint(self.plan_label, TEXT_WARNING if warning else TEXT_NORMAL)
+        trained = state.model.spec.n_ctx_train if state.model is not None else 0
+        show_ctx = bool(trained) and state.settings.ctx > trained
+        if show_ctx:
+            self.ctx_button.setText(f"Use {trained:,} tokens, as trained")
+            self.ctx_button.setToolTip(
+                f"Set the context to {trained:,} tokens, the longest this model was trained for "
+                "(the Split tab follows)."
+            )
+        self.ctx_button.setVisible(show_ctx)
         self.hardware_label.setText(" ".join(self._notes()))
         self.hardware_label.setVisible(bool(self.hardware_label.text()))
         self.update_buttons()
@@ -329,13 +446,16 @@ class LoadPanel(QtWidgets.QGroupBox):
         )
         if no_gpu_here:
             notes.append("No NVIDIA GPU here: llama.cpp runs the model on the CPU.")
-        if rig is not None and rig.source != "detected":
+        ctx = self.context
+        active = ctx is not None and self.adapter.state not in (STATE_IDLE, STATE_CLOSED)
+        if active and ctx is not None and ctx.machine_changes:
+            notes.append(f"Changed to run on this computer: {'; '.join(ctx.machine_changes)}.")
+        elif rig is not None and rig.source != "detected":
             name = rig.name or "a planned rig"
             notes.append(
-                f"The plan is for {name}; the model runs on this computer's hardware, so the comparison "
-                "below is only meaningful when the two match."
+                f"The plan is for {name}. Load runs the model on this computer, leaving out what it "
+                "cannot use (a split for GPUs it does not have) and saying so."
             )
-        ctx = self.context
         if (
             ctx is not None
             and self.adapter.state in (STATE_LOADED, STATE_GENERATING)
@@ -374,6 +494,21 @@ class LoadPanel(QtWidgets.QGroupBox):
             self.load_status.setText("Unloading…")
         elif runner in (STATE_IDLE, STATE_CLOSED):
             self.progress.setRange(0, 100)
+        self.refresh()
+
+    def _on_adapted(self, machine: object) -> None:
+        assert isinstance(machine, MachineLoad)
+        ctx = self.context
+        if ctx is None:
+            return
+        self.context = replace(
+            ctx,
+            load=machine.settings,
+            plan=machine.plan,
+            machine_changes=machine.changes,
+            plan_rig=machine.rig,
+        )
+        self.load_adapted.emit(self.context)
         self.refresh()
 
     def _on_progress(self, percent: int) -> None:

@@ -98,6 +98,7 @@ class MemoryComparison(QtWidgets.QGroupBox):
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__("Plan and reality", parent)
         self.context: LoadContext | None = None
+        self.loading = False  # between start_load and the load's outcome
         self._build()
 
     def _build(self) -> None:
@@ -155,13 +156,26 @@ class MemoryComparison(QtWidgets.QGroupBox):
         for label in self.figures.values():
             label.setText("—")
         self.memory_table.setRowCount(0)
+        self.loading = True
         self.memory_note.setText("Loading: the comparison appears when llama.cpp has allocated its buffers.")
 
+    def set_context(self, context: LoadContext) -> None:
+        """The load in progress was changed to run on this machine (another plan to compare with)."""
+        self.context = context
+
     def load_cancelled(self) -> None:
+        self.loading = False
         self.memory_note.setText(IDLE_NOTE)
+
+    def load_failed(self, reason: str = "") -> None:
+        """The load ended without a model: nothing to compare (never left saying "Loading")."""
+        self.loading = False
+        text = "The load did not complete" + (f": {reason}" if reason else "") + "."
+        self.memory_note.setText(f"{text} {IDLE_NOTE}")
 
     def show_loaded(self, event: P.LoadedEvent) -> None:
         """The load time and, per device and buffer, the plan beside what llama.cpp allocated."""
+        self.loading = False
         self.figures["load"].setText(f"{event.load_s:.2f} s")
         table = self.memory_table
         table.setRowCount(0)
@@ -210,12 +224,16 @@ class MemoryComparison(QtWidgets.QGroupBox):
         if ctx is None or ctx.plan is None:
             why = ctx.plan_error if ctx is not None else ""
             notes.append("No plan to compare with" + (f": {why}" if why else "") + ". Measured buffers only.")
+        elif ctx.replanned:
+            name = ctx.rig.name if ctx.rig is not None and ctx.rig.name else "the planned rig"
+            notes.append(f"Compared with a plan for this computer's CPU: the GPUs of {name} are not here.")
         for v in event.vram:
             text = f"GPU {v.gpu}: NVML saw {v.increase_mib:+,.0f} MiB"
             if v.after_load_mib is not None:
                 text += f" ({v.after_load_mib - v.before_mib:+,.0f} MiB before the first decode)"
             notes.append(text + ".")
-        if not event.vram and not event.on_cpu_only:
+        on_gpus = not event.on_cpu_only and any(_gpu_index(d) is not None for d in event.layers)
+        if not event.vram and on_gpus:
             notes.append("NVML is not available: no GPU memory measurement beyond llama.cpp's buffers.")
         return notes
 
@@ -231,14 +249,16 @@ class MemoryComparison(QtWidgets.QGroupBox):
         predicted = None
         if ctx is not None:
             depth = event.prompt_tokens + event.completion_tokens // 2
-            predicted = predicted_decode_tok_s(ctx.rig, ctx.choice, ctx.plan, depth)
+            predicted = predicted_decode_tok_s(ctx.plan_rig or ctx.rig, ctx.choice, ctx.plan, depth)
         if predicted is None:
             f["predicted"].setText("—")
             return
         text = f"{fmt_tok_s(predicted, exact=True)} generation"
         if event.gen_tok_s:
             text += f" ({(predicted - event.gen_tok_s) / event.gen_tok_s * 100:+.0f}% vs measured)"
-        if ctx is not None and ctx.rig is not None and ctx.rig.source != "detected":
+        if ctx is not None and ctx.replanned:
+            text += " — for this computer's CPU"
+        elif ctx is not None and ctx.rig is not None and ctx.rig.source != "detected":
             text += " — for the planned rig"
         f["predicted"].setText(text)
 

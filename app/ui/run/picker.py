@@ -89,6 +89,7 @@ class ModelPicker(QtWidgets.QGroupBox):
     models_discovered = QtCore.Signal(object)  # list of the paths of the complete GGUF models found
     extra_folders_changed = QtCore.Signal(object)  # list: the user's added folders, for the session store
     model_read_failed = QtCore.Signal(str)  # a chosen file could not be read (the inline message)
+    notice = QtCore.Signal(str)  # a setting changed with the choice (the context), for the status line
     scan_finished = QtCore.Signal(object)  # ScanResult
 
     def __init__(
@@ -127,13 +128,14 @@ class ModelPicker(QtWidgets.QGroupBox):
         self.model_label.setObjectName("modelLabel")
         self.model_label.setWordWrap(True)
         self.model_label.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
-        layout.addWidget(self.model_label)
+        # Room for the name and the path line before any model is chosen: the list below stays put.
+        self.model_label.setMinimumHeight(self.fontMetrics().lineSpacing() * 2 + 4)
+        self.model_label.setAlignment(QtCore.Qt.AlignmentFlag.AlignLeft | QtCore.Qt.AlignmentFlag.AlignTop)
         self.model_error = QtWidgets.QLabel()
         self.model_error.setObjectName("modelError")
         self.model_error.setWordWrap(True)
         self.model_error.hide()
         tint(self.model_error, TEXT_ERROR)
-        layout.addWidget(self.model_error)
 
         buttons = QtWidgets.QHBoxLayout()
         self.demo_button = QtWidgets.QPushButton("Use the demo model")
@@ -150,7 +152,10 @@ class ModelPicker(QtWidgets.QGroupBox):
         for b in (self.demo_button, self.open_button, self.add_folder_button, self.rescan_button):
             buttons.addWidget(b)
         buttons.addStretch(1)
+        # The buttons above the chosen model's description, whose length varies: they never move.
         layout.addLayout(buttons)
+        layout.addWidget(self.model_label)
+        layout.addWidget(self.model_error)
 
         self.found_tree = QtWidgets.QTreeWidget()
         self.found_tree.setObjectName("foundModels")
@@ -252,6 +257,16 @@ class ModelPicker(QtWidgets.QGroupBox):
         self.model_error.hide()
         if choice == self.state.model:
             self._show_model(choice)  # the same model again: the state stays silent, the label not
+        trained = choice.spec.n_ctx_train
+        if trained and self.state.settings.ctx > trained:
+            # A model picked to run gets a context it was trained for (the demo: 8K, not the 16K the
+            # Fit tab may have been showing); the Split tab follows and can set a longer one again.
+            old_ctx = self.state.settings.ctx
+            self.state.update_settings(ctx=trained)
+            self.notice.emit(
+                f"Context set to {trained:,} tokens, the longest {choice.label or choice.spec.name} was "
+                f"trained for (it was {old_ctx:,})."
+            )
         self.state.set_model(choice)
 
     def _on_model_failed(self, message: str) -> None:
@@ -265,9 +280,30 @@ class ModelPicker(QtWidgets.QGroupBox):
         self.model_error.show()
 
     def _show_model(self, choice: object) -> None:
+        self._select_row(choice if isinstance(choice, ModelChoice) else None)
         if self._reading:
             return  # "Reading …" stays until the read reports back
         self.model_label.setText(model_summary_html(choice if isinstance(choice, ModelChoice) else None))
+
+    def _select_row(self, choice: ModelChoice | None) -> None:
+        """Highlight the chosen model's row in the list (none when it is not listed)."""
+        tree = self.found_tree
+        chosen = None
+        if choice is not None:
+            for i in range(tree.topLevelItemCount()):
+                item = tree.topLevelItem(i)
+                data = item.data(0, QtCore.Qt.ItemDataRole.UserRole)
+                if (data == DEMO_REF and choice.ref == DEMO_REF) or (
+                    isinstance(data, FoundModel) and choice.path is not None and data.path == choice.path
+                ):
+                    chosen = item
+                    break
+        tree.blockSignals(True)
+        if chosen is None:
+            tree.clearSelection()
+        else:
+            tree.setCurrentItem(chosen)
+        tree.blockSignals(False)
 
     def _on_found_clicked(self, item: QtWidgets.QTreeWidgetItem, column: int = 0) -> None:
         data = item.data(0, QtCore.Qt.ItemDataRole.UserRole)
@@ -357,6 +393,7 @@ class ModelPicker(QtWidgets.QGroupBox):
                 item.setText(1, f"{size}, {m.missing_parts} missing")
                 item.setForeground(0, QtGui.QBrush(muted_text(self.palette())))
             tree.addTopLevelItem(item)
+        self._select_row(self.state.model)
 
     # ------------------------------------------------------------------------------------------ closing
     def shutdown(self) -> None:

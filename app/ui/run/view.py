@@ -91,41 +91,56 @@ class RunView(QtWidgets.QWidget):
         outer.setContentsMargins(8, 8, 8, 8)
         # Across the top, where it cannot be missed: a failed load or a model process that stopped.
         outer.addWidget(self.problem)
-        self.splitter = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
+        # Two columns, each divided on its own: the model above the chat on the left, loading above
+        # the comparison on the right. On a 720-pixel screen each panel gets the height its content
+        # needs (one row across both columns left the load panel's text overlapping).
+        self.splitter = QtWidgets.QSplitter(QtCore.Qt.Orientation.Horizontal)
         self.splitter.setChildrenCollapsible(False)
         outer.addWidget(self.splitter)
 
-        top = QtWidgets.QSplitter(QtCore.Qt.Orientation.Horizontal)
-        top.setChildrenCollapsible(False)
-        # The serve switch sits under the picker, whose list gives up the height; the load panel keeps its own.
-        left = QtWidgets.QWidget()
-        column = QtWidgets.QVBoxLayout(left)
+        # The serve switch sits under the picker, whose list gives up the height.
+        picked = QtWidgets.QWidget()
+        column = QtWidgets.QVBoxLayout(picked)
         column.setContentsMargins(0, 0, 0, 0)
         column.addWidget(self.picker, 1)
         column.addWidget(self.serve)
-        top.addWidget(left)
-        top.addWidget(self.load_panel)
-        top.setStretchFactor(0, 3)
-        top.setStretchFactor(1, 2)
-        self.splitter.addWidget(top)
+        left = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
+        left.setChildrenCollapsible(False)
+        left.addWidget(picked)
+        left.addWidget(self.chat)
+        left.setStretchFactor(0, 2)
+        left.setStretchFactor(1, 3)
+        self.splitter.addWidget(left)
 
-        bottom = QtWidgets.QSplitter(QtCore.Qt.Orientation.Horizontal)
-        bottom.setChildrenCollapsible(False)
-        bottom.addWidget(self.chat)
-        bottom.addWidget(self.memory)
-        bottom.setStretchFactor(0, 1)
-        bottom.setStretchFactor(1, 1)
-        bottom.setSizes([620, 580])  # the memory table needs its five columns readable
-        self.splitter.addWidget(bottom)
-        self.splitter.setStretchFactor(0, 2)
-        self.splitter.setStretchFactor(1, 3)
+        right = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
+        right.setChildrenCollapsible(False)
+        # The load panel's text grows with what it has to say (a warning, what changed for this
+        # computer): it scrolls rather than squeeze its lines together.
+        self.load_scroll = QtWidgets.QScrollArea()
+        self.load_scroll.setObjectName("loadScroll")
+        self.load_scroll.setWidgetResizable(True)
+        self.load_scroll.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)
+        self.load_scroll.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.load_scroll.setWidget(self.load_panel)
+        right.addWidget(self.load_scroll)
+        right.addWidget(self.memory)
+        right.setStretchFactor(0, 2)
+        right.setStretchFactor(1, 3)
+        self.splitter.addWidget(right)
+        self._columns = (left, right)
+        self._sized = False
+        self.splitter.setStretchFactor(0, 1)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setSizes([620, 580])  # the memory table needs its five columns readable
 
     def _connect(self) -> None:
         self.picker.models_discovered.connect(self.models_discovered)
         self.picker.extra_folders_changed.connect(self.extra_folders_changed)
         self.load_panel.load_started.connect(self._on_load_started)
         self.load_panel.load_refused.connect(lambda message: self.problem.show_problem(message))
+        self.load_panel.load_adapted.connect(self.memory.set_context)
         self.chat.notice.connect(self.load_panel.set_status)
+        self.picker.notice.connect(self.load_panel.set_status)
 
         escape = QtGui.QShortcut(QtGui.QKeySequence(QtCore.Qt.Key.Key_Escape), self)
         escape.setContext(QtCore.Qt.ShortcutContext.WidgetWithChildrenShortcut)
@@ -137,7 +152,7 @@ class RunView(QtWidgets.QWidget):
         a.unloaded.connect(lambda: self.predicted_vram_changed.emit({}))
         a.done.connect(self.memory.show_speeds)
         a.error.connect(self._on_error)
-        a.exited.connect(lambda _event: self.predicted_vram_changed.emit({}))
+        a.exited.connect(self._on_exited)
 
     # ------------------------------------------------------------------------------------------ the window's API
     @property
@@ -182,11 +197,19 @@ class RunView(QtWidgets.QWidget):
         else:
             self.predicted_vram_changed.emit({})
 
+    def _on_exited(self, _event: object) -> None:
+        self.predicted_vram_changed.emit({})
+        if self.memory.loading:
+            self.memory.load_failed("the model process ended")
+
     def _on_error(self, event: object) -> None:
         assert isinstance(event, P.ErrorEvent)
         if event.kind == P.ERR_CANCELLED:
             self.memory.load_cancelled()
             return
+        if self.memory.loading and self.adapter.state not in (STATE_STARTING, STATE_LOADING):
+            # Whatever ended the load (a refusal, a failure, a crash), the comparison stops waiting.
+            self.memory.load_failed(event.message)
         if event.kind == P.ERR_CRASHED:
             text = f"{_first_upper(event.message)}. Rigfit is fine: load the model again to continue."
             self.predicted_vram_changed.emit({})
@@ -195,6 +218,16 @@ class RunView(QtWidgets.QWidget):
             if self.adapter.state == STATE_IDLE:
                 self.predicted_vram_changed.emit({})
         self.problem.show_problem(text, event.log_tail or self.adapter.log_tail())
+
+    def showEvent(self, event: QtGui.QShowEvent) -> None:
+        super().showEvent(event)
+        if not self._sized and self.height() > 0:
+            # Once the tab has its height: two fifths above, the rest for the chat and the comparison
+            # (the panels' own size hints would give the load panel's empty lines the room).
+            self._sized = True
+            for column in self._columns:
+                total = sum(column.sizes()) or self.height()
+                column.setSizes([total * 2 // 5, total - total * 2 // 5])
 
     # ------------------------------------------------------------------------------------------ drops
     def dragEnterEvent(self, event: QtGui.QDragEnterEvent) -> None:

@@ -14,7 +14,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 from app.core.errors import RigfitError
 from app.core.plan import Plan
 from app.core.rig import Rig
-from app.ui.theme import STATUS_WORDS, TEXT_MUTED, fmt_gib, fmt_tok_s, status_background, tint
+from app.ui.theme import STATUS_WORDS, TEXT_MUTED, fmt_gib, fmt_gib_of, fmt_tok_s, status_background, tint
 
 
 def speed_summary(rig: Rig, spec: Any, plan: Plan) -> str:
@@ -33,42 +33,64 @@ def speed_summary(rig: Rig, spec: Any, plan: Plan) -> str:
     return text
 
 
-def status_sentence(plan: Plan, rig: Rig | None, speed_text: str) -> str:
-    """The plan status in words, as rich text."""
+def status_sentence(plan: Plan, rig: Rig | None, speed_text: str, shown: Plan | None = None) -> str:
+    """The plan status in words, as rich text. ``shown`` is the placement the bars draw (the plan
+    with the GPU layers that fit, when the settings as set overflow a GPU)."""
+    shown = shown or plan
     word = STATUS_WORDS.get(plan.status, plan.status)
-    gpus = len(plan.devices)
-    used = plan.gpu_total_mib
-    capacity = sum(d.capacity_mib for d in plan.devices)
+    gpus = len(shown.devices)
+    used = shown.gpu_total_mib
+    capacity = sum(d.capacity_mib for d in shown.devices)
     if gpus:
         where = f"{fmt_gib(used)} of {fmt_gib(capacity)} on {gpus} GPU{'s' if gpus != 1 else ''}"
     else:
-        where = f"{fmt_gib(plan.host.total_mib)} of system RAM (no GPU)"
-    host = f", {fmt_gib(plan.host.total_mib)} in system RAM" if gpus else ""
-    detail = {
-        "fits": "every layer on the GPUs, with room to spare",
-        "tight": "every layer on the GPUs, but some GPU has less than 10% left",
-        "offload": (
-            f"{plan.layers_on_cpu} of {plan.n_layer} layers run on the CPU"
-            if plan.fit_n_gpu_layers is None
-            else f"fits with n_gpu_layers = {plan.fit_n_gpu_layers}; the other layers run on the CPU"
-        ),
-        "no": "not even with layers moved to the CPU" if plan.fit_n_gpu_layers is None else "",
-    }.get(plan.status, "")
+        where = f"{fmt_gib(shown.host.total_mib)} of system RAM (no GPU)"
+    host = f", {fmt_gib(shown.host.total_mib)} in system RAM" if gpus else ""
+    if not gpus:
+        detail = {
+            "fits": "every layer runs on the CPU, in system RAM",
+            "no": "not enough system RAM for every layer",
+        }.get(plan.status, "")
+    else:
+        detail = {
+            "fits": "every layer on the GPUs, with room to spare",
+            "tight": "every layer on the GPUs, but some GPU has less than 10% left",
+            "offload": _offload_detail(plan, shown),
+            "no": "not even with layers moved to the CPU" if plan.fit_n_gpu_layers is None else "",
+        }.get(plan.status, "")
     text = f"<b>{html.escape(word)}</b> — {html.escape(detail)}. {html.escape(where)}{html.escape(host)}"
     if speed_text:
         text += f" · {html.escape(speed_text)}"
     return text
 
 
+def _offload_detail(plan: Plan, shown: Plan) -> str:
+    on_cpu = f"{shown.layers_on_cpu} of {plan.n_layer} layers run on the CPU"
+    if plan.fit_n_gpu_layers is None:
+        return on_cpu
+    over = [d for d in plan.devices if not d.fits]
+    as_set = "; ".join(f"GPU {d.index} needs {fmt_gib_of(d.total_mib, d.capacity_mib)}" for d in over)
+    return (
+        f"as set, {as_set or 'the GPUs overflow'}. With {plan.fit_n_gpu_layers} GPU layers it fits and "
+        f"{on_cpu}, as the bars show"
+    )
+
+
 class PlanBanner(QtWidgets.QWidget):
-    """The status line (rich text on the status colour) and the notes line (muted)."""
+    """The status line (rich text on the status colour), a one-click fix beside it when there is one
+    (:meth:`set_action`; :attr:`action_requested` carries its GPU layers), and the notes line (muted)."""
+
+    action_requested = QtCore.Signal(int)  # the n_gpu_layers the action sets
 
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
         self._status = ""
+        self._action_value: int | None = None
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(6)
+        top = QtWidgets.QHBoxLayout()
+        top.setSpacing(6)
         self.status_label = QtWidgets.QLabel("")
         self.status_label.setObjectName("planStatusLabel")
         self.status_label.setTextFormat(QtCore.Qt.TextFormat.RichText)
@@ -76,7 +98,14 @@ class PlanBanner(QtWidgets.QWidget):
         self.status_label.setAutoFillBackground(True)
         self.status_label.setContentsMargins(8, 4, 8, 4)
         self.status_label.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
-        layout.addWidget(self.status_label)
+        top.addWidget(self.status_label, 1)
+        self.action_button = QtWidgets.QPushButton()
+        self.action_button.setObjectName("planAction")
+        self.action_button.setAutoDefault(False)
+        self.action_button.hide()
+        self.action_button.clicked.connect(self._on_action)
+        top.addWidget(self.action_button, 0, QtCore.Qt.AlignmentFlag.AlignVCenter)
+        layout.addLayout(top)
         self.notes_label = QtWidgets.QLabel("")
         self.notes_label.setObjectName("planNotes")
         tint(self.notes_label, TEXT_MUTED)
@@ -104,6 +133,25 @@ class PlanBanner(QtWidgets.QWidget):
 
     def set_note(self, text: str) -> None:
         self.notes_label.setText(text)
+
+    def set_action(self, text: str, n_gpu_layers: int | None, tooltip: str = "") -> None:
+        """Offer ``text`` as a button that sets ``n_gpu_layers`` (``None``: no action)."""
+        self._action_value = n_gpu_layers
+        if n_gpu_layers is None:
+            self.action_button.hide()
+            return
+        self.action_button.setText(text)
+        self.action_button.setToolTip(tooltip)
+        self.action_button.show()
+
+    @property
+    def action_value(self) -> int | None:
+        """The GPU layers the offered action sets (``None`` when none is offered)."""
+        return self._action_value
+
+    def _on_action(self) -> None:
+        if self._action_value is not None:
+            self.action_requested.emit(self._action_value)
 
     def changeEvent(self, event: QtCore.QEvent) -> None:
         if event.type() == QtCore.QEvent.Type.PaletteChange:

@@ -17,6 +17,8 @@ from app.core.rig import Rig
 from app.core.settings import Settings
 from app.ui.state import ModelChoice
 
+COPY_TEXT = "Copy command"
+COPIED_TEXT = "Copied ✓"
 TOOLS: tuple[tuple[str, str], ...] = (
     ("llama-server", "llama-server"),
     ("llama-bench", "llama-bench"),
@@ -114,9 +116,14 @@ class CommandPanel(QtWidgets.QGroupBox):
         self.tool_combo.currentIndexChanged.connect(lambda _i: self._show_command())
         tool_row.addWidget(self.tool_combo)
         tool_row.addStretch(1)
-        self.copy_button = QtWidgets.QPushButton("Copy command")
+        self.copy_button = QtWidgets.QPushButton(COPY_TEXT)
         self.copy_button.setObjectName("copyCommand")
         self.copy_button.setAutoDefault(False)
+        self.copy_button.setToolTip("Copy the command to the clipboard, to paste into a terminal")
+        # Wide enough for either text: the row does not shift when it says "Copied".
+        metrics = self.copy_button.fontMetrics()
+        widest = max(metrics.horizontalAdvance(t) for t in (COPY_TEXT, COPIED_TEXT))
+        self.copy_button.setMinimumWidth(widest + 32)
         self.copy_button.clicked.connect(self.copy_requested)
         tool_row.addWidget(self.copy_button)
         layout.addLayout(tool_row)
@@ -147,10 +154,13 @@ class CommandPanel(QtWidgets.QGroupBox):
             self.tool_combo.setCurrentIndex(index)
 
     def copy_command(self) -> str:
-        """Copy the shown command to the clipboard; returns it."""
+        """Copy the shown command to the clipboard; returns it. The button says "Copied" until the
+        command or the tool changes."""
         text = self.command_text.toPlainText()
         if text:
             QtGui.QGuiApplication.clipboard().setText(text)
+            self.copy_button.setText(COPIED_TEXT)
+            self.copy_button.setToolTip(f"The {self.tool_combo.currentText()} command is on the clipboard")
             self.command_copied.emit(text)
         return text
 
@@ -158,6 +168,8 @@ class CommandPanel(QtWidgets.QGroupBox):
         text = self._commands.get(self.current_tool(), "")
         if self.command_text.toPlainText() != text:
             self.command_text.setPlainText(text)
+            self.copy_button.setText(COPY_TEXT)
+            self.copy_button.setToolTip("Copy the command to the clipboard, to paste into a terminal")
         self.copy_button.setEnabled(bool(text))
 
 

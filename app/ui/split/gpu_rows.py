@@ -109,11 +109,19 @@ def preset_split(key: str, rig: Rig, spec: Any, settings: Settings) -> tuple[tup
         return tuple(float(c) for c in solution.tensor_split), note
     if key == PRESET_HEADROOM:
         solution = split.split_for_even_headroom(rig, spec, layered)
-        return (
-            tuple(float(c) for c in solution.tensor_split),
-            f"Every GPU keeps at least {solution.min_free_fraction:.0%} of its VRAM free with this split.",
-        )
+        return tuple(float(c) for c in solution.tensor_split), headroom_note(solution.min_free_fraction)
     raise RigfitError(f"unknown preset '{key}'")
+
+
+def headroom_note(min_free_fraction: float) -> str:
+    """What the even-headroom split leaves free; a negative share means no split fits every layer."""
+    if min_free_fraction >= 0:
+        return f"Every GPU keeps at least {min_free_fraction:.0%} of its VRAM free with this split."
+    short = max(1, round(-min_free_fraction * 100))
+    return (
+        "No split fits every layer on these GPUs: even this, the most even one, overfills a GPU by "
+        f"{short}% of its VRAM, so some layers have to run on the CPU."
+    )
 
 
 class GpuRow:
@@ -130,7 +138,7 @@ class GpuRow:
         self.slider.setRange(0, SLIDER_STEPS)
         self.slider.setPageStep(50)
         self.slider.setSingleStep(5)
-        self.slider.setMinimumWidth(120)
+        self.slider.setMinimumWidth(80)
         self.slider.setToolTip(tip("tensor_split"))
         self.slider.setAccessibleName(f"GPU {index} share")
         self.spin = QtWidgets.QDoubleSpinBox(parent)
@@ -148,6 +156,7 @@ class GpuRow:
         self.bar = MemoryBar(parent)
         self.bar.setObjectName(f"memoryBar{index}")
         self.bar.show_text = False
+        self.bar.setMinimumWidth(100)  # the tab fits a 1280-pixel window beside the load settings
         self.used = QtWidgets.QLabel("", parent)
         self.used.setObjectName(f"used{index}")
         self.used.setAlignment(QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignVCenter)
@@ -222,17 +231,22 @@ class GpuRowsPanel(QtWidgets.QGroupBox):
             self.grid.addWidget(header, 0, col)
         self.grid.setColumnStretch(2, 2)
         self.grid.setColumnStretch(5, 5)
+        # Room for the host's wrapped "token embeddings + N layers" on wide windows.
+        self.grid.setColumnStretch(7, 1)
         self.host_swatch = Swatch(muted_text(self.palette()))
         self.host_name = QtWidgets.QLabel("Host (system RAM)")
         self.host_name.setToolTip(tip("host"))
         self.host_bar = MemoryBar()
         self.host_bar.setObjectName("hostBar")
         self.host_bar.show_text = False
+        self.host_bar.setMinimumWidth(100)
         self.host_used = QtWidgets.QLabel("")
         self.host_used.setObjectName("hostUsed")
         self.host_used.setAlignment(QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignVCenter)
         self.host_layers = QtWidgets.QLabel("")
         self.host_layers.setObjectName("hostLayers")
+        # "token embeddings + 19 layers (0–18)" wraps rather than widen the grid past a small window.
+        self.host_layers.setWordWrap(True)
         layout.addWidget(self.grid_host)
         layout.addWidget(segment_legend(self.palette()))
         layout.addStretch(1)
@@ -378,8 +392,12 @@ class GpuRowsPanel(QtWidgets.QGroupBox):
             row.slider.setEnabled(movable)
             row.spin.setEnabled(movable)
 
-    def show_plan(self, plan: Plan | None) -> None:
-        """The bars, figures and layers of every row for ``plan`` (the capacities alone without one)."""
+    def show_plan(self, plan: Plan | None, requested: Plan | None = None) -> None:
+        """The bars, figures and layers of every row for ``plan`` (the capacities alone without one).
+
+        ``requested`` is the plan of the settings as set when ``plan`` is the placement that loads
+        instead (fewer GPU layers: :func:`app.core.offload.loading_plan`); a GPU it overfills says so.
+        """
         rig = self.state.rig
         scale = max((g.vram_usable_mib for g in rig.gpus), default=0.0) if rig is not None else 0.0
         if plan is None:
@@ -395,11 +413,18 @@ class GpuRowsPanel(QtWidgets.QGroupBox):
             self._set_used(self.host_used, host_values, empty=True)
             self.host_layers.setText("")
             return
+        as_set = requested.devices if requested is not None and requested is not plan else ()
         for row, d in zip(self.rows, plan.devices, strict=False):
             values = BarValues(d.weights_mib, d.kv_mib, d.compute_mib, d.overhead_mib, d.capacity_mib)
             row.bar.set_values(values)
             row.bar.set_scale_mib(scale or None)
             self._set_used(row.used, values)
+            over = next((r for r in as_set if r.index == d.index and not r.fits), None)
+            if over is not None:
+                row.used.setToolTip(
+                    f"{row.used.toolTip()}\n\nWith {plan.settings.n_gpu_layers} GPU layers, the most that fit. "
+                    f"As set, this GPU would need {fmt_gib_of(over.total_mib, over.capacity_mib)}."
+                )
             row.layers.setText(layers_text(d.layers, d.first_layer, d.has_output))
         host = plan.host
         host_values = BarValues(
@@ -445,6 +470,7 @@ __all__ = [
     "PRESETS",
     "GpuRow",
     "GpuRowsPanel",
+    "headroom_note",
     "layers_text",
     "percent_display",
     "preset_split",

@@ -20,7 +20,30 @@ from app.ui.glossary import tip
 from app.ui.state import CONTEXT_CHOICES, AppState, ModelChoice
 from app.ui.theme import TEXT_MUTED, tint
 
-MODE_LABELS = {"layer": "Layer", "row": "Row", "tensor": "Tensor", "none": "None (one GPU)"}
+CTX_MIN = 256  # the shortest context the tab plans (llama.cpp pads the context to 256 tokens)
+CTX_MAX = 1 << 24  # the longest: 16,777,216 tokens, beyond every model's training
+ALL_LAYERS_TEXT = "all"
+
+
+class GpuLayersBox(QtWidgets.QSpinBox):
+    """The GPU layers count, with -1 shown and typed as "all" (any case); Qt's special value text is
+    shown but cannot be typed."""
+
+    def validate(self, text: str, pos: int) -> object:
+        word = text.strip().lower()
+        if word and ALL_LAYERS_TEXT.startswith(word):
+            state = QtGui.QValidator.State
+            return (state.Acceptable if word == ALL_LAYERS_TEXT else state.Intermediate, text, pos)
+        return super().validate(text, pos)
+
+    def valueFromText(self, text: str) -> int:
+        if text.strip().lower() == ALL_LAYERS_TEXT:
+            return self.minimum()
+        return super().valueFromText(text)
+
+
+# Short enough that "— recommended" fits beside each in the fixed-width panel.
+MODE_LABELS = {"layer": "Layer", "row": "Row", "tensor": "Tensor", "none": "One GPU"}
 MODE_WORDS = {
     "layer": "layer split",
     "row": "row split",
@@ -53,6 +76,9 @@ class SettingsPanel(QtWidgets.QGroupBox):
 
     def __init__(self, state: AppState, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__("Load settings", parent)
+        # A fixed width: the split mode's reason and the speed change with every plan, and a width that
+        # followed them would push the GPU rows sideways. The labels wrap instead.
+        self.setFixedWidth(self.fontMetrics().averageCharWidth() * 50)
         self.state = state
         self._recommended: tuple[str, str] | None = None
         self._recommended_for: tuple[object, ...] | None = None
@@ -98,7 +124,10 @@ class SettingsPanel(QtWidgets.QGroupBox):
         self.ctx_combo.setObjectName("splitContext")
         self.ctx_combo.setEditable(True)
         self.ctx_combo.setInsertPolicy(QtWidgets.QComboBox.InsertPolicy.NoInsert)
-        self.ctx_combo.setValidator(QtGui.QIntValidator(256, 1 << 24, self))
+        # Any number can be typed: one out of range is answered in words (_on_ctx_edited), not ignored.
+        self.ctx_combo.setValidator(
+            QtGui.QRegularExpressionValidator(QtCore.QRegularExpression(r"[0-9][0-9,]{0,14}"), self)
+        )
         self.ctx_combo.setToolTip(tip("context"))
         for ctx in CONTEXT_CHOICES:
             self.ctx_combo.addItem(str(ctx), ctx)
@@ -137,10 +166,10 @@ class SettingsPanel(QtWidgets.QGroupBox):
         self.flash_attn.toggled.connect(self._on_flash_attn)
         form.addRow("", self.flash_attn)
 
-        self.ngl = QtWidgets.QSpinBox()
+        self.ngl = GpuLayersBox()
         self.ngl.setObjectName("gpuLayers")
         self.ngl.setRange(-1, 999)
-        self.ngl.setSpecialValueText("all")
+        self.ngl.setSpecialValueText(ALL_LAYERS_TEXT)
         self.ngl.setKeyboardTracking(False)
         self.ngl.setToolTip(tip("gpu_layers"))
         self.ngl.valueChanged.connect(self._on_ngl)
@@ -286,10 +315,19 @@ class SettingsPanel(QtWidgets.QGroupBox):
 
     def _on_ctx_edited(self) -> None:
         text = self.ctx_combo.currentText().replace(",", "").strip()
+        current = self.state.settings.ctx
         try:
             ctx = int(text)
         except ValueError:
-            self._sync_ctx(self.state.settings.ctx)
+            self._sync_ctx(current)
+            return
+        if not CTX_MIN <= ctx <= CTX_MAX:
+            # The box goes back to the context in use, and the banner says why.
+            self._sync_ctx(current)
+            self.note.emit(
+                f"A context of {ctx:,} tokens is out of range: give {CTX_MIN:,} to {CTX_MAX:,} tokens. "
+                f"The context stays {current:,}."
+            )
             return
         self._set_ctx(ctx)
 
@@ -311,4 +349,12 @@ class SettingsPanel(QtWidgets.QGroupBox):
             self.state.update_settings(n_gpu_layers=value)
 
 
-__all__ = ["MODE_LABELS", "SettingsPanel", "mode_problem", "recommended_mode_for"]
+__all__ = [
+    "CTX_MAX",
+    "CTX_MIN",
+    "MODE_LABELS",
+    "GpuLayersBox",
+    "SettingsPanel",
+    "mode_problem",
+    "recommended_mode_for",
+]

@@ -21,6 +21,8 @@ import html
 
 from PySide6 import QtCore, QtWidgets
 
+from app.core.errors import RigfitError
+from app.core.offload import ALL_GPU_LAYERS, keeps_layers_on_cpu, loading_plan, most_gpu_layers
 from app.core.plan import STATUS_NO, Plan
 from app.core.rig import Rig
 from app.core.settings import Settings
@@ -51,6 +53,7 @@ class SplitView(QtWidgets.QWidget):
         self.state = state
         self.updates = 0  # plan updates applied (benchmarks and tests)
         self._rig_key: tuple[object, ...] | None = None
+        self._shown: Plan | None = None  # the placement the bars draw
         self._details_timer = QtCore.QTimer(self)
         self._details_timer.setObjectName("splitDetailsTimer")
         self._details_timer.setSingleShot(True)
@@ -71,6 +74,7 @@ class SplitView(QtWidgets.QWidget):
         self.rig_header.link_activated.connect(lambda _t: self.rig_link_activated.emit())
         self.model_header.link_activated.connect(lambda _t: self.model_link_activated.emit())
         self.gpus.note.connect(self.banner.set_note)
+        self.banner.action_requested.connect(self._set_gpu_layers)
         self.load_settings.note.connect(self.banner.set_note)
         self.export.copy_requested.connect(self.copy_command)
         self.export.command_copied.connect(self.command_copied)
@@ -156,11 +160,26 @@ class SplitView(QtWidgets.QWidget):
         assert isinstance(settings, Settings)
         self.load_settings.show_settings(settings)
 
+    def _shown_plan(self, plan: Plan) -> Plan:
+        """The placement the bars draw: where the layers really go (fewer GPU layers when the settings
+        as set overflow a GPU), see :func:`app.core.offload.loading_plan`."""
+        model = self.state.model
+        rig = self.state.rig
+        if plan.fit_n_gpu_layers is None or model is None or rig is None:
+            return plan
+        try:
+            return loading_plan(rig, model.spec, plan)
+        except RigfitError:
+            return plan
+
     def _on_plan_changed(self, plan: object) -> None:
         plan = plan if isinstance(plan, Plan) else None
         self.updates += 1
         self.gpus.refresh_shares()
-        self.gpus.show_plan(plan)
+        shown = self._shown_plan(plan) if plan is not None else None
+        self._shown = shown
+        self.gpus.show_plan(shown, requested=plan)
+        self._offer_gpu_layers(plan, None)
         if plan is None:
             self.load_settings.set_speed("")
             if not self.state.plan_error_text:
@@ -178,9 +197,41 @@ class SplitView(QtWidgets.QWidget):
         # The speed estimate follows with the advice (it may re-plan an offload); until then the
         # sentence keeps the last figure rather than flicker without one.
         speed_text = self.load_settings.speed_label.text()
-        self.banner.set_status(plan.status, status_sentence(plan, self.state.rig, speed_text))
+        self.banner.set_status(plan.status, status_sentence(plan, self.state.rig, speed_text, shown))
         self.banner.set_note(" · ".join(plan.notes))
         self._details_timer.start()
+
+    def _offer_gpu_layers(self, plan: Plan | None, most: int | None) -> None:
+        """The banner's one-click fix for the GPU layers: fewer when the settings overflow a GPU, more
+        (or all) when the settings keep layers on the CPU that would now fit (``most``)."""
+        if plan is None:
+            self.banner.set_action("", None)
+            return
+        if plan.fit_n_gpu_layers is not None:
+            n = plan.fit_n_gpu_layers
+            self.banner.set_action(
+                f"Use {n} GPU layers",
+                n,
+                f"Set GPU layers to {n}, the most that fit: the others run on the CPU, from system RAM.",
+            )
+        elif most is not None and most != plan.settings.n_gpu_layers and keeps_layers_on_cpu(plan):
+            if most == ALL_GPU_LAYERS:
+                self.banner.set_action(
+                    "Put every layer on the GPUs",
+                    most,
+                    "Every layer fits on the GPUs now: set GPU layers to all.",
+                )
+            elif most > plan.settings.n_gpu_layers:
+                self.banner.set_action(
+                    f"Use {most} GPU layers", most, f"{most} GPU layers fit now: fewer layers run on the CPU."
+                )
+            else:
+                self.banner.set_action("", None)
+        else:
+            self.banner.set_action("", None)
+
+    def _set_gpu_layers(self, n_gpu_layers: int) -> None:
+        self.state.update_settings(n_gpu_layers=n_gpu_layers)
 
     def _on_plan_error(self, message: str) -> None:
         if message:
@@ -205,7 +256,14 @@ class SplitView(QtWidgets.QWidget):
         speed_text = speed_summary(rig, model.spec, plan)
         if speed_text != self.load_settings.speed_label.text():
             self.load_settings.set_speed(speed_text)
-            self.banner.set_status(plan.status, status_sentence(plan, rig, speed_text))
+            self.banner.set_status(plan.status, status_sentence(plan, rig, speed_text, self._shown))
+        if plan.fit_n_gpu_layers is None and keeps_layers_on_cpu(plan):
+            # Layers kept on the CPU by a count typed earlier: would more fit now (a smaller KV cache)?
+            try:
+                most = most_gpu_layers(rig, model.spec, self.state.settings)
+            except RigfitError:
+                most = None
+            self._offer_gpu_layers(plan, most)
         self.advice.show_advice(plan_advice_for(rig, model.spec, self.state.settings, plan), have_plan=True)
         self.export.set_commands(commands_for(rig, model, plan))
 
