@@ -270,7 +270,7 @@ class _Header:
         while True:
             buf = self.buf
             try:
-                for i in range(i, n):  # noqa: B020 (resumes at the string that ran past the buffer)
+                for i in range(i, n):  # noqa: B007, B020 (i says where to resume when the buffer runs out)
                     off += 8 + u64(buf, off)[0]
                 break
             except (struct.error, OverflowError):  # past the buffer, or a corrupt length past any offset
@@ -318,9 +318,7 @@ def read_gguf_bytes(data: bytes, name: str = "<memory>") -> GgufFile:
     return _parse(data, len(data), name)
 
 
-def read_gguf_source(
-    source: RangeSource, name: str, *, first_read_bytes: int = FIRST_READ_BYTES
-) -> GgufFile:
+def read_gguf_source(source: RangeSource, name: str, *, first_read_bytes: int = FIRST_READ_BYTES) -> GgufFile:
     """Parse one GGUF header from a :class:`RangeSource`, reading little more than the header.
 
     ``name`` names the file in messages. Bounds are checked against the source's whole size, so a

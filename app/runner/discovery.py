@@ -181,6 +181,7 @@ def default_roots(
 
 # ------------------------------------------------------------------------------------------ names
 
+
 def _short_path(path: str, home: str) -> str:
     if home and (path == home or path.startswith(home.rstrip(os.sep) + os.sep)):
         return "~" + path[len(home.rstrip(os.sep)) :]
