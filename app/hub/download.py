@@ -52,6 +52,7 @@ CHUNK_BYTES = 1 << 20
 DISK_MARGIN_BYTES = 64 << 20  # left free after the download: a full disk breaks everything else
 _RETRIES = 5  # reconnections in a row without a byte received in between
 _PROGRESS_INTERVAL_S = 0.1
+_POLL_S = 1.0
 _SPEED_WINDOW_S = 3.0
 
 
@@ -219,6 +220,10 @@ def _fetch(
     url = resolve_url
     received = 0
     failures = 0
+    last_byte = time.monotonic()
+    # Reads wait at most a second, so a cancel is seen within a second even while a server sends
+    # nothing; a stall is only declared after stall_timeout_s without a byte (reconnecting meanwhile).
+    read_s = min(_POLL_S, config.stall_timeout_s)
     with partial.open("r+b" if have else "wb") as out:
         out.seek(have)
         while have < f.size_bytes:
@@ -228,9 +233,7 @@ def _fetch(
             headers = hub_headers(extra) if same_host(url, config.endpoint) else extra
             got_this_time = 0
             try:
-                with get_session().stream(
-                    "GET", url, headers=headers, timeout=timeout(config, config.stall_timeout_s)
-                ) as r:
+                with get_session().stream("GET", url, headers=headers, timeout=timeout(config, read_s)) as r:
                     if r.status_code >= 400:
                         r.read()
                         if url != resolve_url and r.status_code in (401, 403, 410):
@@ -265,6 +268,7 @@ def _fetch(
                         have += len(chunk)
                         received += len(chunk)
                         got_this_time += len(chunk)
+                        last_byte = time.monotonic()
                         meter.add(len(chunk), f.path, part)
             except httpx2.TimeoutException as exc:
                 if isinstance(exc, httpx2.ConnectTimeout):
@@ -275,6 +279,10 @@ def _fetch(
                         filename=f.path,
                         timeout_s=config.timeout_s,
                     ) from None
+                if cancel is not None and cancel.is_set():
+                    raise DownloadCancelled("download cancelled") from None
+                if time.monotonic() - last_byte < config.stall_timeout_s:
+                    continue
                 raise HubUnreachable(
                     f"the download of {f.path} stalled: nothing arrived for {config.stall_timeout_s:g} s; "
                     f"{format_bytes(have)} of {format_bytes(f.size_bytes)} are kept, run it again to resume"
@@ -291,7 +299,9 @@ def _fetch(
                     raise hub_error(
                         exc, endpoint=config.endpoint, repo=listing.repo, filename=f.path
                     ) from None
-                if failures:
+                if failures and cancel is not None and cancel.wait(min(0.25 * 2**failures, 4.0)):
+                    raise DownloadCancelled("download cancelled") from None
+                if failures and cancel is None:
                     time.sleep(min(0.25 * 2**failures, 4.0))
                 continue
             except hf_errors.HfHubHTTPError as exc:  # an OSError too, but not the disk's
@@ -314,6 +324,13 @@ def _fetch(
         )
     os.replace(partial, _blob(config, listing.repo, f))
     return received
+
+
+def _drop_if_empty(path: Path) -> None:
+    """A partial file with nothing in it is no resume point, only litter."""
+    with contextlib.suppress(OSError):
+        if path.stat().st_size == 0:
+            path.unlink()
 
 
 def _link(config: HubConfig, listing: RepoListing, f: HubFile) -> Path:
@@ -399,7 +416,10 @@ def download_model(
         lock = filelock.FileLock(str(locks / f"{f.blob_name}.rigfit.lock"), timeout=0)
         try:
             with lock:
-                received += _fetch(cfg, listing, f, part, meter, cancel)
+                try:
+                    received += _fetch(cfg, listing, f, part, meter, cancel)
+                finally:
+                    _drop_if_empty(_partial(cfg, listing.repo, f))
         except filelock.Timeout:
             raise HubError(
                 f"{f.path} is being downloaded by another Rigfit right now; wait for it to finish"

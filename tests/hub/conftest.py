@@ -29,7 +29,13 @@ def fake_hub(hub_models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     hub = FakeHub().start()
     try:
         populate(hub, hub_models_dir)
-        for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME"):
+        for name in (
+            "HF_TOKEN",
+            "HUGGING_FACE_HUB_TOKEN",
+            "HF_HUB_OFFLINE",
+            "TRANSFORMERS_OFFLINE",
+            "HF_HOME",
+        ):
             monkeypatch.delenv(name, raising=False)
         monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
         monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))

@@ -24,6 +24,7 @@ Run it by hand for the window or the CLI (prints the endpoint; Ctrl+C stops it):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import socket
@@ -69,6 +70,7 @@ class Logged:
     range: str | None
     status: int
     bytes_sent: int = 0
+    authorized: bool = False  # an Authorization header came with the request
 
 
 _HASHES: dict[tuple[str, int, int], tuple[str, str]] = {}
@@ -126,7 +128,9 @@ class FakeHub:
         for role in ("hub", "cdn"):
             server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self, role))
             server.daemon_threads = True
-            thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+            thread = threading.Thread(
+                target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+            )
             thread.start()
             self._servers.append(server)
             self._threads.append(thread)
@@ -189,7 +193,9 @@ def _handler(hub: FakeHub, role: str) -> type[BaseHTTPRequestHandler]:
             self._route(head=False)
 
         # -- plumbing ----------------------------------------------------------------------------
-        def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None, head: bool = False) -> None:
+        def _send(
+            self, status: int, body: bytes = b"", headers: dict[str, str] | None = None, head: bool = False
+        ) -> None:
             self.send_response(status)
             for k, v in (headers or {}).items():
                 self.send_header(k, v)
@@ -197,12 +203,29 @@ def _handler(hub: FakeHub, role: str) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             if body and not head:
                 self.wfile.write(body)
-            hub.record(Logged(role, self.command, self.path, self.headers.get("Range"), status, 0 if head else len(body)))
+            hub.record(
+                Logged(
+                    role,
+                    self.command,
+                    self.path,
+                    self.headers.get("Range"),
+                    status,
+                    0 if head else len(body),
+                    "Authorization" in self.headers,
+                )
+            )
 
         def _json(self, data: object, head: bool = False) -> None:
             self._send(200, json.dumps(data).encode(), {"Content-Type": "application/json"}, head)
 
-        def _error(self, status: int, code: str, message: str, head: bool = False, extra: dict[str, str] | None = None) -> None:
+        def _error(
+            self,
+            status: int,
+            code: str,
+            message: str,
+            head: bool = False,
+            extra: dict[str, str] | None = None,
+        ) -> None:
             headers = {"X-Error-Code": code, "X-Error-Message": message, "Content-Type": "application/json"}
             headers.update(extra or {})
             self._send(status, json.dumps({"error": message}).encode(), headers, head)
@@ -235,8 +258,17 @@ def _handler(hub: FakeHub, role: str) -> type[BaseHTTPRequestHandler]:
                 code = "GatedRepo" if repo.deny == 403 else "RepoNotFound"
                 self._error(repo.deny, code, "Access to this repository is restricted", head)
                 return None
-            if files and repo.token is not None and self.headers.get("Authorization") != f"Bearer {repo.token}":
-                self._error(401, "GatedRepo", f"Access to model {repo_id} is restricted and you are not in the authorized list.", head)
+            if (
+                files
+                and repo.token is not None
+                and self.headers.get("Authorization") != f"Bearer {repo.token}"
+            ):
+                self._error(
+                    401,
+                    "GatedRepo",
+                    f"Access to model {repo_id} is restricted and you are not in the authorized list.",
+                    head,
+                )
                 return None
             return repo
 
@@ -251,11 +283,23 @@ def _handler(hub: FakeHub, role: str) -> type[BaseHTTPRequestHandler]:
             limit = int((query.get("limit") or ["20"])[0])
             terms = text.replace("-", " ").split()
             found = [
-                r for r in hub.repos.values() if all(t in r.id.lower() for t in terms) and any(p.endswith(".gguf") for p in r.files)
+                r
+                for r in hub.repos.values()
+                if all(t in r.id.lower() for t in terms) and any(p.endswith(".gguf") for p in r.files)
             ]
             found.sort(key=lambda r: -r.downloads)
             self._json(
-                [{"id": r.id, "downloads": r.downloads, "likes": 0, "gated": r.gated, "private": False, "tags": ["gguf"]} for r in found[:limit]],
+                [
+                    {
+                        "id": r.id,
+                        "downloads": r.downloads,
+                        "likes": 0,
+                        "gated": r.gated,
+                        "private": False,
+                        "tags": ["gguf"],
+                    }
+                    for r in found[:limit]
+                ],
                 head,
             )
 
@@ -281,8 +325,16 @@ def _handler(hub: FakeHub, role: str) -> type[BaseHTTPRequestHandler]:
                         entry["lfs"] = {"sha256": sha, "size": h.size, "pointerSize": 134}
                 siblings.append(entry)
             self._json(
-                {"id": repo.id, "modelId": repo.id, "sha": repo.commit, "private": False, "gated": repo.gated or False,
-                 "downloads": repo.downloads, "tags": ["gguf"], "siblings": siblings},
+                {
+                    "id": repo.id,
+                    "modelId": repo.id,
+                    "sha": repo.commit,
+                    "private": False,
+                    "gated": repo.gated or False,
+                    "downloads": repo.downloads,
+                    "tags": ["gguf"],
+                    "siblings": siblings,
+                },
                 head,
             )
 
@@ -332,7 +384,15 @@ def _handler(hub: FakeHub, role: str) -> type[BaseHTTPRequestHandler]:
             if rng is not None:
                 self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
             self.end_headers()
-            entry = Logged(role, self.command, self.path, self.headers.get("Range"), 206 if rng else 200)
+            entry = Logged(
+                role,
+                self.command,
+                self.path,
+                self.headers.get("Range"),
+                206 if rng else 200,
+                0,
+                "Authorization" in self.headers,
+            )
             hub.record(entry)
             if head:
                 return
@@ -360,18 +420,20 @@ def _handler(hub: FakeHub, role: str) -> type[BaseHTTPRequestHandler]:
             if cut is not None and cut < length:
                 self.wfile.flush()
                 self.close_connection = True
-                try:
+                with contextlib.suppress(OSError):
                     self.connection.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     return Handler
 
 
 def main() -> None:  # pragma: no cover (a manual helper)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--demo", action="store_true", help="serve the demo model and the synthetic test models")
-    parser.add_argument("--dir", default=None, help="where to write the synthetic models (default: a temp folder)")
+    parser.add_argument(
+        "--demo", action="store_true", help="serve the demo model and the synthetic test models"
+    )
+    parser.add_argument(
+        "--dir", default=None, help="where to write the synthetic models (default: a temp folder)"
+    )
     args = parser.parse_args()
     import tempfile
 

@@ -54,7 +54,9 @@ def write_vocab128k(path: Path, *, sparse: bool = True) -> Path:
     w.add_eos_token_id(2)
     q8 = GGMLQuantizationType.Q8_0
     f32 = GGMLQuantizationType.F32
-    infos: list[tuple[str, tuple[int, ...], GGMLQuantizationType]] = [("token_embd.weight", (n_embd, N_VOCAB_128K), q8)]
+    infos: list[tuple[str, tuple[int, ...], GGMLQuantizationType]] = [
+        ("token_embd.weight", (n_embd, N_VOCAB_128K), q8)
+    ]
     for i in range(n_layer):
         infos += [
             (f"blk.{i}.attn_norm.weight", (n_embd,), f32),
@@ -97,7 +99,9 @@ def write_vocab128k(path: Path, *, sparse: bool = True) -> Path:
 
 def write_split3(folder: Path, prefix: str = SPLIT_PREFIX) -> list[Path]:
     """A 6-layer llama model (F32 norms, Q8_0 weights) in three parts: ``PREFIX-0000N-of-00003.gguf``."""
-    shape = SynthShape(n_layer=6, n_embd=128, n_ff=256, n_head=4, n_head_kv=2, n_vocab=512, weight_type="Q8_0")
+    shape = SynthShape(
+        n_layer=6, n_embd=128, n_ff=256, n_head=4, n_head_kv=2, n_vocab=512, weight_type="Q8_0"
+    )
     plan = tensor_plan(shape)
     per_part = -(-len(plan) // 3)
     w = GGUFWriter(str(folder / f"{prefix}.gguf"), "llama", split_max_tensors=per_part)
