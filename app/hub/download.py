@@ -33,6 +33,7 @@ import httpx2
 from huggingface_hub import errors as hf_errors
 from huggingface_hub import get_session, hf_hub_download, hf_hub_url, hf_raise_for_status
 
+from app.hub.cache import repo_folder, snapshot_path
 from app.hub.config import HubConfig, hub_config
 from app.hub.errors import (
     ChecksumMismatch,
@@ -46,7 +47,6 @@ from app.hub.errors import (
 )
 from app.hub.http import hub_headers, same_host, timeout
 from app.hub.listing import HubFile, RemoteModel, RepoListing
-from app.hub.remote import repo_folder, snapshot_path
 
 CHUNK_BYTES = 1 << 20
 DISK_MARGIN_BYTES = 64 << 20  # left free after the download: a full disk breaks everything else
@@ -355,11 +355,11 @@ def _link(config: HubConfig, listing: RepoListing, f: HubFile) -> Path:
         raise HubError(
             f"the Hugging Face cache holds a different file at {got}; delete it and download again"
         )
-    # A branch name gets its ref, as huggingface_hub writes for downloads by branch.
+    # The branch asked for points at the commit just downloaded, as huggingface_hub records it.
     if listing.revision != listing.commit:
         ref = repo_folder(config, listing.repo) / "refs" / listing.revision
-        if not ref.exists():
-            with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError):
+            if not ref.is_file() or ref.read_text().strip() != listing.commit:
                 ref.parent.mkdir(parents=True, exist_ok=True)
                 ref.write_text(listing.commit)
     return expected

@@ -396,16 +396,17 @@ def _handler(hub: FakeHub, role: str) -> type[BaseHTTPRequestHandler]:
             hub.record(entry)
             if head:
                 return
-            if role == "cdn" and hosted.sha256 in hub.stall_blobs:
-                self.wfile.flush()
-                hub.release.wait(60)
-                self.close_connection = True
-                return
             cut = None
             with hub._lock:
                 cuts = hub.cut_after.get(hosted.sha256)
                 if role == "cdn" and cuts:
                     cut = cuts.pop(0)
+            # A pending cut comes first, so "cut, then stall on the reconnection" can be staged.
+            if cut is None and role == "cdn" and hosted.sha256 in hub.stall_blobs:
+                self.wfile.flush()
+                hub.release.wait(60)
+                self.close_connection = True
+                return
             limit = length if cut is None else min(cut, length)
             with hosted.file.open("rb") as f:
                 f.seek(start)
