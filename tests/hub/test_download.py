@@ -49,7 +49,9 @@ def _snapshot_ggufs(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("snapshots/*/**/*.gguf")] if folder.exists() else []
 
 
-def test_a_download_lands_in_the_hf_cache_where_huggingface_hub_and_the_scan_find_it(fake_hub: FakeHub) -> None:
+def test_a_download_lands_in_the_hf_cache_where_huggingface_hub_and_the_scan_find_it(
+    fake_hub: FakeHub,
+) -> None:
     cfg = hub_config()
     listing, model = _demo()
     reports: list[DownloadProgress] = []
@@ -77,7 +79,9 @@ def test_a_split_model_comes_whole_and_the_token_never_goes_to_the_cdn(
     fake_hub.repos[SPLIT_REPO].token = "hf_secret"
     listing = list_repo(SPLIT_REPO)
     (model,) = listing.models
-    with pytest.raises(HubAccessDenied, match=r"set HF_TOKEN to a token that can read it, or accept its licence"):
+    with pytest.raises(
+        HubAccessDenied, match=r"set HF_TOKEN to a token that can read it, or accept its licence"
+    ):
         download_model(listing, model)
     monkeypatch.setenv("HF_TOKEN", "hf_secret")
     result = download_model(listing, model)
@@ -126,7 +130,9 @@ def test_a_wrong_hash_deletes_the_file_and_says_so(fake_hub: FakeHub) -> None:
     cfg = hub_config()
     fake_hub.advertised_sha256[(VOCAB128K_REPO, VOCAB128K_FILE)] = "ab" * 32
     listing = list_repo(VOCAB128K_REPO)
-    with pytest.raises(ChecksumMismatch, match=r"do not match the hub's SHA-256 \(abababababab….*the file was deleted"):
+    with pytest.raises(
+        ChecksumMismatch, match=r"do not match the hub's SHA-256 \(abababababab….*the file was deleted"
+    ):
         download_model(listing, listing.pick(file=VOCAB128K_FILE))
     assert _files(cfg.cache_dir) == []
 
@@ -151,7 +157,9 @@ def test_a_stalled_server_stops_after_the_timeout_and_keeps_what_arrived(
     assert not _snapshot_ggufs(hub_config().cache_dir)
 
 
-def test_a_download_stalled_by_its_server_can_be_cancelled(fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_download_stalled_by_its_server_can_be_cancelled(
+    fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HF_HUB_DOWNLOAD_TIMEOUT", "120")  # the stall alone would not end it
     hosted = fake_hub.blob(VOCAB128K_REPO, VOCAB128K_FILE)
     fake_hub.stall_blobs.add(hosted.sha256)
@@ -175,14 +183,18 @@ def test_a_download_stalled_by_its_server_can_be_cancelled(fake_hub: FakeHub, mo
     assert len(outcome) == 1 and isinstance(outcome[0], DownloadCancelled)
 
 
-def test_no_network_or_a_silent_hub_is_one_clear_line(fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_network_or_a_silent_hub_is_one_clear_line(
+    fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import socket
 
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
-    with pytest.raises(HubUnreachable, match=r"^cannot reach the Hugging Face hub at http://127.0.0.1:\d+ .*HF_ENDPOINT"):
+    with pytest.raises(
+        HubUnreachable, match=r"^cannot reach the Hugging Face hub at http://127.0.0.1:\d+ .*HF_ENDPOINT"
+    ):
         list_repo(DEMO_REPO)
     monkeypatch.setenv("HF_ENDPOINT", fake_hub.endpoint)
     monkeypatch.setenv("HF_HUB_ETAG_TIMEOUT", "1")
@@ -219,7 +231,9 @@ def test_a_disk_that_fills_up_mid_download_keeps_nothing_and_says_how_much_is_ne
         real(out, chunk)
 
     monkeypatch.setattr(download_module, "_write_chunk", full_after_10_mib)
-    with pytest.raises(NotEnoughDisk, match=r"filled up while downloading .*: this download needs 157.8 MiB free"):
+    with pytest.raises(
+        NotEnoughDisk, match=r"filled up while downloading .*: this download needs 157.8 MiB free"
+    ):
         download_model(listing, model)
     assert _files(hub_config().cache_dir) == []
 
@@ -257,7 +271,9 @@ def test_a_real_small_disk_filled_by_another_program_mid_download(
                         f.write(b"\0" * (1 << 20))
 
         with pytest.raises(NotEnoughDisk, match=r"filled up while downloading .*Free .*or set HF_HUB_CACHE"):
-            download_model(listing, listing.pick(file=VOCAB128K_FILE), progress=another_program_fills_the_disk)
+            download_model(
+                listing, listing.pick(file=VOCAB128K_FILE), progress=another_program_fills_the_disk
+            )
         assert _files(disk / "hub") == []
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False, timeout=20)
