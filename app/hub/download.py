@@ -271,6 +271,7 @@ def _fetch(
                         last_byte = time.monotonic()
                         meter.add(len(chunk), f.path, part)
             except httpx2.TimeoutException as exc:
+                meter.add(0, f.path, part, force=True)  # show where it stopped
                 if isinstance(exc, httpx2.ConnectTimeout):
                     raise hub_error(
                         exc,
@@ -294,6 +295,7 @@ def _fetch(
                 httpx2.WriteError,
             ) as exc:
                 # A cut connection: resume from where the bytes stopped, a few times in a row at most.
+                meter.add(0, f.path, part, force=True)
                 failures = 0 if got_this_time else failures + 1
                 if failures > _RETRIES:
                     raise hub_error(

@@ -201,6 +201,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.plan_status.setObjectName("planStatus")
         self.statusBar().addPermanentWidget(self.plan_status)
         self._build_menus()
+        from app.ui.hub.hooks import HubHooks
+
+        self.hub = HubHooks(self)  # "Get this model", downloads (app/ui/hub)
 
         session = self.store.load_session() if restore else Session()
         self._run_folders = session.run_folders or ()
@@ -710,6 +713,7 @@ class MainWindow(QtWidgets.QMainWindow):
                 view = tab.content_if_created()
                 if view is not None:
                     view.shutdown()  # type: ignore[attr-defined]
+            self.hub.shutdown()
             self.tasks.shutdown()
         self.wait_for_tasks()
         super().closeEvent(event)

@@ -1,0 +1,153 @@
+""" "Get this model" and the downloads list, against the fake hub: from a Fit cell to the Run tab."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from pytestqt.qtbot import QtBot
+
+from PySide6 import QtCore
+
+from app.core.rig import Rig
+from app.hardware.nvml import load_fake
+from app.hardware.probe import detect_rig
+from app.hub.listing import list_repo
+from app.ui.hub.downloads import CANCELLED, DONE, DownloadManager
+from app.ui.hub.downloads_view import DownloadsPanel
+from app.ui.hub.get_model import GetModelDialog
+from app.ui.main_window import MainWindow
+from app.ui.settings_store import SettingsStore
+from app.ui.state import AppState
+from app.ui.tasks import TaskRunner
+from tests.hub.fake_hub import FakeHub
+from tests.hub.models import DEMO_FILE, DEMO_REPO, VOCAB128K_FILE, VOCAB128K_REPO
+from tests.ui.ui_guard import assert_quiet
+
+pytestmark = pytest.mark.qt_log_ignore(r"This plugin does not support propagateSizeHints\(\)")
+WAIT_MS = 60000
+
+
+@pytest.fixture
+def hub_env(fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> FakeHub:
+    # The catalog's first SmolLM2 repository is the model maker's: the fake hub holds it.
+    return fake_hub
+
+
+@pytest.fixture
+def parts(qtbot: QtBot) -> Iterator[tuple[AppState, TaskRunner, DownloadManager]]:
+    from app.hardware.catalog import parse_rig_expression
+
+    state = AppState()
+    state.set_rig(parse_rig_expression("2x RTX 3090"))
+    holder = QtCore.QObject()
+    tasks = TaskRunner(QtCore.QThreadPool(holder), holder)
+    manager = DownloadManager(holder)
+    yield state, tasks, manager
+    manager.shutdown()
+    tasks.shutdown()
+    assert_quiet(holder)
+
+
+def test_a_fit_cell_finds_its_file_shows_size_and_plan_then_downloads(
+    qtbot: QtBot, hub_env: FakeHub, parts: tuple[AppState, TaskRunner, DownloadManager]
+) -> None:
+    state, tasks, manager = parts
+    dialog = GetModelDialog(state, tasks, manager)
+    qtbot.addWidget(dialog)
+    dialog.for_catalog("smollm2-135m", "Q4_1")
+    assert dialog.repo_combo.itemData(0) == DEMO_REPO
+    qtbot.waitUntil(dialog.download_button.isEnabled, timeout=WAIT_MS)
+    assert DEMO_FILE in dialog.info.text() and "93.8 MiB" in dialog.info.text()
+    assert "planned from its header on the hub (not downloaded)" in dialog.plan_label.text()
+    assert "fits" in dialog.plan_label.text() and "GPU 1 RTX 3090" in dialog.plan_label.text()
+    assert not [e for e in hub_env.log if e.role == "cdn" and e.range == "bytes=0-"]  # nothing downloaded yet
+    with qtbot.waitSignal(manager.finished, timeout=WAIT_MS) as finished:
+        dialog.download_button.click()
+    entry = finished.args[0]
+    assert (
+        entry.state == DONE
+        and Path(entry.path).read_bytes() == hub_env.blob(DEMO_REPO, DEMO_FILE).file.read_bytes()
+    )
+    tasks.wait()
+
+
+def test_a_missing_quant_says_which_repositories_were_tried(
+    qtbot: QtBot, hub_env: FakeHub, parts: tuple[AppState, TaskRunner, DownloadManager]
+) -> None:
+    state, tasks, manager = parts
+    dialog = GetModelDialog(state, tasks, manager)
+    qtbot.addWidget(dialog)
+    dialog.for_catalog("smollm2-135m", "Q2_K")
+    qtbot.waitUntil(lambda: "no catalog repository" in dialog.info.text(), timeout=WAIT_MS)
+    assert "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF has no Q2_K file" in dialog.info.text()
+    assert not dialog.download_button.isEnabled()
+    tasks.wait()
+
+
+def test_the_downloads_list_shows_states_and_a_stopped_download_resumes(
+    qtbot: QtBot, hub_env: FakeHub, parts: tuple[AppState, TaskRunner, DownloadManager]
+) -> None:
+    _, _, manager = parts
+    panel = DownloadsPanel(manager)
+    qtbot.addWidget(panel)
+    sha = hub_env.blob(VOCAB128K_REPO, VOCAB128K_FILE).sha256
+    hub_env.cut_after[sha] = [8 << 20]
+    hub_env.stall_blobs.add(sha)  # 8 MiB arrive, then the server stalls
+    listing = list_repo(VOCAB128K_REPO)
+    entry_id = manager.start(listing, listing.pick(file=VOCAB128K_FILE))
+    assert manager.start(listing, listing.pick(file=VOCAB128K_FILE)) == entry_id  # not twice
+    qtbot.waitUntil(lambda: manager.entry(entry_id).done_bytes >= 8 << 20, timeout=WAIT_MS)
+    assert panel.table.item(0, 3).text() == "Downloading"
+    panel.table.selectRow(0)
+    assert panel.stop_button.isEnabled() and not panel.use_button.isEnabled()
+    panel.stop_button.click()
+    qtbot.waitUntil(lambda: manager.entry(entry_id).state == CANCELLED, timeout=WAIT_MS)
+    assert panel.table.item(0, 3).text() == "Stopped (resumable)" and panel.resume_button.isEnabled()
+    hub_env.stall_blobs.clear()
+    with qtbot.waitSignal(manager.finished, timeout=WAIT_MS):
+        panel.resume_button.click()
+    assert panel.table.item(0, 3).text() == "Downloaded" and panel.use_button.isEnabled()
+    assert [e.range for e in hub_env.log if e.role == "cdn"][-1] == f"bytes={8 << 20}-"
+    with qtbot.waitSignal(panel.use_requested) as used:
+        panel.use_button.click()
+    assert used.args[0] == manager.entry(entry_id).path
+
+
+def _detector(tmp_path: Path) -> Callable[[], Rig]:
+    return lambda: detect_rig(backend=load_fake("2x3090-nvlink"), sysfs_root=tmp_path)
+
+
+def test_from_a_fit_cell_to_the_model_picked_in_the_run_tab(
+    qtbot: QtBot, hub_env: FakeHub, tmp_path: Path
+) -> None:
+    window = MainWindow(
+        store=SettingsStore.at(tmp_path / "rigfit.ini"), detect=_detector(tmp_path), discover=None
+    )
+    qtbot.addWidget(window)
+    try:
+        window.show()  # the fit table starts computing once the window is on screen
+        with qtbot.waitSignal(window.detection_finished, timeout=WAIT_MS):
+            window.start_detection()
+        window.show_tab("fit")
+        fit = window.fit_view
+        qtbot.waitUntil(lambda: fit.result is not None, timeout=WAIT_MS)
+        index = fit.select_cell("smollm2-135m", "Q4_1")
+        assert index.isValid()
+        assert [a.text() for a in fit.table.actions()] == ["Get this model…"]
+        assert window.hub.get_from_fit_cell(index)
+        dialog = window.hub.dialog
+        assert dialog is not None
+        qtbot.waitUntil(dialog.download_button.isEnabled, timeout=WAIT_MS)
+        dialog.download_button.click()
+        qtbot.waitUntil(
+            lambda: window.state.model is not None and (window.state.model.path or "").endswith(DEMO_FILE),
+            timeout=WAIT_MS,
+        )
+        assert window.tab_name() == "run"
+        assert window.hub.status_button.isVisible() or window.hub.status_button.text() == "Downloads"
+    finally:
+        window.close()
+        window.wait_for_tasks()
+    assert_quiet(window)
