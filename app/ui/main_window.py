@@ -68,7 +68,18 @@ def model_choice_for(ref: str, quant: str | None = None) -> ModelChoice:
     Reads GGUF headers and applies quantization rules: call it off the GUI thread.
     """
     from app.core.model_source import load_model_spec
+    from app.hub.refs import is_hub_ref
 
+    if is_hub_ref(ref):  # planned from its header on the hub (app/hub), marked as remote
+        from app.hub.remote import hub_model_spec
+
+        spec = hub_model_spec(ref, quant)
+        return ModelChoice(
+            ref=ref,
+            spec=spec,
+            quant=spec.file_type or (quant or ""),
+            label=f"{spec.name} (on the hub, not downloaded)" if spec.remote else spec.name,
+        )
     spec = load_model_spec(ref, quant)
     label = spec.name
     if spec.source == "catalog":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -147,6 +148,31 @@ def test_from_a_fit_cell_to_the_model_picked_in_the_run_tab(
         )
         assert window.tab_name() == "run"
         assert window.hub.status_button.isVisible() or window.hub.status_button.text() == "Downloads"
+    finally:
+        window.close()
+        window.wait_for_tasks()
+    assert_quiet(window)
+
+
+def test_a_file_on_the_hub_is_planned_on_the_split_tab_marked_remote(
+    qtbot: QtBot, hub_env: FakeHub, tmp_path: Path
+) -> None:
+    window = MainWindow(
+        store=SettingsStore.at(tmp_path / "rigfit.ini"), detect=_detector(tmp_path), discover=None
+    )
+    qtbot.addWidget(window)
+    try:
+        with qtbot.waitSignal(window.detection_finished, timeout=WAIT_MS):
+            window.start_detection()
+        dialog = window.hub.get_model(search=DEMO_REPO)
+        qtbot.waitUntil(dialog.split_button.isEnabled, timeout=WAIT_MS)
+        dialog.split_button.click()
+        qtbot.waitUntil(lambda: window.state.model is not None, timeout=WAIT_MS)
+        model = window.state.model
+        assert model is not None and model.spec.remote == f"hf:{DEMO_REPO}/{DEMO_FILE}"
+        assert model.label.endswith("(on the hub, not downloaded)")
+        assert window.tab_name() == "split" and window.state.plan is not None
+        assert not list(Path(os.environ["HF_HUB_CACHE"]).rglob("*.gguf"))  # nothing downloaded
     finally:
         window.close()
         window.wait_for_tasks()

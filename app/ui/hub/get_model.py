@@ -105,6 +105,7 @@ class GetModelDialog(QtWidgets.QDialog):
     """Choose a repository and file, see the plan, start the download."""
 
     download_started = QtCore.Signal(int)  # the DownloadManager entry id
+    plan_requested = QtCore.Signal(str)  # an hf: reference to plan on the Split tab
 
     def __init__(
         self,
@@ -161,6 +162,13 @@ class GetModelDialog(QtWidgets.QDialog):
         self.download_button.setObjectName("hubDownload")
         self.download_button.setEnabled(False)
         self.download_button.clicked.connect(self.start_download)
+        self.split_button = buttons.addButton(
+            "Plan on the Split tab", QtWidgets.QDialogButtonBox.ButtonRole.ActionRole
+        )
+        self.split_button.setObjectName("hubPlanSplit")
+        self.split_button.setToolTip("Move the split between your GPUs for this file before downloading it")
+        self.split_button.setEnabled(False)
+        self.split_button.clicked.connect(self._plan_on_split)
         buttons.addButton(QtWidgets.QDialogButtonBox.StandardButton.Close).clicked.connect(self.reject)
         layout.addWidget(buttons)
         self.resize(620, 420)
@@ -279,6 +287,7 @@ class GetModelDialog(QtWidgets.QDialog):
         )
         self.plan_label.setText("")
         self.download_button.setEnabled(False)
+        self.split_button.setEnabled(False)
         rig, settings = self.state.rig, self.state.settings
         self.tasks.submit(
             lambda: _plan_remote(listing, model, rig, settings),
@@ -304,7 +313,13 @@ class GetModelDialog(QtWidgets.QDialog):
         )
         self.plan_label.setText(describe_plan(rp, self.state.rig))
         self.download_button.setEnabled(True)
+        self.split_button.setEnabled(True)
         self.download_button.setText("Download" if rp.spec.remote else "Use it")
+
+    def _plan_on_split(self) -> None:
+        if self._chosen is not None:
+            self.plan_requested.emit(self._chosen[1].ref)
+            self.accept()
 
     def start_download(self) -> None:
         if self._chosen is None:

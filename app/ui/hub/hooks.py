@@ -111,6 +111,7 @@ class HubHooks(QtCore.QObject):
             self.dialog.deleteLater()
         dialog = GetModelDialog(self.window.state, self.window.tasks, self.manager, self.window)
         dialog.download_started.connect(lambda _id: self.show_downloads())
+        dialog.plan_requested.connect(lambda ref: self.window.load_model(ref, then_show="split"))
         self.dialog = dialog
         if model_id is not None and quant is not None:
             dialog.for_catalog(model_id, quant)
