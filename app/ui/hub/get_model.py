@@ -156,6 +156,7 @@ class GetModelDialog(QtWidgets.QDialog):
         self.plan_label = QtWidgets.QLabel("")
         self.plan_label.setObjectName("hubPlan")
         self.plan_label.setWordWrap(True)
+        self.plan_label.setAlignment(QtCore.Qt.AlignmentFlag.AlignTop | QtCore.Qt.AlignmentFlag.AlignLeft)
         layout.addWidget(self.plan_label, 1)
         buttons = QtWidgets.QDialogButtonBox()
         self.download_button = buttons.addButton("Download", QtWidgets.QDialogButtonBox.ButtonRole.AcceptRole)
