@@ -166,9 +166,10 @@ def compute_fit(
                 FitModelRow(
                     key=path,
                     ref=path,
-                    name=f"{spec.name} ({Path(path).name})"
-                    if Path(path).name not in spec.name
-                    else spec.name,
+                    name=(
+                        f"{spec.name} ({Path(path).name})" if Path(path).name not in spec.name else spec.name
+                    )
+                    + (" · on the hub" if spec.remote else ""),
                     params_b=spec.n_params / 1e9 if spec.n_params else None,
                     family=family_of(spec.name, spec.architecture),
                     local=True,
@@ -630,7 +631,7 @@ class FitView(QtWidgets.QWidget):
             if isinstance(item, ModelSpec):
                 if item.source != "gguf" or not item.paths:
                     continue
-                path = str(item.paths[0])
+                path = item.remote or str(item.paths[0])  # hf:REPO/FILE for a file on the hub
                 if path not in self._local:
                     # A unique id per file: two files of one model must be two rows.
                     self._local[path] = replace(item, id=f"file:{path}")

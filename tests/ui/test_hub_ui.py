@@ -141,6 +141,11 @@ def test_from_a_fit_cell_to_the_model_picked_in_the_run_tab(
         dialog = window.hub.dialog
         assert dialog is not None
         qtbot.waitUntil(dialog.download_button.isEnabled, timeout=WAIT_MS)
+        # The remote plan is a row of the Fit table too, marked as on the hub.
+        ref = f"hf:{DEMO_REPO}/{DEMO_FILE}"
+        qtbot.waitUntil(lambda: any(r.ref == ref for r in fit.model.model_rows), timeout=WAIT_MS)
+        (row,) = [r for r in fit.model.model_rows if r.ref == ref]
+        assert row.name.endswith("· on the hub") and row.cells["Q4_1"].status == "fits"
         dialog.download_button.click()
         qtbot.waitUntil(
             lambda: window.state.model is not None and (window.state.model.path or "").endswith(DEMO_FILE),

@@ -106,6 +106,7 @@ class GetModelDialog(QtWidgets.QDialog):
 
     download_started = QtCore.Signal(int)  # the DownloadManager entry id
     plan_requested = QtCore.Signal(str)  # an hf: reference to plan on the Split tab
+    planned = QtCore.Signal(object)  # the ModelSpec read from a remote header
 
     def __init__(
         self,
@@ -313,6 +314,7 @@ class GetModelDialog(QtWidgets.QDialog):
             + ("" if need < rp.free_bytes else " <b>not enough free disk</b>")
         )
         self.plan_label.setText(describe_plan(rp, self.state.rig))
+        self.planned.emit(rp.spec)
         self.download_button.setEnabled(True)
         self.split_button.setEnabled(True)
         self.download_button.setText("Download" if rp.spec.remote else "Use it")

@@ -93,6 +93,9 @@ class HubHooks(QtCore.QObject):
         if not index.isValid():
             return False
         ref, quant = index.data(_REF_ROLE), index.data(_QUANT_ROLE)
+        if ref and str(ref).startswith("hf:"):  # a file on the hub shown as a row: its repository
+            self.get_model(search="/".join(str(ref)[3:].split("/")[:2]))
+            return True
         if not ref or not quant or "/" in str(ref) or str(ref).lower().endswith(".gguf"):
             self._say("That row is a file on this computer already: double-click it to use it")
             return False
@@ -112,6 +115,7 @@ class HubHooks(QtCore.QObject):
         dialog = GetModelDialog(self.window.state, self.window.tasks, self.manager, self.window)
         dialog.download_started.connect(lambda _id: self.show_downloads())
         dialog.plan_requested.connect(lambda ref: self.window.load_model(ref, then_show="split"))
+        dialog.planned.connect(self._show_in_fit)
         self.dialog = dialog
         if model_id is not None and quant is not None:
             dialog.for_catalog(model_id, quant)
@@ -125,6 +129,14 @@ class HubHooks(QtCore.QObject):
         label = getattr(self.window, "status_text", None)
         if isinstance(label, QtWidgets.QLabel):
             label.setText(text)
+
+    def _show_in_fit(self, spec: object) -> None:
+        """A file planned from the hub becomes a row of the Fit table, marked "on the hub"."""
+        fit_tab = getattr(self.window, "_fit_tab", None)
+        view = fit_tab.content_if_created() if fit_tab is not None else None
+        adder = getattr(view, "add_local_models", None)
+        if callable(adder) and getattr(spec, "remote", ""):
+            adder([spec])
 
     def show_downloads(self) -> None:
         if self.downloads.isVisible():
