@@ -8,7 +8,7 @@ import textwrap
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-QT_FREE = ("core", "hardware", "runner")
+QT_FREE = ("core", "hardware", "runner", "hub")
 
 
 def test_qt_free_layers_import_with_qt_blocked() -> None:
