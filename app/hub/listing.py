@@ -130,7 +130,7 @@ class RepoListing:
         else:
             raise RigfitError(
                 f"{self.repo} has {len(self.models)} GGUF models: pick one with --quant "
-                f"({', '.join(self.quants())}) or --file NAME.gguf"
+                f"({', '.join(self.quants())}), or name the file (hf:{self.repo}/FILE.gguf, or --file for pull)"
             )
         if not model.complete:
             raise HubNotFound(
