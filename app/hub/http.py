@@ -22,11 +22,11 @@ LIBRARY = "rigfit"
 
 
 def _version() -> str:
-    try:
-        from app import __version__
+    from importlib import metadata
 
-        return str(__version__)
-    except ImportError:  # pragma: no cover (a broken install)
+    try:
+        return metadata.version("rigfit")
+    except metadata.PackageNotFoundError:  # running from a source tree that was not installed
         return "unknown"
 
 

@@ -588,7 +588,9 @@ class FitView(QtWidgets.QWidget):
         star = QtWidgets.QLabel("★ best quantization for this rig")
         star.setToolTip(tip("best_quant"))
         bottom.addWidget(star)
-        hint = QtWidgets.QLabel("Double-click a cell (or press Enter) to plan it on the Split tab")
+        hint = QtWidgets.QLabel(
+            "Double-click a cell (or press Enter) to plan it on the Split tab; right-click it to get the model"
+        )
         hint.setWordWrap(True)
         hint.setAlignment(QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignVCenter)
         pal = hint.palette()
