@@ -182,3 +182,19 @@ def test_a_file_on_the_hub_is_planned_on_the_split_tab_marked_remote(
         window.close()
         window.wait_for_tasks()
     assert_quiet(window)
+
+
+def test_an_unreachable_hub_is_one_line_in_the_dialog_and_nothing_else_breaks(
+    qtbot: QtBot,
+    hub_env: FakeHub,
+    parts: tuple[AppState, TaskRunner, DownloadManager],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    state, tasks, manager = parts
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    dialog = GetModelDialog(state, tasks, manager)
+    qtbot.addWidget(dialog)
+    dialog.for_search("llama 3.2 1b")
+    qtbot.waitUntil(lambda: "cannot reach the Hugging Face hub" in dialog.info.text(), timeout=WAIT_MS)
+    assert "\n" not in dialog.info.text() and not dialog.download_button.isEnabled()
+    tasks.wait()
