@@ -127,7 +127,9 @@ class FakeHub:
     def start(self) -> FakeHub:
         for role in ("hub", "cdn"):
             server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self, role))
-            server.daemon_threads = True
+            # Handler threads are joined when the server closes: a test leaves no thread behind.
+            server.daemon_threads = False
+            server.block_on_close = True
             thread = threading.Thread(
                 target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
             )
@@ -140,6 +142,11 @@ class FakeHub:
 
     def stop(self) -> None:
         self.release.set()
+        # huggingface_hub's shared client keeps connections to this server alive; closing them ends
+        # the handler threads that wait on them.
+        from huggingface_hub import close_session
+
+        close_session()
         for server in self._servers:
             server.shutdown()
             server.server_close()
@@ -182,6 +189,7 @@ def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 def _handler(hub: FakeHub, role: str) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        timeout = 20  # an idle kept-alive connection (a client in another process) ends after this
 
         def log_message(self, format: str, *args: Any) -> None:  # quiet
             pass
