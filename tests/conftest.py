@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _qt_leak_guard(request: pytest.FixtureRequest) -> Iterator[None]:
+    """In every test that uses Qt: fail on a timer, a thread or a pool task left running (napari's
+    rule; tests/ui/ui_guard.py). Qt's own warnings fail a test through ``qt_log_level_fail``."""
+    if not {"qtbot", "qapp"} & set(request.fixturenames):
+        yield  # a test without Qt imports no Qt here either (core tests run where Qt is absent)
+        return
+    from tests.ui.ui_guard import LeakGuard
+
+    guard = LeakGuard()
+    guard.start()
+    yield
+    problems = guard.finish()
+    if problems:
+        pytest.fail("left running after the test:\n  " + "\n  ".join(problems), pytrace=False)
 
 
 @pytest.fixture(scope="session")

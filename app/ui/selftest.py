@@ -165,7 +165,7 @@ def _plan(s: _Session) -> str:
     from app.core.placement import plan
     from app.core.settings import Settings
     from app.hardware.catalog import parse_rig_expression
-    from app.ui.hardware_view import DEMO_RIG_EXPRESSION
+    from app.ui.hardware.view import DEMO_RIG_EXPRESSION
 
     assert s.rig is not None
     spec = load_model_spec("demo")

@@ -25,6 +25,9 @@ if TYPE_CHECKING:  # annotations only: the window imports this before its first 
 
 log = logging.getLogger(__name__)
 
+# The context lengths the Fit and Split tabs offer in their lists (any other can be typed on Split).
+CONTEXT_CHOICES: tuple[int, ...] = (2048, 4096, 8192, 16384, 32768, 65536, 131072)
+
 
 @dataclass(frozen=True)
 class ModelChoice:

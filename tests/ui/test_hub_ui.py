@@ -198,3 +198,29 @@ def test_an_unreachable_hub_is_one_line_in_the_dialog_and_nothing_else_breaks(
     qtbot.waitUntil(lambda: "cannot reach the Hugging Face hub" in dialog.info.text(), timeout=WAIT_MS)
     assert "\n" not in dialog.info.text() and not dialog.download_button.isEnabled()
     tasks.wait()
+
+
+def test_the_run_tabs_model_picker_opens_the_hub_search(
+    qtbot: QtBot, hub_env: FakeHub, tmp_path: Path
+) -> None:
+    window = MainWindow(
+        store=SettingsStore.at(tmp_path / "rigfit.ini"), detect=_detector(tmp_path), discover=None
+    )
+    qtbot.addWidget(window)
+    try:
+        window.show_tab("run")
+        run = window.run_view
+        assert run is not None
+        run.picker.hub_button.click()  # type: ignore[attr-defined]
+        dialog = window.hub.dialog
+        assert dialog is not None and dialog.isVisible()
+        dialog.search_edit.setText("smollm2")
+        dialog.search()
+        qtbot.waitUntil(lambda: dialog.repo_combo.count() > 0, timeout=WAIT_MS)
+        assert dialog.repo_combo.itemData(0) == DEMO_REPO  # the catalog's repository first
+        qtbot.waitUntil(dialog.download_button.isEnabled, timeout=WAIT_MS)
+        dialog.reject()
+    finally:
+        window.close()
+        window.wait_for_tasks()
+    assert_quiet(window)

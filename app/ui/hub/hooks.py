@@ -17,10 +17,6 @@ if TYPE_CHECKING:  # imported when first used: huggingface_hub would hold the wi
     from app.ui.hub.downloads_view import DownloadsWindow
     from app.ui.hub.get_model import GetModelDialog
 
-# Roles of the Fit table's cells (app/ui/fit_view.py): the model reference and the quant.
-_QUANT_ROLE = QtCore.Qt.ItemDataRole.UserRole + 3
-_REF_ROLE = QtCore.Qt.ItemDataRole.UserRole + 4
-
 
 class HubHooks(QtCore.QObject):
     """The hub's part of the main window (``window`` is a :class:`~app.ui.main_window.MainWindow`)."""
@@ -50,11 +46,12 @@ class HubHooks(QtCore.QObject):
         self.status_button.hide()
         window.statusBar().addPermanentWidget(self.status_button)
 
-        fit_tab = getattr(window, "_fit_tab", None)
-        if fit_tab is not None:
-            if fit_tab.is_created:
-                self._hook_fit(fit_tab.content())
-            fit_tab.created.connect(self._hook_fit)
+        for name, hook in (("_fit_tab", self._hook_fit), ("_run_tab", self._hook_run)):
+            tab = getattr(window, name, None)
+            if tab is not None:
+                if tab.is_created:
+                    hook(tab.content())
+                tab.created.connect(hook)
 
     @property
     def manager(self) -> DownloadManager:
@@ -75,6 +72,12 @@ class HubHooks(QtCore.QObject):
             self._downloads.panel.use_requested.connect(self.use_in_run_tab)
         return self._downloads
 
+    # -- the Run tab's model picker -------------------------------------------------------------
+    def _hook_run(self, view: object) -> None:
+        button = getattr(getattr(view, "picker", None), "hub_button", None)
+        if isinstance(button, QtWidgets.QPushButton):
+            button.clicked.connect(lambda: self.get_model())
+
     # -- the Fit table ---------------------------------------------------------------------------
     def _hook_fit(self, view: object) -> None:
         table = getattr(view, "table", None)
@@ -90,9 +93,11 @@ class HubHooks(QtCore.QObject):
 
     def get_from_fit_cell(self, index: QtCore.QModelIndex) -> bool:
         """ "Get this model" for a catalog cell of the Fit table; False for a cell it does not apply to."""
+        from app.ui.fit.table import QUANT_ROLE, REF_ROLE
+
         if not index.isValid():
             return False
-        ref, quant = index.data(_REF_ROLE), index.data(_QUANT_ROLE)
+        ref, quant = index.data(REF_ROLE), index.data(QUANT_ROLE)
         if ref and str(ref).startswith("hf:"):  # a file on the hub shown as a row: its repository
             self.get_model(search="/".join(str(ref)[3:].split("/")[:2]))
             return True
