@@ -83,9 +83,14 @@ def test_pull_downloads_with_progress_then_run_finds_it(fake_hub: FakeHub) -> No
     assert path.is_file() and str(path).startswith(os.environ["HF_HUB_CACHE"])
     text = rigfit("pull", f"hf:{DEMO_REPO}/{DEMO_FILE}")
     assert text.returncode == 0 and "Already downloaded" in text.stdout
-    # rigfit run takes the reference and finds the file offline (the bad split is refused after that).
-    ran = rigfit("run", "--model", f"hf:{DEMO_REPO}:Q4_1", "--prompt", "Hi", "--split", "0,0")
-    assert "at least one ratio must be above zero" in _one_line_error(ran)
+    # rigfit run takes the reference, finds the file offline, and llama.cpp answers from it.
+    ran = rigfit("run", "--model", f"hf:{DEMO_REPO}:Q4_1", "--prompt", "Hi", "--max-tokens", "4", "--json")
+    assert ran.returncode == 0, ran.stderr
+    events = [json.loads(line) for line in ran.stdout.splitlines()]
+    assert any(e.get("type") == "token" for e in events), events[-3:]
+    assert "at least one ratio must be above zero" in _one_line_error(
+        rigfit("run", "--model", f"hf:{DEMO_REPO}:Q4_1", "--prompt", "Hi", "--split", "0,0")
+    )
     from app.hub.cache import local_model_ref
 
     assert local_model_ref(f"hf:{DEMO_REPO}/{DEMO_FILE}") == str(path)
