@@ -14,8 +14,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from app.core import rules
 from app.core.errors import RigfitError
-from app.core.settings import KV_TYPES, SPLIT_MODES, Settings
+from app.core.settings import Settings
 from app.runner.logparse import BufferSize
 
 PROTOCOL_VERSION = 1
@@ -116,31 +117,35 @@ class LoadSettings:
             offload_kqv=settings.offload_kqv,
         )
 
+    def to_settings(self) -> Settings:
+        """The planner's :class:`Settings` for this load (what the plan of this run describes)."""
+        return Settings(
+            ctx=self.n_ctx,
+            split_mode=self.split_mode,
+            tensor_split=self.tensor_split,
+            main_gpu=self.main_gpu,
+            n_gpu_layers=self.n_gpu_layers,
+            n_batch=self.n_batch,
+            n_ubatch=self.n_ubatch,
+            flash_attn=self.flash_attn,
+            type_k=self.type_k,
+            type_v=self.type_v,
+            offload_kqv=self.offload_kqv,
+        )
+
+    def problems(self) -> tuple[rules.Problem, ...]:
+        """The values llama.cpp would reject or misread (:func:`app.core.rules.value_problems`; the
+        split is checked against the GPUs by :func:`app.core.rules.runtime_problems`)."""
+        found = rules.value_problems(self.to_settings())
+        if self.tensor_split is not None and not self.tensor_split:
+            found += rules.ratio_problems(self.tensor_split)
+        return found
+
     def validate(self) -> None:
         """Raise :class:`RigfitError` for values llama.cpp would reject or misread."""
         if not self.model_path:
             raise RigfitError("no model file given")
-        if self.split_mode not in SPLIT_MODES:
-            raise RigfitError(f"unknown split mode '{self.split_mode}' (use one of {', '.join(SPLIT_MODES)})")
-        if self.tensor_split is not None:
-            if not self.tensor_split:
-                raise RigfitError("the split needs at least one ratio")
-            for ratio in self.tensor_split:
-                if not math.isfinite(ratio) or ratio < 0:
-                    raise RigfitError(f"split ratios must be zero or positive numbers, got {ratio:g}")
-            if sum(self.tensor_split) <= 0:
-                raise RigfitError("at least one split ratio must be above zero")
-        if self.main_gpu < 0:
-            raise RigfitError(f"the main GPU must be 0 or more, got {self.main_gpu}")
-        if self.n_gpu_layers < -1:
-            raise RigfitError(f"the number of GPU layers must be -1 (all) or more, got {self.n_gpu_layers}")
-        if self.n_ctx < 1:
-            raise RigfitError(f"the context must be at least 1 token, got {self.n_ctx}")
-        if self.n_batch < 1 or self.n_ubatch < 1:
-            raise RigfitError("the batch and micro-batch sizes must be at least 1")
-        for name, kv in (("K", self.type_k), ("V", self.type_v)):
-            if kv not in KV_TYPES:
-                raise RigfitError(f"unknown {name} cache type '{kv}' (use one of {', '.join(KV_TYPES)})")
+        rules.raise_first_error(self.problems())
         if self.n_threads is not None and self.n_threads < 1:
             raise RigfitError(f"the number of threads must be at least 1, got {self.n_threads}")
 
@@ -376,6 +381,7 @@ class ErrorEvent:
     message: str
     kind: str
     log_tail: tuple[str, ...] = ()
+    code: str | None = None  # the rule's code (app.core.rules) when a rule refused the request
     exit_code: int | None = None  # for "crashed": the process's exit code (negative: the signal)
     pid: int | None = None  # for "crashed": which worker process it was
     id: int | None = None

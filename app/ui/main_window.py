@@ -57,9 +57,10 @@ def _discover_local(folders: Sequence[str]) -> list[str]:
 
 
 def _versions() -> dict[str, object]:
+    from app.ui.qtinfo import qt_version
     from app.versions import version_info
 
-    return version_info()
+    return version_info(qt_version())
 
 
 def model_choice_for(ref: str, quant: str | None = None) -> ModelChoice:
@@ -139,8 +140,7 @@ class LazyTab(QtWidgets.QWidget):
 class MainWindow(QtWidgets.QMainWindow):
     """Rigfit's window. ``planned_rig`` opens on that planned rig (``rigfit --rig EXPR``).
 
-    ``store`` is where the session is remembered (default: the user's settings; in memory under
-    ``RIGFIT_TESTING``); ``restore`` reads the last session back at start. ``discover(folders)``
+    ``store`` is where the session is remembered (default: the user's settings); ``restore`` reads the last session back at start. ``discover(folders)``
     lists the local GGUF files to show in the fit table, run on the pool once the window is shown
     (default: :func:`app.runner.discovery.discover_models`; None: no search).
     """

@@ -60,9 +60,10 @@ class _Session:
 
 
 def _versions(s: _Session) -> str:
+    from app.ui.qtinfo import qt_version
     from app.versions import version_info
 
-    info = version_info()
+    info = version_info(qt_version())
     llama = info.get("llama_cpp")
     if not isinstance(llama, dict) or not llama.get("version"):
         error = llama.get("error") if isinstance(llama, dict) else None

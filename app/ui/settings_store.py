@@ -5,9 +5,8 @@ and the load settings (context, split, split mode, KV type, flash attention, GPU
 Every value is stored as text (JSON for structured values, base64 for Qt's geometry blobs), so the
 INI and native back ends read back the same thing. Reading never raises: a corrupt value, a model
 file that is gone or a split for another GPU count reads as "not stored" and the window starts with
-its default for that value. Tests point the store at a temporary INI file (:meth:`SettingsStore.at`);
-under ``RIGFIT_TESTING`` the default store keeps everything in memory, so no test touches the
-user's settings.
+its default for that value. Tests point the store at a temporary INI file (:meth:`SettingsStore.at`),
+and tests/conftest.py points the user's configuration folder at a temporary one for every test.
 """
 
 from __future__ import annotations
@@ -132,9 +131,8 @@ class SettingsStore:
     # -- where ------------------------------------------------------------------------------------
     @classmethod
     def default(cls) -> SettingsStore:
-        """The user's settings; in memory only when ``RIGFIT_TESTING`` is set (tests, benchmarks)."""
-        if os.environ.get("RIGFIT_TESTING"):
-            return cls.memory()
+        """The user's settings (Rigfit/Rigfit.ini in the user's configuration folder: XDG_CONFIG_HOME or
+        ~/.config on Linux)."""
         return cls(
             QtCore.QSettings(
                 QtCore.QSettings.Format.IniFormat, QtCore.QSettings.Scope.UserScope, ORGANISATION, APPLICATION

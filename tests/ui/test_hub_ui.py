@@ -60,9 +60,9 @@ def test_a_fit_cell_finds_its_file_shows_size_and_plan_then_downloads(
     dialog.for_catalog("smollm2-135m", "Q4_1")
     assert dialog.repo_combo.itemData(0) == DEMO_REPO
     qtbot.waitUntil(dialog.download_button.isEnabled, timeout=WAIT_MS)
-    assert DEMO_FILE in dialog.info.text() and "93.8 MiB" in dialog.info.text()
+    assert DEMO_FILE in dialog.info.text() and "94 MiB" in dialog.info.text()
     assert "planned from its header on the hub (not downloaded)" in dialog.plan_label.text()
-    assert "fits" in dialog.plan_label.text() and "GPU 1 RTX 3090" in dialog.plan_label.text()
+    assert "Fits" in dialog.plan_label.text() and "GPU 1 RTX 3090" in dialog.plan_label.text()
     assert not [e for e in hub_env.log if e.role == "cdn" and e.range == "bytes=0-"]  # nothing downloaded yet
     with qtbot.waitSignal(manager.finished, timeout=WAIT_MS) as finished:
         dialog.download_button.click()

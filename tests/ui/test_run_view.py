@@ -155,10 +155,13 @@ def test_the_demo_model_loads_streams_a_reply_keeps_the_history_and_stops(
     )
     seen_while_streaming: list[bool] = []
     marks: list[int] = []  # len(changes) right after the view handled each token
+    texts: list[str] = []  # each token's text ("" for a token that holds part of a UTF-8 character)
 
-    def after_view_handled(_event: object) -> None:
+    def after_view_handled(event: object) -> None:
+        assert isinstance(event, P.TokenEvent)
         seen_while_streaming.append(view.chat.transcript.toPlainText().endswith(view.chat.reply_text))
         marks.append(len(changes))
+        texts.append(event.text)
 
     view.adapter.token.connect(after_view_handled)
     requests: list[P.ChatRequest] = []
@@ -176,10 +179,12 @@ def test_the_demo_model_loads_streams_a_reply_keeps_the_history_and_stops(
     assert isinstance(first, P.DoneEvent) and first.completion_tokens > 1
     assert seen_while_streaming and all(seen_while_streaming)
     # One insertion per token, each where the previous one ended; nothing removed, nothing redrawn.
-    per_token = [changes[a:b] for a, b in itertools.pairwise([marks[0] - 1, *marks])]
-    assert all(len(c) <= 1 for c in per_token)
+    per_token = [changes[a:b] for a, b in itertools.pairwise(marks)]  # from the second token on
+    # A token with text is one insertion; one that holds only part of a character (an emoji is
+    # several byte tokens) inserts nothing until the character is whole.
+    assert [len(c) for c in per_token] == [1 if text else 0 for text in texts[1:]]
+    assert len(texts) >= first.completion_tokens - 1 and "".join(texts) == first.text
     token_changes = [c[0] for c in per_token if c]
-    assert len(token_changes) >= first.completion_tokens - 2  # a token may hold half a UTF-8 character
     assert all(removed == 0 for _, removed, _ in token_changes)
     assert all(b[0] == a[0] + a[2] for a, b in itertools.pairwise(token_changes))
     assert view.chat.reply_text == first.text and first.text in view.chat.transcript.toPlainText()

@@ -168,9 +168,9 @@ class LeakGuard:
             if _alive(pool) and not pool.waitForDone(self.grace_ms):
                 problems.append(f"QThreadPool used at {where} has {pool.activeThreadCount()} busy thread(s)")
         for thread in set(threading.enumerate()) - self._py_threads_before:
-            # A QThreadPool thread that ran Python shows up as a dummy Thread, which cannot be
-            # joined; the pools are checked above.
             if isinstance(thread, threading._DummyThread):
+                # A pool thread that ran Python code which asked for the current thread (starting or
+                # joining a thread does): Python's stand-in cannot be joined; the pool check covers it.
                 continue
             thread.join(self.grace_ms / 1000)
             if thread.is_alive():

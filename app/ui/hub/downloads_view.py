@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from PySide6 import QtCore, QtWidgets
 
-from app.hub.errors import format_bytes
 from app.ui.hub.downloads import DONE, STATE_LABELS, DownloadEntry, DownloadManager
+from app.ui.theme import fmt_size
 
 COLUMNS = ("Model", "Quant", "Size", "State", "Progress", "Speed", "Time left")
 
@@ -110,10 +110,10 @@ class DownloadsPanel(QtWidgets.QWidget):
         cells = (
             entry.title,
             entry.quant or "",
-            format_bytes(entry.size_bytes) + (f" ({entry.parts} parts)" if entry.parts > 1 else ""),
+            fmt_size(entry.size_bytes) + (f" ({entry.parts} parts)" if entry.parts > 1 else ""),
             STATE_LABELS[entry.state],
             "",
-            f"{format_bytes(entry.speed_bps)}/s" if entry.state == "downloading" and entry.speed_bps else "",
+            f"{fmt_size(entry.speed_bps)}/s" if entry.state == "downloading" and entry.speed_bps else "",
             _eta(entry.eta_s) if entry.state == "downloading" else "",
         )
         for column, text in enumerate(cells):

@@ -15,21 +15,14 @@ from dataclasses import dataclass
 from PySide6 import QtCore, QtWidgets
 
 from app.core.model_spec import ModelSpec
-from app.core.plan import STATUS_FITS, STATUS_NO, STATUS_OFFLOAD, STATUS_TIGHT, Plan
+from app.core.plan import Plan
 from app.core.rig import Rig
 from app.core.settings import Settings
-from app.hub.errors import format_bytes
 from app.hub.listing import RemoteModel, RepoListing
 from app.ui.hub.downloads import DownloadManager
 from app.ui.state import AppState
 from app.ui.tasks import TaskRunner
-
-_STATUS_TEXT = {
-    STATUS_FITS: "fits",
-    STATUS_TIGHT: "fits, tightly",
-    STATUS_OFFLOAD: "needs CPU offload",
-    STATUS_NO: "does not fit",
-}
+from app.ui.theme import STATUS_WORDS, fmt_gib, fmt_gib_of, fmt_size
 
 
 @dataclass(frozen=True)
@@ -91,13 +84,11 @@ def describe_plan(rp: RemotePlan, rig: Rig | None) -> str:
     else:
         p = rp.plan
         on = rig.name if rig is not None and rig.name else "this rig"
-        lines.append(f"On {on} at context {p.settings.ctx}: <b>{_STATUS_TEXT.get(p.status, p.status)}</b>")
+        lines.append(f"On {on} at context {p.settings.ctx}: <b>{STATUS_WORDS.get(p.status, p.status)}</b>")
         for d in p.devices:
-            lines.append(
-                f"GPU {d.index} {d.name}: {d.total_mib / 1024:.1f} of {d.capacity_mib / 1024:.1f} GiB"
-            )
+            lines.append(f"GPU {d.index} {d.name}: {fmt_gib_of(d.total_mib, d.capacity_mib)}")
         if p.host.total_mib > 0 or not p.devices:
-            lines.append(f"System RAM: {p.host.total_mib / 1024:.1f} GiB")
+            lines.append(f"System RAM: {fmt_gib(p.host.total_mib)}")
     return "<br>".join(lines)
 
 
@@ -285,7 +276,7 @@ class GetModelDialog(QtWidgets.QDialog):
         parts = f" in {model.n_parts} parts" if model.n_parts > 1 else ""
         self.info.setText(
             f"{listing.repo}: <b>{model.first.path}</b><br>{model.quant or 'quant unknown'}, "
-            f"{format_bytes(model.size_bytes)}{parts}. Reading its header to plan it…"
+            f"{fmt_size(model.size_bytes)}{parts}. Reading its header to plan it…"
         )
         self.plan_label.setText("")
         self.download_button.setEnabled(False)
@@ -307,10 +298,10 @@ class GetModelDialog(QtWidgets.QDialog):
         self.remote_plan = rp
         self._chosen = (listing, model)
         need = model.size_bytes - rp.on_disk_bytes
-        kept = f", {format_bytes(rp.on_disk_bytes)} already here" if rp.on_disk_bytes else ""
+        kept = f", {fmt_size(rp.on_disk_bytes)} already here" if rp.on_disk_bytes else ""
         self.info.setText(
             f"{listing.repo}: <b>{model.first.path}</b><br>{model.quant or 'quant unknown'}, "
-            f"{format_bytes(model.size_bytes)}{kept}; into {rp.cache_dir} ({format_bytes(rp.free_bytes)} free)"
+            f"{fmt_size(model.size_bytes)}{kept}; into {rp.cache_dir} ({fmt_size(rp.free_bytes)} free)"
             + ("" if need < rp.free_bytes else " <b>not enough free disk</b>")
         )
         self.plan_label.setText(describe_plan(rp, self.state.rig))

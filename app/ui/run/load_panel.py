@@ -17,6 +17,7 @@ from PySide6 import QtCore, QtWidgets
 from app.core.errors import RigfitError
 from app.core.plan import STATUS_NO, Plan
 from app.core.rig import Rig
+from app.core.rules import refusals
 from app.core.settings import Settings
 from app.runner import protocol as P
 from app.ui.glossary import tip
@@ -98,7 +99,7 @@ def plan_warning(plan: Plan | None) -> str:
             f"{host.available_mib:,.0f} MiB are free"
         )
     # Reasons the figures cannot show (a split mode this llama.cpp cannot load, say).
-    reasons += [n for n in plan.notes if "split" in n and ("does not load" in n or "not implemented" in n)]
+    reasons += [p.message for p in refusals(plan.problems)]
     if plan.fit_n_gpu_layers is not None:
         reasons.append(f"it fits with {plan.fit_n_gpu_layers} GPU layers (set on the Split tab)")
     return "The plan says this does not fit as set" + (": " + "; ".join(reasons) if reasons else "")

@@ -13,7 +13,8 @@ from typing import Any
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from app.core.errors import RigfitError
-from app.core.rig import VENDOR_AMD, VENDOR_NVIDIA, Rig
+from app.core.rig import Rig
+from app.core.rules import split_mode_problems
 from app.core.settings import KV_TYPES, SPLIT_MODES, Settings
 from app.ui.glossary import tip
 from app.ui.state import CONTEXT_CHOICES, AppState, ModelChoice
@@ -30,22 +31,8 @@ MODE_WORDS = {
 
 def mode_problem(rig: Rig, spec: Any, settings: Settings, mode: str) -> str | None:
     """Why split mode ``mode`` cannot work for this rig and model with this llama.cpp (None: it can)."""
-    if rig.n_gpus == 0:
-        return "no GPU: everything runs on the CPU"
-    if mode == "row" and any(g.vendor in (VENDOR_NVIDIA, VENDOR_AMD) for g in rig.gpus):
-        return (
-            "row split does not load with llama-cpp-python 0.3.36 on NVIDIA/AMD GPUs (its llama.cpp has no "
-            "split buffers there)"
-        )
-    if spec is None:
-        return None
-    from app.core.placement import validate_settings
-
-    try:
-        validate_settings(rig, spec, replace(settings, split_mode=mode))
-    except RigfitError as exc:
-        return str(exc)
-    return None
+    problems = split_mode_problems(rig, spec, settings, mode)
+    return problems[0].message if problems else None
 
 
 def recommended_mode_for(rig: Rig, spec: Any, settings: Settings) -> tuple[str, str] | None:
