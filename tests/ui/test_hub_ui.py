@@ -153,6 +153,12 @@ def test_from_a_fit_cell_to_the_model_picked_in_the_run_tab(
         )
         assert window.tab_name() == "run"
         assert window.hub.status_button.isVisible() or window.hub.status_button.text() == "Downloads"
+        # The downloaded file's row replaces the "on the hub" one, and a later plan from the hub of
+        # the same file adds no second row.
+        qtbot.waitUntil(lambda: window.state.model.path in fit.local_paths(), timeout=WAIT_MS)
+        assert ref not in fit.local_paths()
+        fit.add_local_models([dialog.remote_plan.spec])
+        assert ref not in fit.local_paths()
     finally:
         window.close()
         window.wait_for_tasks()

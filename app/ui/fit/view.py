@@ -169,6 +169,8 @@ class FitView(QtWidgets.QWidget):
                 if item.source != "gguf" or not item.paths:
                     continue
                 path = item.remote or str(item.paths[0])  # hf:REPO/FILE for a file on the hub
+                if item.remote and str(item.paths[0]) in self._local:
+                    continue  # on the hub, and downloaded already: the local row stands for it
                 if path not in self._local:
                     # A unique id per file: two files of one model must be two rows.
                     self._local[path] = replace(item, id=f"file:{path}")
@@ -178,8 +180,18 @@ class FitView(QtWidgets.QWidget):
                 if path not in self._local and path not in self._local_pending:
                     self._local_pending.append(path)
                     changed = True
+            changed = self._drop_remote_row_of(path) or changed
         if changed and self._active:
             self.recompute(force=True)
+
+    def _drop_remote_row_of(self, path: str) -> bool:
+        """A file planned from the hub has arrived at ``path``: its "on the hub" row goes."""
+        remote = [
+            k for k, spec in self._local.items() if spec.remote and spec.paths and str(spec.paths[0]) == path
+        ]
+        for key in remote:
+            del self._local[key]
+        return bool(remote)
 
     def local_paths(self) -> tuple[str, ...]:
         return tuple(self._local)
