@@ -14,6 +14,15 @@ from app.core.errors import RigfitError
 from app.hub.config import HubConfig, hub_config
 from app.hub.errors import HubAccessDenied, HubNotFound
 from app.hub.listing import RemoteModel, RepoListing, list_repo
+
+
+class QuantNotInCatalogRepos(HubNotFound):
+    """No catalog repository holds the quant; ``listing`` is the first one that exists (or ``None``),
+    so a caller can offer its other files without asking the hub again."""
+
+    def __init__(self, message: str, listing: RepoListing | None) -> None:
+        super().__init__(message)
+        self.listing = listing
 from app.hub.refs import normalize_quant_name
 
 SOURCE_LABELS = {
@@ -66,6 +75,7 @@ def find_for_quant(
         raise RigfitError(f"the catalog knows no GGUF repository for {entry.name}: use 'rigfit search'")
     wanted = normalize_quant_name(quant)
     tried: list[str] = []
+    first: RepoListing | None = None
     for repo in entry.gguf_repos:
         try:
             listing = list_repo(repo.repo, config=cfg)
@@ -75,5 +85,8 @@ def find_for_quant(
         model = listing.for_quant(wanted)
         if model is not None and model.complete:
             return listing, model, repo
+        first = first or listing
         tried.append(f"{repo.repo} has no {wanted} file")
-    raise HubNotFound(f"no catalog repository of {entry.name} has a {wanted} GGUF ({'; '.join(tried)})")
+    raise QuantNotInCatalogRepos(
+        f"no catalog repository of {entry.name} has a {wanted} GGUF ({'; '.join(tried)})", first
+    )

@@ -72,18 +72,36 @@ def test_a_fit_cell_finds_its_file_shows_size_and_plan_then_downloads(
         and Path(entry.path).read_bytes() == hub_env.blob(DEMO_REPO, DEMO_FILE).file.read_bytes()
     )
     tasks.wait()
+    # The same cell again: the file is here, "Use it" hands its path over without a new download.
+    again = GetModelDialog(state, tasks, manager)
+    qtbot.addWidget(again)
+    again.for_catalog("smollm2-135m", "Q4_1")
+    qtbot.waitUntil(again.download_button.isEnabled, timeout=WAIT_MS)
+    assert again.download_button.text() == "Use it" and "already downloaded" in again.plan_label.text()
+    with qtbot.waitSignal(again.use_requested) as used:
+        again.download_button.click()
+    assert Path(used.args[0]).resolve() == Path(entry.path).resolve() and len(manager.entries()) == 1
+    tasks.wait()
 
 
-def test_a_missing_quant_says_which_repositories_were_tried(
+def test_a_missing_quant_says_which_repositories_were_tried_and_offers_the_other_files(
     qtbot: QtBot, hub_env: FakeHub, parts: tuple[AppState, TaskRunner, DownloadManager]
 ) -> None:
     state, tasks, manager = parts
     dialog = GetModelDialog(state, tasks, manager)
     qtbot.addWidget(dialog)
     dialog.for_catalog("smollm2-135m", "Q2_K")
+    qtbot.waitUntil(dialog.download_button.isEnabled, timeout=WAIT_MS)
+    text = dialog.info.text()
+    assert "no catalog repository" in text and "has no Q2_K file" in text.replace("&nbsp;", " ")
+    # The maker's repository answered: its Q4_1 file is offered, planned, ready to download.
+    assert dialog.repo_combo.currentData() == DEMO_REPO and DEMO_FILE in text and "Q4_1" in text
+    assert "Fits" in dialog.plan_label.text() and "Q2_K" not in dialog.windowTitle()
+    tasks.wait()
+    # No catalog repository on the hub at all: the one line, and nothing to download.
+    dialog.for_catalog("llama-3.2-1b", "Q4_K_M")
     qtbot.waitUntil(lambda: "no catalog repository" in dialog.info.text(), timeout=WAIT_MS)
-    assert "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF has no Q2_K file" in dialog.info.text()
-    assert not dialog.download_button.isEnabled()
+    assert dialog.file_combo.count() == 0 and not dialog.download_button.isEnabled()
     tasks.wait()
 
 
@@ -101,7 +119,9 @@ def test_the_downloads_list_shows_states_and_a_stopped_download_resumes(
     assert manager.start(listing, listing.pick(file=VOCAB128K_FILE)) == entry_id  # not twice
     qtbot.waitUntil(lambda: manager.entry(entry_id).done_bytes >= 8 << 20, timeout=WAIT_MS)
     assert panel.table.item(0, 3).text() == "Downloading"
-    panel.table.selectRow(0)
+    selected = panel.selected()  # the new download is selected: the buttons act on it
+    assert selected is not None and selected.id == entry_id
+    assert ": Downloading" in panel.message.text()
     assert panel.stop_button.isEnabled() and not panel.use_button.isEnabled()
     panel.stop_button.click()
     qtbot.waitUntil(lambda: manager.entry(entry_id).state == CANCELLED, timeout=WAIT_MS)

@@ -21,6 +21,10 @@ def _eta(seconds: float | None) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
+def _describe(entry: DownloadEntry) -> str:
+    return f"{entry.title}: {STATE_LABELS[entry.state]}" + (f" — {entry.message}" if entry.message else "")
+
+
 class DownloadsPanel(QtWidgets.QWidget):
     """The table of downloads and the actions on the selected one."""
 
@@ -95,6 +99,8 @@ class DownloadsPanel(QtWidgets.QWidget):
         self.stop_button.setEnabled(entry is not None and entry.active)
         self.resume_button.setEnabled(entry is not None and not entry.active and entry.state != DONE)
         self.use_button.setEnabled(entry is not None and entry.state == DONE)
+        if entry is not None:
+            self.message.setText(_describe(entry))
 
     def _on_changed(self, entry: object) -> None:
         assert isinstance(entry, DownloadEntry)
@@ -106,6 +112,9 @@ class DownloadsPanel(QtWidgets.QWidget):
             bar = QtWidgets.QProgressBar()
             bar.setRange(0, 1000)
             self.table.setCellWidget(row, 4, bar)
+            new_row = True
+        else:
+            new_row = False
         fraction = entry.done_bytes / entry.size_bytes if entry.size_bytes else 0.0
         cells = (
             entry.title,
@@ -128,10 +137,13 @@ class DownloadsPanel(QtWidgets.QWidget):
         if isinstance(bar, QtWidgets.QProgressBar):
             bar.setValue(round(1000 * fraction))
             bar.setFormat(f"{fraction:.0%}")
-        latest = f"{entry.title}: {STATE_LABELS[entry.state]}" + (
-            f" — {entry.message}" if entry.message else ""
-        )
-        self.message.setText(latest)
+        if new_row:
+            # The download just asked for is the one the buttons and the line below act on; without
+            # this the first row looked current while Stop and "Use in Run tab" stayed disabled.
+            self.table.selectRow(row)
+        shown = self.selected()
+        if shown is None or shown.id == entry.id:
+            self.message.setText(_describe(entry))
         self._update_buttons()
 
 

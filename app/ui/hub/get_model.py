@@ -10,6 +10,7 @@ meanwhile) is dropped.
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 
 from PySide6 import QtCore, QtWidgets
@@ -98,6 +99,7 @@ class GetModelDialog(QtWidgets.QDialog):
     download_started = QtCore.Signal(int)  # the DownloadManager entry id
     plan_requested = QtCore.Signal(str)  # an hf: reference to plan on the Split tab
     planned = QtCore.Signal(object)  # the ModelSpec read from a remote header
+    use_requested = QtCore.Signal(str)  # "Use it": the path of a file already downloaded
 
     def __init__(
         self,
@@ -116,6 +118,7 @@ class GetModelDialog(QtWidgets.QDialog):
         self.listing: RepoListing | None = None
         self.remote_plan: RemotePlan | None = None
         self._chosen: tuple[RepoListing, RemoteModel] | None = None
+        self._note = ""  # why the file shown is not of the quant asked for (kept above the file's lines)
         self._build()
 
     def _build(self) -> None:
@@ -174,9 +177,15 @@ class GetModelDialog(QtWidgets.QDialog):
 
         self.quant = quant
         entry = find_entry(model_id)
-        self.setWindowTitle(f"Get {entry.name} {quant}")
+        # Not the quant in the title: the repository may not have it, and another file is offered then.
+        self.setWindowTitle(f"Get {entry.name}")
         self.search_edit.setText(entry.name)
         self.repo_combo.clear()
+        self.file_combo.clear()
+        self.download_button.setEnabled(False)
+        self.split_button.setEnabled(False)
+        self._chosen = None
+        self._note = ""
         for r in entry.gguf_repos:
             self.repo_combo.addItem(f"{r.repo}  ({source_label(r)})", r.repo)
         if not entry.gguf_repos:
@@ -184,11 +193,17 @@ class GetModelDialog(QtWidgets.QDialog):
             return
         self._say(f"Looking for a {quant} file in {entry.name}'s GGUF repositories…")
 
-        def work() -> tuple[RepoListing, RemoteModel]:
-            from app.hub.catalog import find_for_quant
+        def work() -> tuple[RepoListing, RemoteModel | None, str]:
+            from app.hub.catalog import QuantNotInCatalogRepos, find_for_quant
 
-            listing, model, _ = find_for_quant(model_id, quant)
-            return listing, model
+            try:
+                listing, model, _ = find_for_quant(model_id, quant)
+            except QuantNotInCatalogRepos as exc:
+                if exc.listing is None:
+                    raise
+                # The cell's quant is missing, but its other files may fit too: offer them.
+                return exc.listing, None, f"{exc}. Its other files are listed below."
+            return listing, model, ""
 
         self.tasks.submit(work, self._on_found, self._on_failed, key="hub-lookup")
 
@@ -204,6 +219,7 @@ class GetModelDialog(QtWidgets.QDialog):
         text = self.search_edit.text().strip()
         if not text:
             return
+        self._note = ""
         self._say(f"Searching the hub for '{text}'…")
         self.repo_combo.clear()
         self.file_combo.clear()
@@ -233,6 +249,7 @@ class GetModelDialog(QtWidgets.QDialog):
         repo = self.repo_combo.itemData(index)
         if not repo:
             return
+        self._note = ""
         self._say(f"Listing {repo}…")
         self.file_combo.clear()
         self.download_button.setEnabled(False)
@@ -247,8 +264,9 @@ class GetModelDialog(QtWidgets.QDialog):
         self.tasks.submit(work, self._on_found, self._on_failed, key="hub-lookup")
 
     def _on_found(self, value: object) -> None:
-        listing, chosen = value  # type: ignore[misc]
+        listing, chosen, *note = value  # type: ignore[misc]
         assert isinstance(listing, RepoListing)
+        self._note = html.escape(note[0]) if note else ""
         self.listing = listing
         index = self.repo_combo.findData(listing.repo)
         if index < 0:
@@ -264,8 +282,8 @@ class GetModelDialog(QtWidgets.QDialog):
             return
         pick = listing.models.index(chosen) if isinstance(chosen, RemoteModel) else 0
         self.file_combo.setCurrentIndex(max(0, self.file_combo.findData(pick)))
-        if self.quant and chosen is None:
-            self.info.setText(f"{listing.repo} has no {self.quant} file; pick another file or repository.")
+        if self.quant and chosen is None and not self._note:
+            self._note = f"{listing.repo} has no {self.quant} file; pick another file or repository."
         self._on_file_chosen(self.file_combo.currentIndex())
 
     def _on_file_chosen(self, index: int) -> None:
@@ -275,8 +293,10 @@ class GetModelDialog(QtWidgets.QDialog):
         listing = self.listing
         parts = f" in {model.n_parts} parts" if model.n_parts > 1 else ""
         self.info.setText(
-            f"{listing.repo}: <b>{model.first.path}</b><br>{model.quant or 'quant unknown'}, "
-            f"{fmt_size(model.size_bytes)}{parts}. Reading its header to plan it…"
+            self._noted(
+                f"{listing.repo}: <b>{model.first.path}</b><br>{model.quant or 'quant unknown'}, "
+                f"{fmt_size(model.size_bytes)}{parts}. Reading its header to plan it…"
+            )
         )
         self.plan_label.setText("")
         self.download_button.setEnabled(False)
@@ -293,16 +313,22 @@ class GetModelDialog(QtWidgets.QDialog):
         self.plan_label.setText(f"Cannot plan this file: {message}")
         self.download_button.setEnabled(self.listing is not None)
 
+    def _noted(self, text: str) -> str:
+        return f"{self._note}<br><br>{text}" if self._note else text
+
     def _on_planned(self, listing: RepoListing, model: RemoteModel, rp: object) -> None:
         assert isinstance(rp, RemotePlan)
         self.remote_plan = rp
         self._chosen = (listing, model)
         need = model.size_bytes - rp.on_disk_bytes
-        kept = f", {fmt_size(rp.on_disk_bytes)} already here" if rp.on_disk_bytes else ""
+        kept = f" in {model.n_parts} parts" if model.n_parts > 1 else ""
+        kept += f", {fmt_size(rp.on_disk_bytes)} already here" if rp.on_disk_bytes else ""
         self.info.setText(
-            f"{listing.repo}: <b>{model.first.path}</b><br>{model.quant or 'quant unknown'}, "
-            f"{fmt_size(model.size_bytes)}{kept}; into {rp.cache_dir} ({fmt_size(rp.free_bytes)} free)"
-            + ("" if need < rp.free_bytes else " <b>not enough free disk</b>")
+            self._noted(
+                f"{listing.repo}: <b>{model.first.path}</b><br>{model.quant or 'quant unknown'}, "
+                f"{fmt_size(model.size_bytes)}{kept}; into {rp.cache_dir} ({fmt_size(rp.free_bytes)} free)"
+                + ("" if need < rp.free_bytes else " <b>not enough free disk</b>")
+            )
         )
         self.plan_label.setText(describe_plan(rp, self.state.rig))
         self.planned.emit(rp.spec)
@@ -319,6 +345,12 @@ class GetModelDialog(QtWidgets.QDialog):
         if self._chosen is None:
             return
         listing, model = self._chosen
+        rp = self.remote_plan
+        if rp is not None and not rp.spec.remote and rp.spec.paths:
+            # Already in the cache: straight to the Run tab, no download entry or window for it.
+            self.use_requested.emit(rp.spec.paths[0])
+            self.accept()
+            return
         entry_id = self.manager.start(listing, model)
         self.download_started.emit(entry_id)
         self.accept()

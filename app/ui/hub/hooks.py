@@ -119,6 +119,7 @@ class HubHooks(QtCore.QObject):
             self.dialog.deleteLater()
         dialog = GetModelDialog(self.window.state, self.window.tasks, self.manager, self.window)
         dialog.download_started.connect(lambda _id: self.show_downloads())
+        dialog.use_requested.connect(self.use_in_run_tab)
         dialog.plan_requested.connect(lambda ref: self.window.load_model(ref, then_show="split"))
         dialog.planned.connect(self._show_in_fit)
         self.dialog = dialog
