@@ -16,7 +16,17 @@ from types import ModuleType
 
 from app.core.errors import RigfitError
 
-COMMAND_NAMES: tuple[str, ...] = ("detect", "plan", "fit", "run", "bench", "monitor", "search", "pull")
+COMMAND_NAMES: tuple[str, ...] = (
+    "detect",
+    "plan",
+    "fit",
+    "run",
+    "bench",
+    "monitor",
+    "rpc_server",
+    "search",
+    "pull",
+)
 
 EXIT_OK = 0
 EXIT_FAILED = 1
