@@ -14,6 +14,7 @@ from app.core.errors import RigfitError
 from app.hub.config import HubConfig, hub_config
 from app.hub.errors import HubAccessDenied, HubNotFound
 from app.hub.listing import RemoteModel, RepoListing, list_repo
+from app.hub.refs import normalize_quant_name
 
 
 class QuantNotInCatalogRepos(HubNotFound):
@@ -23,7 +24,7 @@ class QuantNotInCatalogRepos(HubNotFound):
     def __init__(self, message: str, listing: RepoListing | None) -> None:
         super().__init__(message)
         self.listing = listing
-from app.hub.refs import normalize_quant_name
+
 
 SOURCE_LABELS = {
     "maker": "the model maker's own GGUF",
