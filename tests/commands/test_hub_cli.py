@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -152,3 +153,31 @@ def test_ctrl_c_stops_a_pull_and_the_same_command_resumes_it(fake_hub: FakeHub) 
     again = rigfit("pull", DEMO_REPO)
     assert again.returncode == 0, again.stderr
     assert [e.range for e in fake_hub.log if e.role == "cdn"] == [f"bytes={30 << 20}-"]
+
+
+def test_an_hf_model_plans_and_runs_with_rpc_servers_too(
+    fake_hub: FakeHub, rpc_cpu_servers: list[Any]
+) -> None:
+    server = rpc_cpu_servers[0].endpoint
+    # Planned from its header on the hub, on this rig plus a described RPC machine.
+    done = rigfit(
+        "plan", "--model", f"hf:{DEMO_REPO}", "--quant", "Q4_1", "--rig", "RTX 3090",
+        "--rpc", f"{server}=RTX 4090@10GbE", "--split", "1,1", "--json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert data["remote"] == f"hf:{DEMO_REPO}/{DEMO_FILE}"
+    assert [d["llama_name"] for d in data["devices"]] == ["CUDA0", "RPC0"]
+    assert data["devices"][1]["remote"]["endpoint"] == server
+    # Pulled, then run on this computer's CPU and both servers.
+    assert rigfit("pull", DEMO_REPO).returncode == 0
+    ran = rigfit(
+        "run", "--model", f"hf:{DEMO_REPO}:Q4_1", "--prompt", "Hi", "--max-tokens", "4", "--temperature", "0",
+        "--ctx", "512", "--threads", "1", "--split", "1,1",
+        "--rpc", ",".join(f"{s.endpoint}=CPU" for s in rpc_cpu_servers), "--json",
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    events = [json.loads(line) for line in ran.stdout.splitlines()]
+    loaded = next(e for e in events if e["type"] == "loaded")
+    assert [d["name"] for d in loaded["devices"]][:2] == ["RPC0", "RPC1"]
+    assert events[-1]["type"] == "done"
