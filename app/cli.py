@@ -16,7 +16,18 @@ from types import ModuleType
 
 from app.core.errors import RigfitError
 
-COMMAND_NAMES: tuple[str, ...] = ("detect", "plan", "fit", "run", "bench", "serve", "monitor", "rpc_server")
+COMMAND_NAMES: tuple[str, ...] = (
+    "detect",
+    "plan",
+    "fit",
+    "run",
+    "bench",
+    "serve",
+    "monitor",
+    "rpc_server",
+    "search",
+    "pull",
+)
 
 EXIT_OK = 0
 EXIT_FAILED = 1

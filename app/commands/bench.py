@@ -88,9 +88,10 @@ def _cell(values: list[float]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from app.hub.cache import local_model_ref
     from app.runner.client import RunnerClient
 
-    path = resolve_model(args.model)
+    path = resolve_model(local_model_ref(args.model))
     configs = parse_configs(args.configs)
     if args.pp < 0 or args.tg < 0 or args.pp == 1:
         raise RigfitError("--pp must be 0 or at least 2, --tg 0 or more")

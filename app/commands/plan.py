@@ -98,13 +98,15 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "--model",
         required=True,
-        metavar="ID|FILE.gguf|config.json",
-        help="catalog id, GGUF file, config.json or 'demo'",
+        metavar="ID|FILE.gguf|config.json|hf:REPO/FILE.gguf",
+        help="catalog id, GGUF file, config.json, 'demo', or a GGUF on the Hugging Face hub "
+        "(hf:OWNER/REPO/FILE.gguf, or hf:OWNER/REPO with --quant), planned from its header",
     )
     p.add_argument(
         "--quant",
         metavar="Q4_K_M",
-        help="quantization for catalog and config models (a GGUF file has its own)",
+        help="quantization for catalog and config models, or the file to take from hf:OWNER/REPO "
+        "(a GGUF file has its own)",
     )
     p.add_argument(
         "--ctx",
@@ -200,6 +202,8 @@ def plan_json(
     return {
         "model": spec.id,
         "name": spec.name,
+        # hf:REPO/FILE planned from its header on the hub (a device's "remote" is an RPC server).
+        "remote": spec.remote or None,
         "quant": p.quant or spec.file_type,
         "ctx": s.ctx,
         "split_mode": s.split_mode,
@@ -309,8 +313,9 @@ def _table(rows: list[list[str]]) -> list[str]:
 
 def format_plan(data: dict[str, Any]) -> str:
     """The human-readable report of ``rigfit plan``."""
+    remote = f" (remote: {data['remote']})" if data.get("remote") else ""
     lines = [
-        f"{data['name']} {data['quant']}, context {data['ctx']}, on {data['rig']}: {data['status'].upper()}",
+        f"{data['name']} {data['quant']}{remote}, context {data['ctx']}, on {data['rig']}: {data['status'].upper()}",
         f"split mode {data['split_mode']}"
         + (
             f", tensor split {', '.join(f'{r:.3f}' for r in data['tensor_split'])} (-ts {','.join(map(str, data['llama_tensor_split']))})"
@@ -364,9 +369,19 @@ def format_plan(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _load_spec(ref: str, quant: str | None) -> ModelSpec:
+    from app.hub.refs import is_hub_ref
+
+    if is_hub_ref(ref):  # huggingface_hub is imported only for a hub reference
+        from app.hub.remote import hub_model_spec
+
+        return hub_model_spec(ref, quant)
+    return load_model_spec(ref, quant)
+
+
 def run(args: argparse.Namespace) -> int:
     rig, rig_note = resolve_rig(args)
-    spec = load_model_spec(args.model, args.quant)
+    spec = _load_spec(args.model, args.quant)
     settings, split_note = _settings(args, rig, spec)
     p = make_plan(rig, spec, settings)
     speed = estimate_speed(rig, spec, p)

@@ -38,7 +38,10 @@ def add_model_arguments(p: argparse.ArgumentParser, *, ctx_default: int | None) 
     """The load options ``run`` and ``bench`` share, named as in llama.cpp's tools."""
     defaults = Settings()
     p.add_argument(
-        "--model", required=True, metavar="FILE.gguf|demo", help="GGUF file, or 'demo' (SmolLM2-135M)"
+        "--model",
+        required=True,
+        metavar="FILE.gguf|demo|hf:REPO/FILE.gguf",
+        help="GGUF file, 'demo' (SmolLM2-135M), or a model downloaded with 'rigfit pull' (hf:OWNER/REPO/FILE.gguf)",
     )
     p.add_argument(
         "--ngl", type=int, default=defaults.n_gpu_layers, metavar="N", help="layers on the GPUs (-1: all)"
@@ -227,7 +230,9 @@ def run(args: argparse.Namespace) -> int:
 
     as_json = bool(args.json)
     try:
-        path = resolve_model(args.model)
+        from app.hub.cache import local_model_ref
+
+        path = resolve_model(local_model_ref(args.model))
         split = parse_split(args.split) if args.split is not None else None
         settings = settings_from_args(args, args.split_mode, split)
         remote = rpc_run(args)

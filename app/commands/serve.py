@@ -110,7 +110,9 @@ class _Output:
 def run(args: argparse.Namespace) -> int:
     out = _Output(bool(args.json))
     try:
-        path = resolve_model(args.model)
+        from app.hub.cache import local_model_ref
+
+        path = resolve_model(local_model_ref(args.model))
         split = parse_split(args.split) if args.split is not None else None
         settings = settings_from_args(args, args.split_mode, split)
         remote = rpc_run(args)

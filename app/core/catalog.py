@@ -31,6 +31,21 @@ def catalog_path() -> Path:
     return Path(__file__).resolve().parents[2] / "resources" / CATALOG_FILE
 
 
+GGUF_SOURCES: tuple[str, ...] = ("maker", "llama.cpp", "quantizer")
+
+
+@dataclass(frozen=True)
+class GgufRepo:
+    """A Hugging Face repository holding a catalog model's GGUF files, and who publishes it."""
+
+    repo: str  # OWNER/NAME
+    source: str  # one of GGUF_SOURCES: the model maker, llama.cpp's maintainers, or a quantizer
+
+    @property
+    def owner(self) -> str:
+        return self.repo.split("/", 1)[0]
+
+
 @dataclass(frozen=True)
 class CatalogEntry:
     """One catalog model: who publishes it, what it is, and the config it is planned from."""
@@ -47,6 +62,7 @@ class CatalogEntry:
     architecture: str  # GGUF architecture
     config: dict[str, object] = field(compare=False, hash=False, repr=False)
     gguf_n_vocab: int | None = None
+    gguf_repos: tuple[GgufRepo, ...] = ()  # where its GGUF files are, most used first
 
 
 _lock = threading.Lock()
@@ -82,6 +98,7 @@ def _parse_entry(raw: object, index: int, origin: str) -> CatalogEntry:
     if n_vocab is not None and (isinstance(n_vocab, bool) or not isinstance(n_vocab, int) or n_vocab <= 0):
         raise BadModelFile(f"{where}: 'gguf_n_vocab' must be a positive whole number")
     return CatalogEntry(
+        gguf_repos=_gguf_repos(raw.get("gguf"), where),
         id=entry_id,
         name=_str(raw, "name", where),
         hf_repo=_str(raw, "hf_repo", where),
@@ -95,6 +112,25 @@ def _parse_entry(raw: object, index: int, origin: str) -> CatalogEntry:
         config=config,
         gguf_n_vocab=n_vocab,
     )
+
+
+def _gguf_repos(raw: object, where: str) -> tuple[GgufRepo, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise BadModelFile(f"{where}: 'gguf' must be a list of {{ repo = ..., source = ... }} tables")
+    repos: list[GgufRepo] = []
+    for item in raw:
+        if not isinstance(item, dict):
+            raise BadModelFile(f"{where}: each 'gguf' entry must be a {{ repo = ..., source = ... }} table")
+        repo = _str(item, "repo", f"{where} gguf entry")
+        source = _str(item, "source", f"{where} gguf entry {repo}")
+        if repo.count("/") != 1:
+            raise BadModelFile(f"{where}: gguf repository '{repo}' is not written OWNER/NAME")
+        if source not in GGUF_SOURCES:
+            raise BadModelFile(f"{where}: gguf source '{source}' is not one of {', '.join(GGUF_SOURCES)}")
+        repos.append(GgufRepo(repo, source))
+    return tuple(repos)
 
 
 def load_model_catalog(path: str | os.PathLike[str] | None = None) -> tuple[CatalogEntry, ...]:

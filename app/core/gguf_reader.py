@@ -8,6 +8,11 @@ length prefix), keeps the values of short arrays (per-layer head counts, SWA pat
 the tensor data. It reads split models (``name-00001-of-00003.gguf``) as one, with each tensor's
 ``file_index``.
 
+The same parser reads a header piece by piece from a :class:`RangeSource` (a file on a server, read
+with HTTP range requests by ``app.hub``): it asks for more bytes only when it runs out, and sizes each
+request from what it has seen (the average length of the strings of the array it is in), so a
+128k-token header takes two or three requests and hardly a byte past the tensor table.
+
 Corrupt input raises :class:`~app.core.errors.BadModelFile`: bad magic, unsupported version,
 truncation, and counts or lengths that the file is too small to hold are rejected before anything
 is allocated for them, so a damaged header can neither exhaust memory nor loop for long.
@@ -19,9 +24,10 @@ import mmap
 import os
 import re
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeAlias
+from typing import Protocol, TypeAlias
 
 from app.core.errors import BadModelFile
 from app.core.model_spec import TensorInfo
@@ -57,6 +63,27 @@ MAX_KEPT_STRINGS = 256
 _MAX_ARRAY_DEPTH = 8
 
 _SPLIT_RE = re.compile(r"^(?P<prefix>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
+
+# Reading from a RangeSource: the first request, and what each later one asks for beyond the bytes the
+# parser is known to need. 4 MiB holds whole headers up to a ~100k-token vocabulary (the demo model's
+# is 1.7 MiB), so most files take one request; later parts of a split model hold no tokenizer.
+FIRST_READ_BYTES = 4 << 20
+LATER_PART_FIRST_READ_BYTES = 256 << 10
+_READ_SLACK_BYTES = 256 << 10  # after the array being read: the keys and the tensor table that follow
+_GUESSED_STRING_BYTES = 16  # length prefix + text, before any string of an array has been seen
+
+
+class RangeSource(Protocol):
+    """A file read piece by piece (a GGUF on a server, read with HTTP range requests)."""
+
+    @property
+    def size_bytes(self) -> int:
+        """The whole file's size."""
+        ...
+
+    def read(self, offset: int, length: int) -> bytes:
+        """``length`` bytes from ``offset`` (fewer only at the end of the file); raises on failure."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -105,14 +132,26 @@ class GgufModel:
         return self.metadata.get(key, default)
 
 
+Buffer: TypeAlias = mmap.mmap | bytes | bytearray
+
+
 class _Header:
-    """Cursor over a mapped file; every read is bounds-checked and failures become BadModelFile."""
+    """Cursor over a mapped file (or the fetched start of a remote one); every read is bounds-checked
+    and failures become BadModelFile.
 
-    __slots__ = ("buf", "end", "endian", "off", "path", "u32", "u64")
+    ``end`` is the file's size; ``have`` is how much of it ``buf`` holds (all of it, except when
+    reading from a :class:`RangeSource`, which is asked for more when a read runs past ``have``).
+    """
 
-    def __init__(self, buf: mmap.mmap | bytes, path: str, endian: str) -> None:
+    __slots__ = ("buf", "end", "endian", "have", "off", "path", "source", "u32", "u64")
+
+    def __init__(
+        self, buf: Buffer, path: str, endian: str, end: int | None = None, source: RangeSource | None = None
+    ) -> None:
         self.buf = buf
-        self.end = len(buf)
+        self.have = len(buf)
+        self.end = self.have if end is None else end
+        self.source = source
         self.off = 0
         self.path = path
         self.endian = endian
@@ -125,6 +164,26 @@ class _Header:
     def need(self, n: int, what: str) -> None:
         if n < 0 or self.off + n > self.end:
             raise self.fail(f"the file ends inside {what} (truncated or corrupt)")
+        if self.off + n > self.have:
+            self.fetch(self.off + n)
+
+    def fetch(self, required_end: int, hint_end: int = 0) -> None:
+        """Read more of a remote file: at least up to ``required_end``, up to ``hint_end`` (where the
+        array being read is expected to end) when known, plus some slack for what follows."""
+        if self.source is None or required_end > self.end:
+            raise self.fail("the file ends inside the header (truncated or corrupt)")
+        target = max(required_end, hint_end) + _READ_SLACK_BYTES
+        # Without a hint, grow by half at least, so a long run of small reads takes few requests.
+        target = min(self.end, max(target, self.have + self.have // 2))
+        data = self.source.read(self.have, target - self.have)
+        if len(data) < required_end - self.have:
+            raise BadModelFile(
+                f"{self.path}: asked for {target - self.have} bytes at {self.have}, got {len(data)}"
+            )
+        if not isinstance(self.buf, bytearray):
+            self.buf = bytearray(self.buf)
+        self.buf += data
+        self.have = len(self.buf)
 
     def read_u32(self, what: str) -> int:
         self.need(4, what)
@@ -176,6 +235,7 @@ class _Header:
                 )
             values: tuple[object, ...] | None = None
             if n <= MAX_KEPT_NUMBERS:
+                self.need(n * size, what)
                 fmt = f"{self.endian}{n}{_SCALAR_FORMATS[item_type]}"
                 values = struct.unpack_from(fmt, self.buf, self.off)
                 if item_type == T_BOOL:
@@ -205,12 +265,20 @@ class _Header:
 
     def skip_strings(self, n: int, what: str) -> None:
         # The hot loop of the whole reader (tokenizer tokens and merges): only each length is read.
-        buf, u64, off, end = self.buf, self.u64, self.off, self.end
-        try:
-            for _ in range(n):
-                off += 8 + u64(buf, off)[0]
-        except (struct.error, OverflowError):  # past the end, or a corrupt length past any offset
-            raise self.fail(f"the file ends inside {what} (truncated or corrupt)") from None
+        u64, off, end, start = self.u64, self.off, self.end, self.off
+        i = 0
+        while True:
+            buf = self.buf
+            try:
+                for i in range(i, n):  # noqa: B007, B020 (i says where to resume when the buffer runs out)
+                    off += 8 + u64(buf, off)[0]
+                break
+            except (struct.error, OverflowError):  # past the buffer, or a corrupt length past any offset
+                if self.source is None or off + 8 > end:
+                    raise self.fail(f"the file ends inside {what} (truncated or corrupt)") from None
+                # Remote: ask for the rest of this array, guessed from the strings read so far.
+                per_string = (off - start) / i if i >= 64 else _GUESSED_STRING_BYTES
+                self.fetch(off + 8, off + int((n - i) * per_string * 1.02))
         if off > end:
             raise self.fail(f"the file ends inside {what} (truncated or corrupt)")
         self.off = off
@@ -250,7 +318,22 @@ def read_gguf_bytes(data: bytes, name: str = "<memory>") -> GgufFile:
     return _parse(data, len(data), name)
 
 
-def _parse(buf: mmap.mmap | bytes, size: int, path: str) -> GgufFile:
+def read_gguf_source(source: RangeSource, name: str, *, first_read_bytes: int = FIRST_READ_BYTES) -> GgufFile:
+    """Parse one GGUF header from a :class:`RangeSource`, reading little more than the header.
+
+    ``name`` names the file in messages. Bounds are checked against the source's whole size, so a
+    header that promises tensor data past the end of the file is refused as for a local file.
+    """
+    size = source.size_bytes
+    if size <= 0:
+        raise BadModelFile(f"{name} is empty, not a GGUF model")
+    first = source.read(0, min(size, max(first_read_bytes, 8)))
+    if len(first) < min(size, 8):
+        raise BadModelFile(f"{name}: could not read the start of the file")
+    return _parse(first, size, name, source)
+
+
+def _parse(buf: Buffer, size: int, path: str, source: RangeSource | None = None) -> GgufFile:
     if size < 4 or buf[:4] != GGUF_MAGIC:
         raise BadModelFile(f"{path} is not a GGUF file (it does not start with 'GGUF')")
     if size < 8:
@@ -265,7 +348,7 @@ def _parse(buf: mmap.mmap | bytes, size: int, path: str) -> GgufFile:
         raise BadModelFile(
             f"{path} uses GGUF version {version}; Rigfit reads versions {', '.join(map(str, SUPPORTED_VERSIONS))}"
         )
-    h = _Header(buf, path, endian)
+    h = _Header(buf, path, endian, size, source)
     h.off = 8
     n_tensors = h.read_u64("the tensor count")
     n_kv = h.read_u64("the metadata count")
@@ -311,7 +394,7 @@ def _parse(buf: mmap.mmap | bytes, size: int, path: str) -> GgufFile:
         if not 1 <= n_dims <= MAX_DIMS:
             raise h.fail(f"tensor '{name}' has {n_dims} dimensions (at most {MAX_DIMS})")
         h.need(8 * n_dims + 12, f"tensor '{name}'")
-        shape = struct.unpack_from(f"{endian}{n_dims}Q", buf, h.off)
+        shape = struct.unpack_from(f"{endian}{n_dims}Q", h.buf, h.off)
         h.off += 8 * n_dims
         ggml_type = h.read_u32(f"tensor '{name}'")
         rel_offset = h.read_u64(f"tensor '{name}'")
@@ -383,9 +466,7 @@ def read_gguf(path: str | os.PathLike[str]) -> GgufModel:
                 f"{p} is part of a model split into {count} files, but its name does not follow "
                 "llama.cpp's 'name-00001-of-0000N.gguf' pattern, so the other parts cannot be found"
             )
-        return GgufModel(
-            (str(p),), first.metadata, first.value_types, first.tensors, first.file_size, (first,)
-        )
+        return model_from_parts((first,))
     if count != len(parts):
         raise BadModelFile(f"{parts[0].name} says the model has {count} parts, its name says {len(parts)}")
     files = [first]
@@ -393,6 +474,24 @@ def read_gguf(path: str | os.PathLike[str]) -> GgufModel:
         if not part.exists():
             raise BadModelFile(f"part {i + 1} of {len(parts)} of this split model is missing: {part}")
         files.append(read_gguf_file(part))
+    return model_from_parts(files)
+
+
+def model_from_parts(files: Sequence[GgufFile]) -> GgufModel:
+    """One model from the headers of every part of a split model, in order (or of a single file).
+
+    Checks that the parts belong together: their ``split.no``, no tensor twice, and the tensor count
+    the first part promises.
+    """
+    first = files[0]
+    name = Path(first.path).name
+    count = _int_meta(first, "split.count") or 1
+    if count != len(files):
+        raise BadModelFile(f"{name} says the model has {count} parts, {len(files)} were read")
+    if len(files) == 1:
+        return GgufModel(
+            (first.path,), first.metadata, first.value_types, first.tensors, first.file_size, (first,)
+        )
     tensors: list[TensorInfo] = []
     names: set[str] = set()
     for index, f in enumerate(files):
@@ -401,14 +500,12 @@ def read_gguf(path: str | os.PathLike[str]) -> GgufModel:
             raise BadModelFile(f"{f.path} says it is split part {no + 1}, its name says {index + 1}")
         for t in f.tensors:
             if t.name in names:
-                raise BadModelFile(f"tensor '{t.name}' appears in more than one part of {parts[0].name}")
+                raise BadModelFile(f"tensor '{t.name}' appears in more than one part of {name}")
             names.add(t.name)
             tensors.append(TensorInfo(t.name, t.shape, t.ggml_type, t.offset, index))
     expected = _int_meta(first, "split.tensors.count")
     if expected is not None and expected != len(tensors):
-        raise BadModelFile(
-            f"{parts[0].name}: the parts hold {len(tensors)} tensors, the header promises {expected}"
-        )
+        raise BadModelFile(f"{name}: the parts hold {len(tensors)} tensors, the header promises {expected}")
     return GgufModel(
         paths=tuple(f.path for f in files),
         metadata=first.metadata,

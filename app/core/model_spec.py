@@ -89,6 +89,9 @@ class ModelSpec:
     file_size_bytes: int = 0
     chat_template: str | None = None
     notes: tuple[str, ...] = ()  # things the user should know about how the spec was made
+    # "hf:REPO/FILE.gguf" when the spec was read from a header on the Hugging Face hub: ``paths`` are
+    # then where the files will be once downloaded, not files on this computer (yet).
+    remote: str = ""
     metadata: dict[str, object] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     @property

@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.core.gguf_names import guess_quant  # the rules the hub listing shares
 from app.core.gguf_reader import GGUF_MAGIC
 
 SOURCE_HF = "huggingface"
@@ -179,36 +180,6 @@ def default_roots(
 
 
 # ------------------------------------------------------------------------------------------ names
-
-# Longest first, so Q4_K_M wins over Q4_K and IQ4_XS over Q4.
-# fmt: off
-_KNOWN_QUANTS: tuple[str, ...] = (
-    "MXFP4_MOE", "IQ2_XXS", "IQ3_XXS", "Q4_K_XL", "Q5_K_XL", "Q6_K_XL", "Q8_K_XL", "Q3_K_XL", "Q2_K_XL",
-    "Q2_K_L", "IQ1_S", "IQ1_M", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ3_XS", "IQ3_S", "IQ3_M", "IQ4_NL", "IQ4_XS",
-    "Q2_K_S", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q4_0_4_4", "Q4_0_4_8",
-    "Q4_0_8_8", "TQ1_0", "TQ2_0", "MXFP4", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_K", "Q4_0", "Q4_1",
-    "Q5_0", "Q5_1", "Q8_0", "Q1_0", "Q2_0", "BF16", "F16", "F32",
-)
-# fmt: on
-_QUANT_RE = re.compile(
-    r"(?<![A-Za-z0-9])("
-    + "|".join(re.escape(q).replace("_", "[_.-]") for q in sorted(_KNOWN_QUANTS, key=len, reverse=True))
-    + r")(?![A-Za-z0-9])",
-    re.IGNORECASE,
-)
-
-
-def guess_quant(name: str) -> str | None:
-    """The quantization a file name states (``Llama-3.2-1B-Instruct-Q4_K_M.gguf`` → ``Q4_K_M``).
-
-    Only a guess for the list: the header, read when the user picks the file, is the truth. The last
-    match wins (``Q8_0-to-Q4_K_M`` names the result last); ``None`` when the name says nothing.
-    """
-    stem = re.sub(r"\.gguf$", "", name, flags=re.IGNORECASE)
-    matches = _QUANT_RE.findall(stem)
-    if not matches:
-        return None
-    return re.sub(r"[.-]", "_", matches[-1]).upper()
 
 
 def _short_path(path: str, home: str) -> str:

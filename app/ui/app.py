@@ -120,12 +120,30 @@ def run_gui(args: argparse.Namespace) -> int:
         window.load_model(model, getattr(args, "gui_quant", None))
     if tab:
         window.show_tab(tab)
+    if not screenshot:
+        _fit_to_screen(window)
     window.show()
     # Detection starts once the window is on screen: its import and NVML work must not delay the first paint.
     QtCore.QTimer.singleShot(0, window, window.start_detection)
     if screenshot:
         return _screenshot(app, window, Path(screenshot), tab)
     return int(app.exec())
+
+
+def _fit_to_screen(window: object) -> None:
+    """Shrink the window to the screen's free area: its default size (1280x860) ran off the bottom of a
+    1280x720 screen, hiding the status bar (where Downloads opens) and the Fit tab's legend."""
+    from PySide6 import QtWidgets
+
+    assert isinstance(window, QtWidgets.QWidget)
+    screen = window.screen() or QtWidgets.QApplication.primaryScreen()
+    if screen is None:
+        return
+    free = screen.availableGeometry()
+    # The window manager's frame (title bar, borders) is not known before the first show: keep room.
+    width, height = min(window.width(), free.width() - 8), min(window.height(), free.height() - 40)
+    if (width, height) != (window.width(), window.height()):
+        window.resize(max(width, 640), max(height, 480))
 
 
 def wait_until_settled(window: object, timeout_s: float = SCREENSHOT_TIMEOUT_S) -> bool:

@@ -70,7 +70,18 @@ def model_choice_for(ref: str, quant: str | None = None) -> ModelChoice:
     Reads GGUF headers and applies quantization rules: call it off the GUI thread.
     """
     from app.core.model_source import load_model_spec
+    from app.hub.refs import is_hub_ref
 
+    if is_hub_ref(ref):  # planned from its header on the hub (app/hub), marked as remote
+        from app.hub.remote import hub_model_spec
+
+        spec = hub_model_spec(ref, quant)
+        return ModelChoice(
+            ref=ref,
+            spec=spec,
+            quant=spec.file_type or (quant or ""),
+            label=f"{spec.name} (on the hub, not downloaded)" if spec.remote else spec.name,
+        )
     spec = load_model_spec(ref, quant)
     label = spec.name
     if spec.source == "catalog":
@@ -231,6 +242,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.plan_status.setObjectName("planStatus")
         self.statusBar().addPermanentWidget(self.plan_status)
         self._build_menus()
+        from app.ui.hub.hooks import HubHooks
+
+        self.hub = HubHooks(self)  # "Get this model", downloads (app/ui/hub)
 
         session = self.store.load_session() if restore else Session()
         self._run_folders = session.run_folders or ()
@@ -740,6 +754,7 @@ class MainWindow(QtWidgets.QMainWindow):
                 view = tab.content_if_created()
                 if view is not None:
                     view.shutdown()  # type: ignore[attr-defined]
+            self.hub.shutdown()
             self.tasks.shutdown()
         self.wait_for_tasks()
         super().closeEvent(event)

@@ -10,3 +10,9 @@ from tests.bench.harness import Bench
 @pytest.fixture
 def bench(request: pytest.FixtureRequest) -> Bench:
     return Bench(request.config)
+
+
+# The fake hub (tests/hub/fake_hub.py) for the remote-header benchmark.
+from tests.hub.conftest import fake_hub, hub_models_dir  # noqa: E402
+
+__all__ = ["bench", "fake_hub", "hub_models_dir"]

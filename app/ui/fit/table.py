@@ -126,9 +126,10 @@ def compute_fit(
                 FitModelRow(
                     key=path,
                     ref=path,
-                    name=f"{spec.name} ({Path(path).name})"
-                    if Path(path).name not in spec.name
-                    else spec.name,
+                    name=(
+                        f"{spec.name} ({Path(path).name})" if Path(path).name not in spec.name else spec.name
+                    )
+                    + (" · on the hub" if spec.remote else ""),
                     params_b=spec.n_params / 1e9 if spec.n_params else None,
                     family=family_of(spec.name, spec.architecture),
                     local=True,

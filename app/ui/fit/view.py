@@ -134,7 +134,9 @@ class FitView(QtWidgets.QWidget):
         star = QtWidgets.QLabel("★ best quantization for this rig")
         star.setToolTip(tip("best_quant"))
         bottom.addWidget(star)
-        hint = QtWidgets.QLabel("Double-click a cell (or press Enter) to plan it on the Split tab")
+        hint = QtWidgets.QLabel(
+            "Double-click a cell (or press Enter) to plan it on the Split tab; right-click it to get the model"
+        )
         hint.setWordWrap(True)
         hint.setAlignment(QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignVCenter)
         tint(hint, TEXT_MUTED)
@@ -166,7 +168,9 @@ class FitView(QtWidgets.QWidget):
             if isinstance(item, ModelSpec):
                 if item.source != "gguf" or not item.paths:
                     continue
-                path = str(item.paths[0])
+                path = item.remote or str(item.paths[0])  # hf:REPO/FILE for a file on the hub
+                if item.remote and str(item.paths[0]) in self._local:
+                    continue  # on the hub, and downloaded already: the local row stands for it
                 if path not in self._local:
                     # A unique id per file: two files of one model must be two rows.
                     self._local[path] = replace(item, id=f"file:{path}")
@@ -176,8 +180,18 @@ class FitView(QtWidgets.QWidget):
                 if path not in self._local and path not in self._local_pending:
                     self._local_pending.append(path)
                     changed = True
+            changed = self._drop_remote_row_of(path) or changed
         if changed and self._active:
             self.recompute(force=True)
+
+    def _drop_remote_row_of(self, path: str) -> bool:
+        """A file planned from the hub has arrived at ``path``: its "on the hub" row goes."""
+        remote = [
+            k for k, spec in self._local.items() if spec.remote and spec.paths and str(spec.paths[0]) == path
+        ]
+        for key in remote:
+            del self._local[key]
+        return bool(remote)
 
     def local_paths(self) -> tuple[str, ...]:
         return tuple(self._local)

@@ -149,7 +149,16 @@ class ModelPicker(QtWidgets.QGroupBox):
         self.add_folder_button = QtWidgets.QPushButton("Add folder…")
         self.add_folder_button.setToolTip("Search another folder for GGUF files, now and on every start.")
         self.rescan_button = QtWidgets.QPushButton("Search again")
-        for b in (self.demo_button, self.open_button, self.add_folder_button, self.rescan_button):
+        # "Get a model…" (app/ui/hub/hooks.py connects it): search the Hugging Face hub, plan, download.
+        self.hub_button = QtWidgets.QPushButton("Get a model…")
+        self.hub_button.setToolTip("Find a GGUF on Hugging Face, see its plan on your rig, download it.")
+        for b in (
+            self.demo_button,
+            self.open_button,
+            self.hub_button,
+            self.add_folder_button,
+            self.rescan_button,
+        ):
             buttons.addWidget(b)
         buttons.addStretch(1)
         # The buttons above the chosen model's description, whose length varies: they never move.
