@@ -2,9 +2,12 @@
 
 At ~1000 tokens per second a token leaves llama.cpp every millisecond, so whatever the server adds per
 token (the dispatcher, the HTTP thread, JSON, a socket write) shows far more than at the demo model's
-~100 on a CPU. Run on the GPU machine (DEVICE.md):
+~100 on a CPU. Run on the GPU machine (DEVICE.md); ``rigfit serve`` imports every command, the hub's
+too, so prepare with the hub client's wheels (the GPU image lacks them; without them the server
+exits with "No module named 'httpx2'", seen on the H200 on 2026-12-05):
 
-    source .device/build.sh && python3 tests/gpu/serve_speed.py [RUNS] [TOKENS]
+    ../shared/device/prepare.sh huggingface_hub httpx2 filelock fsspec tqdm pyyaml   # here
+    source .device/build.sh && python3 tests/gpu/serve_speed.py [RUNS] [TOKENS]       # there
 
 Prints tokens per second (pieces of text between the first and last SSE chunk; token events over the
 same span for the worker), alternating runs, and the time to first token each side sees.

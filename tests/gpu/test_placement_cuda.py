@@ -11,6 +11,7 @@ Each case writes a synthetic llama GGUF (tests/synth_gguf.py) and loads it once 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 import tempfile
@@ -126,10 +127,11 @@ def h200_rig(n: int = 1) -> Rig:
 
 
 def measure(case: Case, folder: Path) -> tuple[ProbeResult | None, str | None, Plan, Path]:
-    path = (
-        folder
-        / f"{case.shape.n_layer}x{case.shape.n_embd}-{case.shape.weight_type}-{int(case.shape.tied)}.gguf"
-    )
+    # One file per shape, named by all of it: L70 and L70F differ only in n_ff, and a name without it
+    # loaded the 28k-FFN file for the 14k-FFN cases (H200, 2026-12-05: four off-ff14k failures).
+    shape = case.shape
+    digest = hashlib.sha1(repr(asdict(shape)).encode()).hexdigest()[:10]
+    path = folder / f"{shape.n_layer}x{shape.n_embd}-{shape.weight_type}-{digest}.gguf"
     if not path.exists():
         written = write_llama_gguf(path, case.shape)
     else:
