@@ -376,7 +376,7 @@ def estimate_speed(
     place = _placement(used, sp.n_layer)
     if any(not g.bandwidth_gbps for g in rig.gpus):
         notes.append(f"a GPU's memory bandwidth is unknown: {DEFAULT_GPU_BANDWIDTH_GBPS:.0f} GB/s assumed")
-    if rig.gpus and not rig.host.ram_bandwidth_gbps and place.host_layers > 0:
+    if not rig.host.ram_bandwidth_gbps and (place.host_layers > 0 or not rig.gpus):
         notes.append(f"system RAM bandwidth not measured: {DEFAULT_RAM_BANDWIDTH_GBPS:.0f} GB/s assumed")
     decode = _decode(rig, sp, settings, place, float(depth))
     empty = _decode(rig, sp, settings, place, 0.0)

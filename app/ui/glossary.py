@@ -106,6 +106,12 @@ GLOSSARY: dict[str, str] = {
         "Speed: the fastest quantization that fits and keeps 4-bit quality (Q4_0 or better); below "
         "that perplexity climbs steeply."
     ),
+    "ram_bandwidth": (
+        "RAM read bandwidth: how fast the CPU reads system memory. Layers running on the CPU (no GPU, "
+        "or layers a GPU rig leaves in system RAM) read their weights once per token at this speed, so "
+        "it sets their tokens per second. Measured once on this computer (one thread summing 512 MiB, "
+        "best of 5, about a second) and kept; a planned host assumes 60 GB/s (dual-channel DDR5)."
+    ),
     "status_empty": "Empty cell: nobody published this model at that quantization.",
 }
 

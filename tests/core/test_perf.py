@@ -17,7 +17,6 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -284,16 +283,12 @@ def _run_child(path: Path, threads: int) -> dict[str, float]:
     return result
 
 
-def ram_read_gbps(n_bytes: int = 1 << 30, repeats: int = 5) -> float:
-    """System-RAM read bandwidth as numpy sees it (one thread summing a 1 GiB array, best of 5)."""
-    a = np.ones(n_bytes // 8)
-    a.sum()
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a.sum()
-        best = min(best, time.perf_counter() - t)
-    return a.nbytes / best / 1e9
+def ram_read_gbps() -> float:
+    """System-RAM read bandwidth as Rigfit's probe measures it (app.hardware.membw: one thread summing
+    a 512 MiB array, best of 5) — the figure the CPU constants are calibrated against."""
+    from app.hardware.membw import measure_ram_read_gbps
+
+    return measure_ram_read_gbps()
 
 
 def measure_cpu(threads: tuple[int, ...] = (2, 1)) -> dict[str, object]:

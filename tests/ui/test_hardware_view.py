@@ -380,3 +380,15 @@ def test_the_topology_matrix_fits_its_cells_after_add_and_with_one_gpu(
         assert table.width() >= table.verticalHeader().sizeHint().width() + sum(
             table.columnWidth(c) for c in range(n)
         )
+
+
+def test_the_host_line_shows_the_measured_ram_bandwidth(view: HardwareView, tmp_path: Path) -> None:
+    from tests.ram_bandwidth import TEST_RAM_BANDWIDTH_GBPS
+
+    assert "RAM read 60 GB/s (assumed for a planned host)" in view.host_label.text()
+    view.set_detected(_rig("rtx4090", tmp_path))
+    assert view.mode == MODE_DETECTED
+    assert (
+        f"RAM read {TEST_RAM_BANDWIDTH_GBPS:.0f} GB/s (measured on this computer)" in view.host_label.text()
+    )
+    assert "system RAM" in view.host_label.toolTip()

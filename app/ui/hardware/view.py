@@ -25,6 +25,7 @@ from PySide6 import QtCore, QtWidgets
 
 from app.core.errors import RigfitError
 from app.core.rig import Rig
+from app.ui.glossary import tip
 from app.ui.hardware.gpu_card import GpuCard
 from app.ui.hardware.planned_rig import PlannedRigEditor
 from app.ui.theme import TEXT_ERROR, TEXT_MUTED, TEXT_NORMAL, fmt_gib, tint
@@ -512,10 +513,19 @@ class HardwareView(QtWidgets.QWidget):
             if h.ram_total_mib
             else ""
         )
+        bandwidth = ""
+        if h.ram_bandwidth_gbps:
+            where = "measured on this computer" if rig.source == "detected" else "from the rig"
+            bandwidth = f", RAM read {h.ram_bandwidth_gbps:.0f} GB/s ({where})"
+        elif rig.source == "planned":
+            from app.core.perf import DEFAULT_RAM_BANDWIDTH_GBPS
+
+            bandwidth = f", RAM read {DEFAULT_RAM_BANDWIDTH_GBPS:.0f} GB/s (assumed for a planned host)"
+        self.host_label.setToolTip(tip("ram_bandwidth"))
         versions = ""
         if rig.source == "detected" and (rig.driver or rig.cuda):
             versions = f" · NVIDIA driver {rig.driver or '?'}, CUDA {rig.cuda or '?'}"
-        self.host_label.setText(f"Host: {h.cpu_name or 'CPU unknown'}{cores}{ram}{versions}")
+        self.host_label.setText(f"Host: {h.cpu_name or 'CPU unknown'}{cores}{ram}{bandwidth}{versions}")
         others = self._detected.other_gpus if self._detected is not None else ()
         if others:
             lines = [

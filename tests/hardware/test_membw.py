@@ -1,0 +1,72 @@
+"""The RAM read-bandwidth probe: measured once per machine, kept in the user's cache, read by detection."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from app.hardware import membw
+from app.hardware.host import detect_host
+from tests.ram_bandwidth import TEST_RAM_BANDWIDTH_GBPS
+
+
+def test_the_probe_measures_a_positive_bandwidth() -> None:
+    gbps = membw.measure_ram_read_gbps(membw.MIN_PROBE_BYTES, passes=2)
+    assert 0.1 < gbps < 10_000.0
+
+
+def test_the_probe_takes_at_most_a_quarter_of_the_free_ram() -> None:
+    assert membw.probe_bytes(None) == membw.PROBE_BYTES
+    assert membw.probe_bytes(1024.0) == 256 << 20
+    assert membw.probe_bytes(100.0) == membw.MIN_PROBE_BYTES
+    assert membw.probe_bytes(64 * 1024.0) == membw.PROBE_BYTES
+
+
+def test_a_measurement_is_kept_per_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+
+    def fake_measure(n_bytes: int, passes: int) -> float:
+        calls.append(n_bytes)
+        return 23.4
+
+    monkeypatch.setattr(membw, "measure_ram_read_gbps", fake_measure)
+    key = membw.machine_key("Test CPU", 8, 32768.0)
+    first = membw.ram_bandwidth(key, 16384.0, cache_dir=tmp_path)
+    assert first is not None and first.gbps == 23.4 and first.machine == key and first.probe_mib == 512
+    again = membw.ram_bandwidth(key, 16384.0, cache_dir=tmp_path)
+    assert again is not None and again.gbps == 23.4 and len(calls) == 1  # measured once
+    # More RAM (more channels) or another CPU is another machine: measured again.
+    assert membw.load_cached(membw.machine_key("Test CPU", 8, 65536.0), tmp_path) is None
+    assert membw.ram_bandwidth(membw.machine_key("Test CPU", 8, 65536.0), None, cache_dir=tmp_path)
+    assert len(calls) == 2
+    # Without measure, nothing new is measured.
+    assert (
+        membw.ram_bandwidth(membw.machine_key("Other", 2, 4096.0), None, measure=False, cache_dir=tmp_path)
+        is None
+    )
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize(
+    "content", ["not json", '{"version": 1}', '{"version": 1, "machine": "m", "gbps": -3}', "[]"]
+)
+def test_an_unreadable_cache_is_measured_again(tmp_path: Path, content: str) -> None:
+    membw.cache_path(tmp_path).parent.mkdir(parents=True, exist_ok=True)
+    membw.cache_path(tmp_path).write_text(content)
+    assert membw.load_cached("m", tmp_path) is None
+
+
+def test_detection_reads_the_kept_figure_and_measures_when_there_is_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # tests/conftest.py keeps a figure for this machine in every test's cache folder.
+    assert detect_host().ram_bandwidth_gbps == TEST_RAM_BANDWIDTH_GBPS
+    path = membw.cache_path()
+    assert json.loads(path.read_text())["gbps"] == TEST_RAM_BANDWIDTH_GBPS
+    path.unlink()
+    assert detect_host(measure_bandwidth=False).ram_bandwidth_gbps is None
+    monkeypatch.setattr(membw, "measure_ram_read_gbps", lambda n_bytes, passes: 17.31)
+    assert detect_host().ram_bandwidth_gbps == 17.3
+    assert json.loads(path.read_text())["gbps"] == 17.31
