@@ -7,6 +7,7 @@ import json
 import pytest
 
 from tests.commands.cli import rigfit
+from tests.ram_bandwidth import TEST_RAM_BANDWIDTH_GBPS
 
 
 def test_bench_json_measures_runnable_configs_and_reports_the_others() -> None:
@@ -34,7 +35,12 @@ def test_bench_json_measures_runnable_configs_and_reports_the_others() -> None:
         assert r["status"] == "ok"
         assert len(r["pp_tok_s_runs"]) == 2 and len(r["tg_tok_s_runs"]) == 2
         assert r["pp_tok_s_mean"] > 0 and r["tg_tok_s_mean"] > 0 and r["pp_tok_s_sd"] >= 0
+        # The speed model's figures for the same run stand beside the measurement (this computer's
+        # kept RAM bandwidth: tests/ram_bandwidth.py).
+        assert r["pp_tok_s_predicted"] > 0 and r["tg_tok_s_predicted"] > 0
+        assert r["ram_read_gbps"] == TEST_RAM_BANDWIDTH_GBPS
     assert rows["layer:1,1"]["status"] == "unsupported" and "no GPU" in rows["layer:1,1"]["reason"]
+    assert rows["layer:1,1"]["pp_tok_s_mean"] is None
     assert rows["row:1,1"]["status"] == "unsupported"
     assert out.stderr.count("running on the CPU") == 1
 
@@ -57,7 +63,7 @@ def test_bench_table_shows_mean_and_spread() -> None:
     )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert "pp16 tok/s" in lines[0] and "tg2 tok/s" in lines[0]
+    assert "pp16 tok/s" in lines[0] and "tg2 tok/s" in lines[0] and lines[0].count("predicted") == 2
     assert lines[1].startswith("layer ") and "±" in lines[1]
     assert lines[2].startswith("row:1,1") and "cannot run" in lines[2]
 
