@@ -6,10 +6,12 @@ default is off by a factor of two on many machines (the issue that asked for thi
 31 GB/s here, a demo-model prediction 68% too fast), so Rigfit measures it.
 
 The probe is what the CPU constants of the speed model were calibrated against (docs/speed-model.md):
-numpy summing a large array on one thread, best of several passes. A sum reads every byte once and
-does almost no arithmetic; the array (512 MiB, less on a machine short of RAM) is several times any
-CPU's last-level cache, so the passes stream from RAM; the best pass is the one another program
-disturbed least. About a second on a desktop, so it runs once per machine and the answer is kept in
+numpy summing a large array, one slice per physical core at the same time (numpy lets go of the GIL
+while it sums), best of several passes — llama.cpp decodes with one thread per physical core, and
+one core alone reads far less than all of them on many CPUs (14 against 27 GB/s on the two-core
+Xeon this was calibrated on). A sum reads every byte once and does almost no arithmetic; the array
+(512 MiB, less on a machine short of RAM) is several times any CPU's last-level cache, so the passes
+stream from RAM; the best pass is the one another program disturbed least. About a second on a desktop, so it runs once per machine and the answer is kept in
 the user's cache folder (platformdirs), keyed by what would change it: the CPU, its core count and
 the installed RAM. Detection (:func:`app.hardware.host.detect_host`) reads the kept figure and
 measures only when there is none; the window detects off the GUI thread.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,6 +45,7 @@ class BandwidthMeasurement:
     measured_at: str  # ISO 8601, UTC
     probe_mib: int
     passes: int
+    threads: int = 1
 
 
 def machine_key(cpu_name: str | None, cores_logical: int | None, ram_total_mib: float | None) -> str:
@@ -58,16 +62,26 @@ def probe_bytes(available_mib: float | None = None) -> int:
     return max(MIN_PROBE_BYTES, min(PROBE_BYTES, int(available_mib * 2**20 / 4)))
 
 
-def measure_ram_read_gbps(n_bytes: int = PROBE_BYTES, passes: int = PROBE_PASSES) -> float:
-    """System-RAM read bandwidth in GB/s: one thread summing an ``n_bytes`` array, best of ``passes``."""
+def measure_ram_read_gbps(n_bytes: int = PROBE_BYTES, passes: int = PROBE_PASSES, threads: int = 1) -> float:
+    """System-RAM read bandwidth in GB/s: ``threads`` threads each summing a slice of an ``n_bytes``
+    array at the same time, best of ``passes``."""
     import numpy as np
 
     values = np.ones(max(1, n_bytes // 8), dtype=np.float64)  # writing it maps every page first
+    slices = np.array_split(values, max(1, threads))
     values.sum()  # one pass unmeasured: the first read may still fault pages in
     best = float("inf")
     for _ in range(max(1, passes)):
-        start = time.perf_counter()
-        values.sum()
+        if len(slices) == 1:
+            start = time.perf_counter()
+            values.sum()
+        else:
+            workers = [threading.Thread(target=part.sum, daemon=True) for part in slices]
+            start = time.perf_counter()
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join()
         best = min(best, time.perf_counter() - start)
     return float(values.nbytes / max(best, 1e-9) / 1e9)
 
@@ -98,6 +112,7 @@ def load_cached(machine: str, cache_dir: Path | None = None) -> BandwidthMeasure
             measured_at=str(data.get("measured_at", "")),
             probe_mib=int(data.get("probe_mib", 0)),
             passes=int(data.get("passes", 0)),
+            threads=int(data.get("threads", 1)),
         )
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None
@@ -113,6 +128,7 @@ def store(measurement: BandwidthMeasurement, cache_dir: Path | None = None) -> N
         "measured_at": measurement.measured_at,
         "probe_mib": measurement.probe_mib,
         "passes": measurement.passes,
+        "threads": measurement.threads,
     }
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -127,6 +143,7 @@ def ram_bandwidth(
     machine: str,
     available_mib: float | None = None,
     *,
+    threads: int = 1,
     measure: bool = True,
     cache_dir: Path | None = None,
 ) -> BandwidthMeasurement | None:
@@ -139,7 +156,7 @@ def ram_bandwidth(
         return cached
     n_bytes = probe_bytes(available_mib)
     try:
-        gbps = measure_ram_read_gbps(n_bytes, PROBE_PASSES)
+        gbps = measure_ram_read_gbps(n_bytes, PROBE_PASSES, threads)
     except MemoryError:
         return None
     result = BandwidthMeasurement(
@@ -148,6 +165,7 @@ def ram_bandwidth(
         measured_at=datetime.now(UTC).isoformat(timespec="seconds"),
         probe_mib=n_bytes >> 20,
         passes=PROBE_PASSES,
+        threads=threads,
     )
     store(result, cache_dir)
     return result

@@ -283,12 +283,12 @@ def _run_child(path: Path, threads: int) -> dict[str, float]:
     return result
 
 
-def ram_read_gbps() -> float:
-    """System-RAM read bandwidth as Rigfit's probe measures it (app.hardware.membw: one thread summing
-    a 512 MiB array, best of 5) — the figure the CPU constants are calibrated against."""
+def ram_read_gbps(threads: int = 2) -> float:
+    """System-RAM read bandwidth as Rigfit's probe measures it (app.hardware.membw: ``threads`` threads
+    summing a 512 MiB array, best of 5) — the figure the CPU constants are calibrated against."""
     from app.hardware.membw import measure_ram_read_gbps
 
-    return measure_ram_read_gbps()
+    return measure_ram_read_gbps(threads=threads)
 
 
 def measure_cpu(threads: tuple[int, ...] = (2, 1)) -> dict[str, object]:

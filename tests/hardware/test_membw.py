@@ -13,8 +13,9 @@ from tests.ram_bandwidth import TEST_RAM_BANDWIDTH_GBPS
 
 
 def test_the_probe_measures_a_positive_bandwidth() -> None:
-    gbps = membw.measure_ram_read_gbps(membw.MIN_PROBE_BYTES, passes=2)
-    assert 0.1 < gbps < 10_000.0
+    for threads in (1, 2):
+        gbps = membw.measure_ram_read_gbps(membw.MIN_PROBE_BYTES, passes=2, threads=threads)
+        assert 0.1 < gbps < 10_000.0
 
 
 def test_the_probe_takes_at_most_a_quarter_of_the_free_ram() -> None:
@@ -27,7 +28,7 @@ def test_the_probe_takes_at_most_a_quarter_of_the_free_ram() -> None:
 def test_a_measurement_is_kept_per_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
 
-    def fake_measure(n_bytes: int, passes: int) -> float:
+    def fake_measure(n_bytes: int, passes: int, threads: int) -> float:
         calls.append(n_bytes)
         return 23.4
 
@@ -67,6 +68,6 @@ def test_detection_reads_the_kept_figure_and_measures_when_there_is_none(
     assert json.loads(path.read_text())["gbps"] == TEST_RAM_BANDWIDTH_GBPS
     path.unlink()
     assert detect_host(measure_bandwidth=False).ram_bandwidth_gbps is None
-    monkeypatch.setattr(membw, "measure_ram_read_gbps", lambda n_bytes, passes: 17.31)
+    monkeypatch.setattr(membw, "measure_ram_read_gbps", lambda n_bytes, passes, threads: 17.31)
     assert detect_host().ram_bandwidth_gbps == 17.3
     assert json.loads(path.read_text())["gbps"] == 17.31
