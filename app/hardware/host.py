@@ -68,7 +68,12 @@ def detect_host(measure_bandwidth: bool = True) -> Host:
     name = cpu_name()
     from app.hardware.membw import machine_key, ram_bandwidth
 
-    bandwidth = ram_bandwidth(machine_key(name, logical, total_mib), available_mib, measure=measure_bandwidth)
+    bandwidth = ram_bandwidth(
+        machine_key(name, logical, total_mib),
+        available_mib,
+        threads=physical or logical or 1,  # as llama.cpp decodes: one thread per physical core
+        measure=measure_bandwidth,
+    )
     return Host(
         cpu_name=name,
         cores_physical=physical,

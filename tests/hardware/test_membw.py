@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import psutil
 import pytest
 
 from app.hardware import membw
@@ -68,6 +69,20 @@ def test_detection_reads_the_kept_figure_and_measures_when_there_is_none(
     assert json.loads(path.read_text())["gbps"] == TEST_RAM_BANDWIDTH_GBPS
     path.unlink()
     assert detect_host(measure_bandwidth=False).ram_bandwidth_gbps is None
-    monkeypatch.setattr(membw, "measure_ram_read_gbps", lambda n_bytes, passes, threads: 17.31)
+    asked: list[int] = []
+
+    def probe(n_bytes: int, passes: int, threads: int) -> float:
+        asked.append(threads)
+        return 17.31
+
+    monkeypatch.setattr(membw, "measure_ram_read_gbps", probe)
     assert detect_host().ram_bandwidth_gbps == 17.3
-    assert json.loads(path.read_text())["gbps"] == 17.31
+    kept = json.loads(path.read_text())
+    assert kept["gbps"] == 17.31
+    # llama.cpp decodes with one thread per physical core: the probe reads with as many.
+    physical = psutil.cpu_count(logical=False) or psutil.cpu_count(logical=True)
+    assert asked == [physical] and kept["threads"] == physical
+    # A figure kept by the one-thread probe (version 1) is measured again.
+    path.write_text(json.dumps({**kept, "version": 1}))
+    detect_host()
+    assert asked == [physical, physical]
