@@ -5,24 +5,36 @@ from __future__ import annotations
 import sys
 
 WORKER_SWITCH = "--rigfit-worker"
+RPC_SERVER_SWITCH = "--rigfit-rpc-server"
 
 
-def main() -> int:
-    # A frozen app has no "python -m": the runner starts its llama.cpp worker as "rigfit --rigfit-worker".
-    if len(sys.argv) > 1 and sys.argv[1] == WORKER_SWITCH:
+def _child(argv: list[str]) -> int | None:
+    """A frozen app has no "python -m": it starts its llama.cpp worker as "rigfit --rigfit-worker"
+    and an RPC server as "rigfit --rigfit-rpc-server ARGS"."""
+    if len(argv) > 1 and argv[1] == WORKER_SWITCH:
         from app.runner.worker import main as worker_main
 
         return worker_main()
+    if len(argv) > 1 and argv[1] == RPC_SERVER_SWITCH:
+        from app.runner.rpc_server import main as server_main
+
+        return server_main(argv[2:])
+    return None
+
+
+def main() -> int:
+    code = _child(sys.argv)
+    if code is not None:
+        return code
     from app.cli import main as cli_main
 
     return cli_main()
 
 
 def gui_main() -> int:
-    if len(sys.argv) > 1 and sys.argv[1] == WORKER_SWITCH:
-        from app.runner.worker import main as worker_main
-
-        return worker_main()
+    code = _child(sys.argv)
+    if code is not None:
+        return code
     from app.cli import main as cli_main
 
     return cli_main(sys.argv[1:])

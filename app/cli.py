@@ -16,7 +16,7 @@ from types import ModuleType
 
 from app.core.errors import RigfitError
 
-COMMAND_NAMES: tuple[str, ...] = ("detect", "plan", "fit", "run", "bench", "monitor")
+COMMAND_NAMES: tuple[str, ...] = ("detect", "plan", "fit", "run", "bench", "monitor", "rpc_server")
 
 EXIT_OK = 0
 EXIT_FAILED = 1

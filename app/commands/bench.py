@@ -18,12 +18,16 @@ import json
 import statistics
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from app.commands.run import CPU_NOTE, add_model_arguments, settings_from_args, start_worker
+from app.commands.run import CPU_NOTE, RpcRun, add_model_arguments, rpc_run, settings_from_args, start_worker
 from app.core.errors import RigfitError
+from app.core.rules import RuleError
 from app.runner import protocol as P
 from app.runner.options import BenchConfig, parse_configs, resolve_model, unsupported_problem
+
+if TYPE_CHECKING:
+    from app.core.rig import Rig
 
 STATUS_OK = "ok"
 STATUS_UNSUPPORTED = "unsupported"
@@ -89,12 +93,13 @@ class Prediction:
 
 
 def predicted_speeds(
-    model_ref: str, settings: Any, pp: int, tg: int, threads: int | None
+    model_ref: str, settings: Any, pp: int, tg: int, threads: int | None, rig: Rig | None = None
 ) -> Prediction | None:
     """What :mod:`app.core.perf` predicts for ``pp`` prompt tokens and ``tg`` generated ones from an
     empty cache (as the worker's bench runs them) on the detected rig, with ``threads`` CPU threads
-    (default: the physical cores, as the worker). None when the planner cannot say (a bonus, never a
-    reason for the bench to fail)."""
+    (default: the physical cores, as the worker). ``rig``: the run's rig when it has ``--rpc``
+    devices (default: this computer's). None when the planner cannot say (a bonus, never a reason for
+    the bench to fail)."""
     try:
         from dataclasses import replace
 
@@ -103,7 +108,8 @@ def predicted_speeds(
         from app.core.placement import plan
         from app.hardware.probe import detect_rig
 
-        rig = detect_rig()
+        if rig is None:
+            rig = detect_rig()
         if threads:
             rig = replace(rig, host=replace(rig.host, cores_physical=threads))
         spec = load_model_spec(model_ref)
@@ -157,10 +163,11 @@ def run(args: argparse.Namespace) -> int:
     if args.ctx < max(args.pp, args.tg + 1):
         raise RigfitError(f"--ctx {args.ctx} is too small for --pp {args.pp} and --tg {args.tg}")
 
+    remote = rpc_run(args)
     client = RunnerClient()
     try:
         ready = start_worker(client)
-        n_gpus = len(ready.gpus)
+        n_gpus = len(ready.gpus) + remote.n_remote
         if n_gpus == 0:
             print(CPU_NOTE, file=sys.stderr, flush=True)
         results: list[ConfigResult] = []
@@ -171,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
                 flush=True,
             )
         for config in configs:
-            result = _bench_config(client, args, str(path), config, n_gpus)
+            result = _bench_config(client, args, str(path), config, n_gpus, remote)
             results.append(result)
             if args.json:
                 print(json.dumps(result.to_message(args.pp, args.tg, args.repeat)), flush=True)
@@ -193,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _bench_config(
-    client: Any, args: argparse.Namespace, model_path: str, config: BenchConfig, n_gpus: int
+    client: Any, args: argparse.Namespace, model_path: str, config: BenchConfig, n_gpus: int, remote: RpcRun
 ) -> ConfigResult:
     result = ConfigResult(config)
     refused = unsupported_problem(config.split_mode, config.tensor_split, args.main_gpu, n_gpus)
@@ -201,9 +208,21 @@ def _bench_config(
         result.status, result.reason, result.code = STATUS_UNSUPPORTED, refused.message, refused.code
         return result
     settings = settings_from_args(args, config.split_mode, config.tensor_split)
-    load = P.LoadSettings.from_settings(model_path, settings, n_threads=args.threads)
+    try:
+        load = remote.load_settings(model_path, settings, args.threads)
+    except RuleError as exc:
+        result.status, result.reason, result.code = STATUS_UNSUPPORTED, exc.problem.message, exc.problem.code
+        return result
+    except RigfitError as exc:
+        result.status, result.reason = STATUS_UNSUPPORTED, str(exc)
+        return result
     result.predicted = predicted_speeds(
-        args.model if args.model == "demo" else model_path, settings, args.pp, args.tg, args.threads
+        args.model if args.model == "demo" else model_path,
+        settings,
+        args.pp,
+        args.tg,
+        args.threads,
+        remote.rig,
     )
     try:
         client.load_sync(load)

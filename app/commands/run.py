@@ -10,10 +10,13 @@ import argparse
 import json
 import sys
 import threading
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from app.commands.rpc_args import add_rpc_argument, rpc_specs
 from app.core.errors import RigfitError
+from app.core.rig import Rig
+from app.core.rules import RuleError, rpc_unavailable
 from app.core.settings import KV_TYPES, SPLIT_MODES, Settings
 from app.runner import protocol as P
 from app.runner.compare import compare_load, format_table
@@ -57,6 +60,37 @@ def add_model_arguments(p: argparse.ArgumentParser, *, ctx_default: int | None) 
     p.add_argument(
         "--ubatch", type=int, default=defaults.n_ubatch, metavar="N", help="micro-batch (n_ubatch)"
     )
+    add_rpc_argument(p)
+
+
+@dataclass(frozen=True)
+class RpcRun:
+    """The rig of a run with ``--rpc`` (this computer's GPUs plus the servers' devices) and what
+    the worker needs for it, in llama.cpp's device order."""
+
+    rig: Rig | None
+    servers: tuple[str, ...]
+    n_remote: int
+
+    def load_settings(
+        self, path: str, settings: Settings, n_threads: int | None, seed: int | None = None
+    ) -> P.LoadSettings:
+        return P.LoadSettings.for_rig(self.rig, path, settings, n_threads=n_threads, seed=seed)
+
+
+def rpc_run(args: argparse.Namespace) -> RpcRun:
+    """Ask the ``--rpc`` servers for their devices (a clear error when one does not answer)."""
+    specs = rpc_specs(args)
+    if not specs:
+        return RpcRun(None, (), 0)
+    from app.hardware.probe import detect_rig
+    from app.hardware.rpc import add_rpc_servers
+    from app.runner.ggml import rpc_available
+
+    if not rpc_available():
+        raise RuleError(rpc_unavailable())
+    rig = add_rpc_servers(detect_rig(), specs)
+    return RpcRun(rig, rig.rpc_endpoints(), len(rig.remote_gpus))
 
 
 def add_parser(subparsers: Any) -> None:
@@ -92,7 +126,7 @@ def settings_from_args(
     )
 
 
-def predict(model_ref: str, settings: Settings) -> tuple[Plan | None, str | None]:
+def predict(model_ref: str, settings: Settings, rig: Rig | None = None) -> tuple[Plan | None, str | None]:
     """The planner's prediction for this run and, when there is none, why.
 
     The comparison is a bonus to the run: a missing piece or a planner problem never stops it.
@@ -104,7 +138,7 @@ def predict(model_ref: str, settings: Settings) -> tuple[Plan | None, str | None
     except ImportError as exc:
         return None, f"the planner is not available ({exc})"
     try:
-        return plan(detect_rig(), load_model_spec(model_ref), settings), None
+        return plan(rig if rig is not None else detect_rig(), load_model_spec(model_ref), settings), None
     except Exception as exc:  # see the docstring
         return None, str(exc)
 
@@ -112,14 +146,14 @@ def predict(model_ref: str, settings: Settings) -> tuple[Plan | None, str | None
 class PlanInBackground:
     """Plans while the model loads; the GGUF read and NVML probe overlap with llama.cpp's load."""
 
-    def __init__(self, model_ref: str, settings: Settings) -> None:
+    def __init__(self, model_ref: str, settings: Settings, rig: Rig | None = None) -> None:
         self.plan: Plan | None = None
         self.problem: str | None = None
-        self._thread = threading.Thread(target=self._run, args=(model_ref, settings), daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(model_ref, settings, rig), daemon=True)
         self._thread.start()
 
-    def _run(self, model_ref: str, settings: Settings) -> None:
-        self.plan, self.problem = predict(model_ref, settings)
+    def _run(self, model_ref: str, settings: Settings, rig: Rig | None) -> None:
+        self.plan, self.problem = predict(model_ref, settings, rig)
 
     def result(self, timeout_s: float = 60.0) -> Plan | None:
         self._thread.join(timeout_s)
@@ -152,7 +186,12 @@ def describe_loaded(event: P.LoadedEvent) -> str:
     where = "on the CPU" if event.on_cpu_only or not any(d != "CPU" for d in event.layers) else ""
     buffers = ", ".join(f"{b.device} {b.buffer} {b.mib:.2f} MiB" for b in event.buffers)
     text = f"rigfit: loaded in {event.load_s:.2f} s {where}".rstrip() + f" ({buffers})"
-    if event.layers:
+    if any(d.kind == "rpc" for d in event.devices):
+        text += "; devices " + ", ".join(
+            f"{d.name}{f' ({d.endpoint})' if d.endpoint else ''} {d.layers} layers {d.total_mib:.2f} MiB"
+            for d in event.devices
+        )
+    elif event.layers:
         text += "; layers " + ", ".join(f"{d}: {n}" for d, n in event.layers.items())
     if event.vram:
         text += "; VRAM increase " + ", ".join(f"GPU{v.gpu} {v.increase_mib:.0f} MiB" for v in event.vram)
@@ -191,7 +230,8 @@ def run(args: argparse.Namespace) -> int:
         path = resolve_model(args.model)
         split = parse_split(args.split) if args.split is not None else None
         settings = settings_from_args(args, args.split_mode, split)
-        load = P.LoadSettings.from_settings(str(path), settings, n_threads=args.threads, seed=args.seed)
+        remote = rpc_run(args)
+        load = remote.load_settings(str(path), settings, args.threads, args.seed)
         load.validate()
         chat = P.ChatRequest(
             messages=(
@@ -211,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
 
     client = RunnerClient()
     try:
-        return _run_with(client, args, path, settings, load, chat)
+        return _run_with(client, args, path, settings, load, chat, remote)
     finally:
         client.close()
 
@@ -223,6 +263,7 @@ def _run_with(
     settings: Settings,
     load: P.LoadSettings,
     chat: P.ChatRequest,
+    remote: RpcRun,
 ) -> int:
     as_json = bool(args.json)
 
@@ -238,15 +279,17 @@ def _run_with(
         ready = start_worker(client)
     except RigfitError as exc:
         return fail(P.ErrorEvent(message=str(exc), kind=P.ERR_START_FAILED), EXIT_FAILED)
-    refused = unsupported_problem(load.split_mode, load.tensor_split, load.main_gpu, len(ready.gpus))
+    refused = unsupported_problem(
+        load.split_mode, load.tensor_split, load.main_gpu, len(ready.gpus) + remote.n_remote
+    )
     if refused is not None:
         return fail(
             P.ErrorEvent(message=refused.message, kind=P.ERR_BAD_REQUEST, code=refused.code), EXIT_USAGE
         )
-    if not ready.gpus:
+    if not ready.gpus and not remote.n_remote:
         print(CPU_NOTE, file=sys.stderr, flush=True)
 
-    planner = PlanInBackground(args.model if args.model == "demo" else str(path), settings)
+    planner = PlanInBackground(args.model if args.model == "demo" else str(path), settings, remote.rig)
     progress = None if as_json else Progress(path.name)
     try:
         loaded = client.load_sync(load, on_progress=emit_json if as_json else progress)

@@ -59,8 +59,40 @@ def worker_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]
     return env
 
 
-def describe_exit(code: int | None, log_tail: Sequence[str] = ()) -> str:
+_RPC_FAILURE_MARKS = ("Remote RPC server crashed", "Failed to connect to", "RPC handshake failed")
+
+
+def rpc_failure(log_tail: Sequence[str], rpc_servers: Sequence[str], timeout_s: float = 1.0) -> str | None:
+    """When the worker died because an RPC server went away: which one, in plain words; else ``None``.
+
+    llama.cpp aborts on a lost server without naming it, so each server is asked (briefly) whether
+    it still answers; one that does not is the one that was lost.
+    """
+    if not rpc_servers or not any(mark in line for line in log_tail for mark in _RPC_FAILURE_MARKS):
+        return None
+    from app.hardware.rpc import RpcBusy, RpcError, query_server
+
+    gone = []
+    for endpoint in rpc_servers:
+        try:
+            query_server(endpoint, timeout_s=timeout_s)
+        except RpcBusy:
+            continue  # it answers TCP but serves someone else: not the lost one
+        except RpcError as exc:
+            gone.append(str(exc))
+    if gone:
+        return f"the RPC server {'; '.join(gone)}. Start it again, then load the model again"
+    return (
+        f"an RPC server ({', '.join(rpc_servers)}) dropped the connection. "
+        "Check the servers, then load the model again"
+    )
+
+
+def describe_exit(code: int | None, log_tail: Sequence[str] = (), rpc_servers: Sequence[str] = ()) -> str:
     """``the model process stopped (signal 9)``, with the reason when the log names one."""
+    lost = rpc_failure(log_tail, rpc_servers)
+    if lost is not None:
+        return f"the model process stopped: {lost}"
     if code is None:
         text = "the model process stopped"
     elif code < 0:
@@ -115,6 +147,7 @@ class RunnerClient:
         self._start_error: P.ErrorEvent | None = None
         self._expect_exit = False
         self._plans: dict[int, Plan] = {}
+        self._rpc_servers: tuple[str, ...] = ()  # what the running worker has registered
         self._log: deque[str] = deque(maxlen=_LOG_RING)
         self._log_lock = threading.Lock()
         self.last_exit_code: int | None = None
@@ -151,6 +184,7 @@ class RunnerClient:
         self._ready_flag.clear()
         self._start_error = None
         self._expect_exit = False
+        self._rpc_servers = ()
         try:
             proc = subprocess.Popen(
                 self._command,
@@ -239,7 +273,15 @@ class RunnerClient:
         """Load a model (starting a worker if none runs). With ``plan``, the ``loaded`` event carries
         the comparison with the planner's prediction. Returns the request id."""
         settings.validate()
+        wanted = tuple(settings.rpc_servers)
+        with self._lock:
+            # ggml cannot unregister an RPC server: a worker that has others needs replacing.
+            if self.alive and wanted[: len(self._rpc_servers)] != self._rpc_servers:
+                self.close()
         self.start()
+        with self._lock:
+            if len(wanted) >= len(self._rpc_servers):
+                self._rpc_servers = wanted
         req_id = next(self._ids)
         if plan is not None:
             self._plans[req_id] = plan
@@ -316,7 +358,7 @@ class RunnerClient:
             if isinstance(event, P.ExitedEvent):
                 raise P.RunnerError(
                     P.ErrorEvent(
-                        message=describe_exit(event.exit_code, self.log_tail()),
+                        message=describe_exit(event.exit_code, self.log_tail(), self._rpc_servers),
                         kind=P.ERR_CRASHED,
                         log_tail=self.log_tail(),
                         exit_code=event.exit_code,
@@ -432,9 +474,10 @@ class RunnerClient:
         expected = self._expect_exit or code == 0
         if not expected:
             tail = self.log_tail()
+            message = describe_exit(code, tail, self._rpc_servers)
             self._deliver(
                 P.ErrorEvent(
-                    message=describe_exit(code, tail),
+                    message=message,
                     kind=P.ERR_CRASHED,
                     log_tail=tail,
                     exit_code=code,

@@ -16,8 +16,9 @@ from typing import Any
 
 from app.core import rules
 from app.core.errors import RigfitError
+from app.core.rig import Rig
 from app.core.settings import Settings
-from app.runner.logparse import BufferSize
+from app.runner.logparse import BufferSize, UsedDevice
 
 PROTOCOL_VERSION = 1
 LOG_TAIL_LINES = 50
@@ -44,6 +45,7 @@ ERR_NOT_LOADED = "not_loaded"
 ERR_GENERATION = "generation_failed"
 ERR_CRASHED = "crashed"  # made by the client: the worker process died
 ERR_START_FAILED = "start_failed"  # made by the client: the worker did not come up
+ERR_RPC = "rpc_unreachable"  # an RPC server could not be reached, or stopped answering
 
 
 class RunnerError(RigfitError):
@@ -94,17 +96,32 @@ class LoadSettings:
     n_threads: int | None = None
     seed: int | None = None
     offload_kqv: bool = True
+    # llama.cpp RPC servers ("HOST:PORT") registered before the load, in this order; their devices
+    # come first in llama.cpp's device list, so tensor_split and main_gpu count them first.
+    rpc_servers: tuple[str, ...] = ()
 
     @classmethod
     def from_settings(
-        cls, model_path: str, settings: Settings, *, n_threads: int | None = None, seed: int | None = None
+        cls,
+        model_path: str,
+        settings: Settings,
+        *,
+        n_threads: int | None = None,
+        seed: int | None = None,
+        rpc_servers: Sequence[str] = (),
+        tensor_split: tuple[float, ...] | None = None,
+        main_gpu: int | None = None,
     ) -> LoadSettings:
-        """The worker's load settings for the planner's :class:`Settings` (the same run the plan describes)."""
+        """The worker's load settings for the planner's :class:`Settings` (the same run the plan describes).
+
+        ``tensor_split`` and ``main_gpu``, when given, replace the settings' own: callers pass them
+        in llama.cpp's device order when the rig's order differs (RPC devices).
+        """
         return cls(
             model_path=model_path,
             split_mode=settings.split_mode,
-            tensor_split=settings.tensor_split,
-            main_gpu=settings.main_gpu,
+            tensor_split=settings.tensor_split if tensor_split is None else tensor_split,
+            main_gpu=settings.main_gpu if main_gpu is None else main_gpu,
             n_gpu_layers=settings.n_gpu_layers,
             n_ctx=settings.ctx,
             n_batch=settings.n_batch,
@@ -115,6 +132,37 @@ class LoadSettings:
             n_threads=n_threads,
             seed=seed,
             offload_kqv=settings.offload_kqv,
+            rpc_servers=tuple(rpc_servers),
+        )
+
+    @classmethod
+    def for_rig(
+        cls,
+        rig: Rig | None,
+        model_path: str,
+        settings: Settings,
+        *,
+        n_threads: int | None = None,
+        seed: int | None = None,
+    ) -> LoadSettings:
+        """:meth:`from_settings` for a rig that may hold remote (RPC) devices: their servers, and the
+        split and main GPU in llama.cpp's device order. A planned remote device cannot run."""
+        if rig is None or not rig.remote_gpus:
+            return cls.from_settings(model_path, settings, n_threads=n_threads, seed=seed)
+        from app.core.rpc import to_llama_main_gpu, to_llama_split
+
+        rules.raise_first_error(rules.planned_remote_problems(rig))
+        split = settings.tensor_split
+        if split is not None and len(split) != rig.n_gpus:
+            raise RigfitError(f"the split has {len(split)} ratios for {rig.n_gpus} devices")
+        return cls.from_settings(
+            model_path,
+            settings,
+            n_threads=n_threads,
+            seed=seed,
+            rpc_servers=rig.rpc_endpoints(),
+            tensor_split=to_llama_split(rig, settings.split_mode, split),
+            main_gpu=to_llama_main_gpu(rig, settings.split_mode, settings.main_gpu),
         )
 
     def to_settings(self) -> Settings:
@@ -148,10 +196,17 @@ class LoadSettings:
         rules.raise_first_error(self.problems())
         if self.n_threads is not None and self.n_threads < 1:
             raise RigfitError(f"the number of threads must be at least 1, got {self.n_threads}")
+        from app.hardware.rpc import parse_endpoint
+
+        for endpoint in self.rpc_servers:
+            parse_endpoint(endpoint)
+        if len(set(self.rpc_servers)) != len(self.rpc_servers):
+            raise RigfitError("each RPC server may be given once")
 
     def to_message(self) -> dict[str, Any]:
         data = asdict(self)
         data["tensor_split"] = list(self.tensor_split) if self.tensor_split is not None else None
+        data["rpc_servers"] = list(self.rpc_servers)
         return data
 
     @classmethod
@@ -164,6 +219,11 @@ class LoadSettings:
         split = values.get("tensor_split")
         if split is not None:
             values["tensor_split"] = tuple(float(x) for x in split)
+        if "rpc_servers" in values:
+            servers = values["rpc_servers"]
+            if not isinstance(servers, list) or not all(isinstance(x, str) for x in servers):
+                raise RigfitError("rpc_servers must be a list of HOST:PORT strings")
+            values["rpc_servers"] = tuple(servers)
         try:
             settings = cls(**values)
         except TypeError as exc:
@@ -240,8 +300,8 @@ class Device:
     """A device llama.cpp can use, as ggml lists it."""
 
     name: str
-    description: str
-    kind: str  # "cpu", "gpu", "igpu", "accel"
+    description: str  # for an RPC device: its server's HOST:PORT
+    kind: str  # "cpu", "gpu", "igpu", "accel", "rpc"
     memory_total_mib: float | None = None
     memory_free_mib: float | None = None
 
@@ -252,9 +312,10 @@ class ReadyEvent:
 
     pid: int
     llama_cpp_version: str
-    gpu_offload: bool
+    gpu_offload: bool  # a local GPU backend (RPC devices do not count)
     devices: tuple[Device, ...] = ()
     system_info: str = ""
+    rpc: bool = False  # this llama.cpp build has the RPC backend
     protocol: int = PROTOCOL_VERSION
     type: str = "ready"
 
@@ -322,6 +383,8 @@ class LoadedEvent:
     on_cpu_only: bool = False
     chat_template: bool = False
     compare: tuple[CompareRow, ...] = ()  # filled in by the client when it has a plan
+    # Every device the model uses, in llama.cpp's order, host last: names, buffers, layers.
+    devices: tuple[UsedDevice, ...] = ()
     id: int | None = None
     type: str = "loaded"
 
@@ -430,6 +493,9 @@ def event_to_message(event: Event) -> dict[str, Any]:
     data: dict[str, Any] = _plain(asdict(event))
     if isinstance(event, LoadedEvent):
         data["layers"] = dict(event.layers)
+        data["devices"] = [
+            {**_plain(asdict(d)), "buffers": dict(d.buffers), "total_mib": d.total_mib} for d in event.devices
+        ]
         data["vram"] = [
             {
                 "gpu": v.gpu,
@@ -485,6 +551,17 @@ def parse_event(message: Mapping[str, Any]) -> Event:
         data["vram"] = _tuple_of(VramDelta, data.get("vram"))
         data["compare"] = _tuple_of(CompareRow, data.get("compare"))
         data["layers"] = dict(data.get("layers") or {})
+        data["devices"] = tuple(
+            UsedDevice(
+                name=d["name"],
+                kind=d.get("kind", ""),
+                buffers=dict(d.get("buffers") or {}),
+                layers=int(d.get("layers", 0)),
+                endpoint=d.get("endpoint"),
+                members=tuple(d.get("members") or ()),
+            )
+            for d in data.get("devices") or ()
+        )
     elif cls is ErrorEvent:
         data["log_tail"] = tuple(data.get("log_tail", ()))
     event: Event = cls(**data)

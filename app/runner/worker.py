@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import codecs
 import ctypes
-import glob
 import os
 import queue
 import random
@@ -23,14 +22,16 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from app.core import rules
 from app.core.errors import RigfitError
+from app.runner import ggml
 from app.runner import protocol as P
-from app.runner.logparse import error_reason, parse_load_log
+from app.runner.logparse import error_reason, parse_load_log, used_devices
 from app.runner.worker_io import LOG_ERROR, Channel, LogSink, claim_protocol_fd
 
 _TEMPLATE_TIME_LIMIT_S = 5.0
@@ -42,63 +43,21 @@ _GGUF_MAGIC = b"GGUF"
 # Devices and VRAM
 
 
-def _ggml_libraries(llama_cpp_module: Any) -> list[ctypes.CDLL]:
-    lib_dir = Path(llama_cpp_module.__file__).parent / "lib"
-    libs: list[ctypes.CDLL] = []
-    for pattern in (
-        "libggml.so",
-        "libggml-base.so",
-        "ggml.dll",
-        "ggml-base.dll",
-        "libggml.dylib",
-        "libggml-base.dylib",
-    ):
-        for path in glob.glob(str(lib_dir / pattern)):
-            try:
-                libs.append(ctypes.CDLL(path))
-            except OSError:
-                continue
-    return libs
-
-
 def list_devices(llama_cpp_module: Any) -> tuple[P.Device, ...]:
-    """The devices ggml registered (CPU, CUDA0, ...). Empty when the ggml library cannot be reached.
+    """The devices ggml registered (CPU, CUDA0, RPC0...). Empty when the ggml library cannot be reached.
 
-    llama-cpp-python does not bind ggml's device registry, so this reads it through ctypes. Memory is
-    not queried: on CUDA that would create a context on every GPU before the load chooses any.
+    llama-cpp-python does not bind ggml's device registry, so this reads it through ctypes
+    (:mod:`app.runner.ggml`). Memory is not queried: on CUDA that would create a context on every
+    GPU before the load chooses any.
     """
-    libs = _ggml_libraries(llama_cpp_module)
-
-    def fn(name: str, restype: Any, argtypes: list[Any]) -> Callable[..., Any] | None:
-        for lib in libs:
-            try:
-                f = getattr(lib, name)
-            except AttributeError:
-                continue
-            f.restype = restype
-            f.argtypes = argtypes
-            return f  # type: ignore[no-any-return]
-        return None
-
-    count = fn("ggml_backend_dev_count", ctypes.c_size_t, [])
-    get = fn("ggml_backend_dev_get", ctypes.c_void_p, [ctypes.c_size_t])
-    name = fn("ggml_backend_dev_name", ctypes.c_char_p, [ctypes.c_void_p])
-    desc = fn("ggml_backend_dev_description", ctypes.c_char_p, [ctypes.c_void_p])
-    dtype = fn("ggml_backend_dev_type", ctypes.c_int, [ctypes.c_void_p])
-    if not (count and get and name and desc and dtype):
+    del llama_cpp_module  # imported first by the caller, so ggml's libraries are the ones libllama uses
+    try:
+        found = ggml.load().devices()
+    except (RigfitError, OSError):
         return ()
-    kinds = {0: "cpu", 1: "gpu", 2: "igpu", 3: "accel", 4: "meta"}
-    devices = []
-    for i in range(int(count())):
-        dev = get(i)
-        devices.append(
-            P.Device(
-                name=(name(dev) or b"").decode(errors="replace"),
-                description=(desc(dev) or b"").decode(errors="replace"),
-                kind=kinds.get(int(dtype(dev)), "other"),
-            )
-        )
-    return tuple(devices)
+    return tuple(
+        P.Device(name=d.name, description=d.description, kind="rpc" if d.is_rpc else d.kind) for d in found
+    )
 
 
 def vram_used() -> dict[int, float] | None:
@@ -134,10 +93,15 @@ def default_threads() -> int:
 class _Failure(Exception):
     """Ends a request with an error event."""
 
-    def __init__(self, kind: str, message: str) -> None:
+    def __init__(self, kind: str, message: str, code: str | None = None) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
+        self.code = code  # the rule's code (app.core.rules) when a rule refused the request
+
+    @classmethod
+    def of(cls, kind: str, problem: rules.Problem) -> _Failure:
+        return cls(kind, problem.message, problem.code)
 
 
 class Worker:
@@ -161,6 +125,9 @@ class Worker:
 
         self.model: Any = None
         self.ctx: Any = None
+        # RPC servers registered with ggml in this process, in order; ggml cannot unregister them.
+        self.rpc_servers: tuple[str, ...] = ()
+        self.rpc_names: dict[tuple[str, int], str] = {}
         self.vocab: Any = None
         self.settings: P.LoadSettings | None = None
         self.chat_template: str | None = None
@@ -233,7 +200,9 @@ class Worker:
                 else:
                     raise _Failure(P.ERR_BAD_REQUEST, f"unknown request type {kind!r}")
             except _Failure as failure:
-                self._error(failure.kind, failure.message, req_id)
+                self._error(failure.kind, failure.message, req_id, failure.code)
+            except rules.RuleError as exc:
+                self._error(P.ERR_BAD_REQUEST, str(exc), req_id, exc.problem.code)
             except RigfitError as exc:
                 self._error(P.ERR_BAD_REQUEST, str(exc), req_id)
             except Exception as exc:  # report and keep serving; the parent decides
@@ -248,19 +217,66 @@ class Worker:
         return P.ReadyEvent(
             pid=os.getpid(),
             llama_cpp_version=str(getattr(ll, "__version__", "")),
-            gpu_offload=bool(ll.llama_supports_gpu_offload()),
+            gpu_offload=self._has_gpu(),
             devices=devices,
             system_info=ll.llama_print_system_info().decode(errors="replace").strip(),
+            rpc=ggml.rpc_available(),
         )
+
+    @staticmethod
+    def _has_gpu() -> bool:
+        # llama_supports_gpu_offload() is true in every RPC build, with or without a local GPU.
+        try:
+            return ggml.load().has_gpu()
+        except (RigfitError, OSError):
+            return False
+
+    def _use_rpc(self, endpoints: Sequence[str]) -> None:
+        """Make sure the RPC servers answer, then register those this process has not registered yet.
+
+        llama.cpp aborts the process when a server it connects to is gone, so each one is asked
+        first, with a timeout, and a silent one fails the load in plain words instead.
+        """
+        from app.hardware.rpc import RpcError, query_server
+
+        wanted = tuple(endpoints)
+        if self.rpc_servers and wanted[: len(self.rpc_servers)] != self.rpc_servers:
+            raise _Failure(
+                P.ERR_BAD_REQUEST,
+                f"this model process already uses the RPC servers {', '.join(self.rpc_servers)}; "
+                "a new model process is needed for others",
+            )
+        if wanted and not ggml.rpc_available():
+            raise _Failure.of(P.ERR_BAD_REQUEST, rules.rpc_unavailable())
+        for endpoint in wanted:
+            try:
+                info = query_server(endpoint)
+            except RpcError as exc:
+                raise _Failure.of(P.ERR_RPC, rules.rpc_unreachable(str(exc))) from None
+            if endpoint in self.rpc_servers:
+                continue
+            lib = ggml.load()
+            before = {d.name for d in lib.devices()}
+            try:
+                lib.add_rpc_server(endpoint)
+            except RigfitError as exc:
+                raise _Failure(P.ERR_RPC, str(exc)) from None
+            added = [d.name for d in lib.devices() if d.name not in before]
+            for index, name in enumerate(added[: len(info.devices)]):
+                self.rpc_names[(endpoint, index)] = name
+            self.rpc_servers = (*self.rpc_servers, endpoint)
+            self.log.note(f"rigfit: RPC server {endpoint} registered: {', '.join(added)}")
 
     def _flush_log(self) -> None:
         lines = self.log.take_pending()
         if lines:
             self.channel.event(P.LogEvent(lines=tuple(lines)))
 
-    def _error(self, kind: str, message: str, req_id: Any) -> None:
+    def _error(self, kind: str, message: str, req_id: Any, code: str | None = None) -> None:
         self._flush_log()
-        self.channel.event(P.ErrorEvent(message=message, kind=kind, log_tail=self.log.tail(), id=req_id))
+        self.channel.event(
+            P.ErrorEvent(message=message, kind=kind, log_tail=self.log.tail(), code=code, id=req_id)
+        )
 
     def _free(self) -> None:
         ll = self.ll
@@ -283,6 +299,7 @@ class Worker:
         self._free()
         path = Path(settings.model_path)
         check_model_file(path)
+        self._use_rpc(settings.rpc_servers)
         if settings.tensor_split is not None and len(settings.tensor_split) > int(ll.LLAMA_MAX_DEVICES):
             raise _Failure(
                 P.ERR_BAD_REQUEST,
@@ -377,8 +394,9 @@ class Worker:
                 offloaded_layers=report.offloaded_layers,
                 offloadable_layers=report.offloadable_layers,
                 vram=vram,
-                on_cpu_only=not bool(ll.llama_supports_gpu_offload()),
+                on_cpu_only=not self._has_gpu() and not settings.rpc_servers,
                 chat_template=self.chat_template is not None,
+                devices=used_devices(lines, report, self.rpc_names),
                 id=req_id,
             )
         )
