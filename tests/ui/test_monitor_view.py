@@ -36,7 +36,7 @@ from app.hardware.telemetry import (
 from app.ui.main_window import MainWindow
 from app.ui.monitor.bridge import TelemetryBridge
 from app.ui.monitor.charts import PLOT_KEYS, AgoAxis
-from app.ui.monitor.host_charts import HOST_PLOT_KEYS
+from app.ui.monitor.host_charts import HOST_PLOT_KEYS, RAM_TOTAL_LABEL
 from app.ui.monitor.view import MonitorView, predicted_from_plan
 from app.ui.theme import GPU_COLORS, gpu_color, gpu_color_name
 
@@ -313,6 +313,14 @@ def test_without_a_gpu_the_computer_that_runs_the_model_is_plotted(
     assert ram is not None and np.nanmax(ram) > 0.01  # GiB in use on this computer
     assert "RAM" in view.host_charts.readout.text() and "no model loaded" in view.host_charts.readout.text()
     assert view.csv_button.isEnabled() and view.png_button.isEnabled()
+    # The installed-RAM line has a style of its own and a legend entry: drawn dashed like the
+    # worker's line, it read as the worker holding all the RAM.
+    line = view.host_charts.ram_line
+    assert line is not None and line.isVisible() and line.value() > 0.01
+    styles = {view.host_charts.curves[m].opts["pen"].style() for m in ("ram_used_mib", "worker_rss_mib")}
+    assert line.pen.style() not in styles | {view.host_charts.curves["model_ram_mib"].opts["pen"].style()}
+    legend = view.host_charts.plots["host_memory"].getPlotItem().legend
+    assert RAM_TOTAL_LABEL in [label.text for _sample, label in legend.items]
     view.start_button.click()
     assert not view.sampling and view.start_button.text() == "Start" and "Paused" in view.status_label.text()
     assert not _telemetry_threads()

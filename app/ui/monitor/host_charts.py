@@ -3,9 +3,11 @@
 What runs the model when no GPU does (and the part of it a GPU rig leaves in system RAM): two plots
 on the same "seconds before now" axis as the GPU charts. CPU: all cores (solid) and the worker's share
 of them (dashed). Memory: the RAM in use on the whole computer (solid), the worker's resident memory
-(dashed) and the model's weights resident in RAM (dotted), under a dashed line at the installed RAM.
-The computer and the worker are drawn in the palette's text colour (solid and dashed: the legend
-names them), the weights in the colour the Split tab's memory bars give weights.
+(dashed) and the model's weights resident in RAM (dotted), under a thin dash-dot line at the
+installed RAM in the palette's muted colour (its own legend entry: drawn dashed like the worker's line,
+it read as the worker holding all the RAM). The computer and the worker are drawn in the palette's
+text colour (solid and dashed: the legend names them), the weights in the colour the Split tab's
+memory bars give weights.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from app.ui.theme import fmt_gib, segment_color
 _DASH = QtCore.Qt.PenStyle.DashLine
 _DOT = QtCore.Qt.PenStyle.DotLine
 _SOLID = QtCore.Qt.PenStyle.SolidLine
+_DASH_DOT = QtCore.Qt.PenStyle.DashDotLine
+RAM_TOTAL_LABEL = "installed RAM"
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,14 @@ class HostCharts(QtWidgets.QWidget):
                 item.addItem(curve)
                 legend.addItem(curve, line.label)
                 self.curves[line.metric] = curve
+            if key == "host_memory":
+                pen = pg.mkPen(
+                    palette.color(QtGui.QPalette.ColorRole.PlaceholderText), width=1, style=_DASH_DOT
+                )
+                self.ram_line = pg.InfiniteLine(angle=0, pen=pen, movable=False)
+                self.ram_line.hide()  # until a sample says how much RAM there is
+                item.addItem(self.ram_line)
+                legend.addItem(pg.PlotDataItem(pen=pen), RAM_TOTAL_LABEL)
             if first is None:
                 first = item
             else:
@@ -151,14 +163,9 @@ class HostCharts(QtWidgets.QWidget):
             return
         gib = sample.ram_total_mib / 1024
         item = self.plots["host_memory"].getPlotItem()
-        if self.ram_line is None:
-            colour = self.palette().color(QtGui.QPalette.ColorRole.Text)
-            self.ram_line = pg.InfiniteLine(
-                angle=0, pen=pg.mkPen(colour, width=1, style=_DASH), movable=False
-            )
-            item.addItem(self.ram_line)
-            item.setYRange(0, gib * 1.05, padding=0)
-        if self.ram_line.value() != gib:
+        assert self.ram_line is not None
+        if not self.ram_line.isVisible() or self.ram_line.value() != gib:
+            self.ram_line.show()
             self.ram_line.setPos(gib)
             self.ram_line.setToolTip(f"Installed RAM: {fmt_gib(sample.ram_total_mib)}")
             item.setYRange(0, gib * 1.05, padding=0)
