@@ -110,3 +110,26 @@ def test_bad_bench_input_is_one_line(args: list[str], words: str) -> None:
     out = rigfit("bench", "--model", "demo", *args)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert words in out.stderr.strip().splitlines()[-1]
+
+
+def test_the_prediction_uses_the_runs_rig_when_rpc_devices_join_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # With --rpc the run's rig (this computer plus the servers' devices) is what the prediction is
+    # for; this computer's rig alone would predict a CPU-only run.
+    from dataclasses import replace
+
+    from app.commands.bench import predicted_speeds
+    from app.core.settings import Settings
+    from app.hardware import probe
+    from app.hardware.catalog import parse_rig_expression
+
+    def no_detection() -> None:
+        raise AssertionError("the run's rig was given: nothing to detect")
+
+    monkeypatch.setattr(probe, "detect_rig", no_detection)
+    settings = Settings(ctx=64)
+    with_remote = parse_rig_expression("rpc(RTX 3090 @ 10GbE)")
+    assert with_remote.gpus[0].is_remote
+    cpu = predicted_speeds("demo", settings, 16, 4, 2, replace(with_remote, gpus=()))
+    remote = predicted_speeds("demo", settings, 16, 4, 2, with_remote)
+    assert cpu is not None and remote is not None
+    assert cpu.tg_tok_s and remote.tg_tok_s and cpu.tg_tok_s != remote.tg_tok_s
