@@ -292,6 +292,21 @@ def test_offload_cells_are_labelled_and_coloured_apart_from_does_not_fit(view: F
     assert "offload" in best.data() and best.data(STATUS_ROLE) == STATUS_OFFLOAD
 
 
+def test_every_cell_text_fits_its_column_even_in_bold(view: FitView) -> None:
+    # A best (starred, bold) offload cell was cut to "offload 1.0 t…" at the default width.
+    model = view.proxy
+    cut = []
+    for r in range(model.rowCount()):
+        for c in range(COL_BEST, model.columnCount()):
+            index = model.index(r, c)
+            text = index.data() or ""
+            font = index.data(QtCore.Qt.ItemDataRole.FontRole) or view.table.font()
+            fm = QtGui.QFontMetrics(font)
+            if any(fm.horizontalAdvance(line) + 8 > view.table.columnWidth(c) for line in text.split("\n")):
+                cut.append(text)
+    assert not cut, cut[:5]
+
+
 def test_best_fit_preference_changes_the_pick_and_the_tooltip_says_why(view: FitView, qtbot: QtBot) -> None:
     assert view.prefer == "balanced" and view.prefer_combo.currentData() == "balanced"
 

@@ -138,8 +138,13 @@ class FitView(QtWidgets.QWidget):
         header = self.table.horizontalHeader()
         header.setHighlightSections(False)
         header.setSectionResizeMode(QtWidgets.QHeaderView.ResizeMode.Interactive)
-        # Wide enough for the longest cell text: an offload cell's "offload 8.8 tok/s".
-        widest = max(self.fontMetrics().horizontalAdvance(t) for t in ("★ 888.8 GiB", "offload 88 tok/s"))
+        # Wide enough for the longest cell text, in bold (the starred best cell is bold): an offload
+        # cell's "offload 8.8 tok/s" (the regular font's width cut a best offload cell to "offload 1.0 t…").
+        bold = QtGui.QFont(self.font())
+        bold.setBold(True)
+        widest = max(
+            QtGui.QFontMetrics(bold).horizontalAdvance(t) for t in ("★ 888.8 GiB", "offload 88.8 tok/s")
+        )
         header.setDefaultSectionSize(widest + 16)
         header.setStretchLastSection(False)
         self.table.setHorizontalScrollMode(QtWidgets.QAbstractItemView.ScrollMode.ScrollPerPixel)
