@@ -34,6 +34,7 @@ def test_a_measurement_is_kept_per_machine(tmp_path: Path, monkeypatch: pytest.M
         return 23.4
 
     monkeypatch.setattr(membw, "measure_ram_read_gbps", fake_measure)
+    monkeypatch.setattr(membw, "machine_busy", lambda: False)  # the test machine may well be busy
     key = membw.machine_key("Test CPU", 8, 32768.0)
     first = membw.ram_bandwidth(key, 16384.0, cache_dir=tmp_path)
     assert first is not None and first.gbps == 23.4 and first.machine == key and first.probe_mib == 512
@@ -49,6 +50,42 @@ def test_a_measurement_is_kept_per_machine(tmp_path: Path, monkeypatch: pytest.M
         is None
     )
     assert len(calls) == 2
+
+
+def test_a_figure_measured_on_a_busy_machine_is_used_but_not_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The probe ran while a compiler kept both cores busy: 9.6 GB/s kept, against 34.5 quiet.
+    readings = iter([9.6, 34.5])
+    monkeypatch.setattr(membw, "measure_ram_read_gbps", lambda n_bytes, passes, threads: next(readings))
+    key = membw.machine_key("Test CPU", 2, 24576.0)
+    busy = membw.ram_bandwidth(key, 16384.0, cache_dir=tmp_path, busy=lambda: True)
+    assert busy is not None and busy.gbps == 9.6 and not busy.kept
+    assert membw.load_cached(key, tmp_path) is None
+    # Busy only once the probe ran (a burst during it): not kept either.
+    states = iter([False, True])
+    monkeypatch.setattr(membw, "measure_ram_read_gbps", lambda n_bytes, passes, threads: 9.6)
+    assert not membw.ram_bandwidth(key, None, cache_dir=tmp_path, busy=lambda: next(states)).kept
+    assert membw.load_cached(key, tmp_path) is None
+    monkeypatch.setattr(membw, "measure_ram_read_gbps", lambda n_bytes, passes, threads: 34.5)
+    quiet = membw.ram_bandwidth(key, 16384.0, cache_dir=tmp_path, busy=lambda: False)
+    assert quiet is not None and quiet.kept
+    kept = membw.load_cached(key, tmp_path)
+    assert kept is not None and kept.gbps == 34.5
+
+
+def test_busy_means_every_logical_cpu_has_a_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(membw.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(membw.os, "getloadavg", lambda: (9.1, 5.0, 3.0))
+    assert membw.machine_busy()
+    monkeypatch.setattr(membw.os, "getloadavg", lambda: (0.7, 0.5, 0.3))
+    assert not membw.machine_busy()
+
+    def no_load() -> tuple[float, float, float]:
+        raise OSError("no load average here")
+
+    monkeypatch.setattr(membw.os, "getloadavg", no_load)
+    assert not membw.machine_busy()
 
 
 @pytest.mark.parametrize(
@@ -76,6 +113,7 @@ def test_detection_reads_the_kept_figure_and_measures_when_there_is_none(
         return 17.31
 
     monkeypatch.setattr(membw, "measure_ram_read_gbps", probe)
+    monkeypatch.setattr(membw, "machine_busy", lambda: False)  # the test machine may well be busy
     assert detect_host().ram_bandwidth_gbps == 17.3
     kept = json.loads(path.read_text())
     assert kept["gbps"] == 17.31
