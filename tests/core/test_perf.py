@@ -552,6 +552,34 @@ def test_cpu_only_rig_gets_a_cpu_estimate() -> None:
     assert est.host_decode_s > 0 and est.gpu_decode_s == ()
 
 
+def test_a_cpu_rpc_server_reads_at_ram_speed_not_as_a_gpu() -> None:
+    # `rigfit bench --rpc 127.0.0.1:P=CPU` measured 20-30 tok/s where a CPU server counted as a
+    # 500 GB/s GPU predicted 318 (docs/speed-model.md).
+    from app.core.rig import Remote
+    from app.core.rpc import NETWORK_LINKS
+
+    spec = _spec(4)
+    host = Host(cores_physical=2, ram_bandwidth_gbps=30.0, ram_available_mib=8192.0)
+    cpu_alone = _estimate(Rig(gpus=(), host=host), spec, Settings(ctx=2048))
+
+    def server(bandwidth: float | None) -> Gpu:
+        remote = Remote(link=NETWORK_LINKS["loopback"], endpoint="127.0.0.1:50052", backend="cpu")
+        return Gpu(0, "CPU @ 127.0.0.1:50052", 8192.0, vendor="cpu", bandwidth_gbps=bandwidth, remote=remote)
+
+    measured = _estimate(Rig(gpus=(server(30.0),), host=host), spec, Settings(ctx=2048))
+    assert measured.decode_tok_s is not None and cpu_alone.decode_tok_s is not None
+    # All layers on the server: about the host's own speed (the same RAM), less RPC's round trips.
+    assert 0.5 * cpu_alone.decode_tok_s < measured.decode_tok_s < 1.6 * cpu_alone.decode_tok_s
+    assert perf.gpu_bandwidth_gbps(server(30.0)) * perf.GPU_BANDWIDTH_EFFICIENCY == pytest.approx(
+        30.0 * perf.CPU_BANDWIDTH_EFFICIENCY
+    )
+    unknown = _estimate(Rig(gpus=(server(None),), host=host), spec, Settings(ctx=2048))
+    assert any("CPU RPC server's RAM bandwidth is unknown" in n for n in unknown.notes)
+    # Unknown: the 60 GB/s default host, not a 500 GB/s GPU (at most twice the 30 GB/s host's speed).
+    assert unknown.decode_tok_s is not None and unknown.decode_tok_s < 2.2 * cpu_alone.decode_tok_s
+    assert not any("GPU's memory bandwidth is unknown" in n for n in unknown.notes)
+
+
 def test_prompt_speed_counts_flops_and_per_layer_costs() -> None:
     rig = Rig(gpus=(_gpu(0, vram=81920.0),), host=HOST)
     short = _estimate(rig, _spec(), prompt_tokens=128)
