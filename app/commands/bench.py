@@ -127,6 +127,26 @@ def predicted_speeds(
     )
 
 
+def busy_note() -> str | None:
+    """A line for stderr when other programs keep every core busy: the measurements will fall below
+    the predicted columns, which are for a machine the model has to itself (docs/speed-model.md:
+    on a busy two-core machine two-thread decode fell to a tenth of its quiet speed)."""
+    import os
+
+    from app.hardware.membw import machine_busy
+
+    if not machine_busy():
+        return None
+    try:
+        load = f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count() or 1} CPUs"
+    except (AttributeError, OSError):
+        load = "every CPU busy"
+    return (
+        f"rigfit: other programs keep this computer busy ({load}): the measurements will fall below "
+        "the predicted columns, which are for an idle machine"
+    )
+
+
 def mean(values: list[float]) -> float | None:
     return round(statistics.fmean(values), 2) if values else None
 
@@ -170,6 +190,9 @@ def run(args: argparse.Namespace) -> int:
         n_gpus = len(ready.gpus) + remote.n_remote
         if n_gpus == 0:
             print(CPU_NOTE, file=sys.stderr, flush=True)
+        note = busy_note()
+        if note is not None:
+            print(note, file=sys.stderr, flush=True)
         results: list[ConfigResult] = []
         if not args.json:
             print(

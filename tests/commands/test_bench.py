@@ -133,3 +133,17 @@ def test_the_prediction_uses_the_runs_rig_when_rpc_devices_join_it(monkeypatch: 
     remote = predicted_speeds("demo", settings, 16, 4, 2, with_remote)
     assert cpu is not None and remote is not None
     assert cpu.tg_tok_s and remote.tg_tok_s and cpu.tg_tok_s != remote.tg_tok_s
+
+
+def test_a_busy_machine_is_said_beside_the_predictions(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.commands import bench
+    from app.hardware import membw
+
+    monkeypatch.setattr(membw, "machine_busy", lambda: True)
+    monkeypatch.setattr(membw.os, "getloadavg", lambda: (6.2, 5.0, 4.0))
+    monkeypatch.setattr(membw.os, "cpu_count", lambda: 2)
+    note = bench.busy_note()
+    assert note is not None and "load average 6.2 on 2 CPUs" in note and "predicted" in note
+    assert "\n" not in note
+    monkeypatch.setattr(membw, "machine_busy", lambda: False)
+    assert bench.busy_note() is None
