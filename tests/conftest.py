@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from tests.ram_bandwidth import keep_a_ram_bandwidth
+
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 # Keep tests away from the user's settings and caches: the per-user folders (platformdirs', Qt's and
@@ -41,6 +43,7 @@ def _private_user_folders(
     root = tmp_path_factory.mktemp("user")
     for var, name in USER_FOLDERS.items():
         monkeypatch.setenv(var, str(root / name))
+    keep_a_ram_bandwidth(root / USER_FOLDERS["XDG_CACHE_HOME"])
     qtcore = sys.modules.get("PySide6.QtCore")
     if qtcore is not None:
         # Qt reads XDG_CONFIG_HOME once per process and keeps the answer: move its settings folder too.

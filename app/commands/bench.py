@@ -4,6 +4,11 @@ For each ``mode[:ratios]`` of ``--configs`` the model is loaded in the worker, w
 ``--repeat`` times: ``--pp`` random tokens decoded as one batch (prompt processing), then ``--tg``
 single-token decodes (generation), timed by llama.cpp's own counters. A config the rig cannot run is
 reported as such; one that fails to load or crashes the worker is reported and the next one runs.
+
+Beside each measurement stands the speed model's prediction for the same run on this computer
+(:func:`predicted_speeds`: the detected rig, its measured RAM bandwidth, the threads used): the JSON
+adds ``pp_tok_s_predicted``, ``tg_tok_s_predicted`` and ``ram_read_gbps``; the table a "predicted"
+column each. docs/speed-model.md compares them.
 """
 
 from __future__ import annotations
@@ -13,13 +18,16 @@ import json
 import statistics
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.commands.run import CPU_NOTE, RpcRun, add_model_arguments, rpc_run, settings_from_args, start_worker
 from app.core.errors import RigfitError
 from app.core.rules import RuleError
 from app.runner import protocol as P
 from app.runner.options import BenchConfig, parse_configs, resolve_model, unsupported_problem
+
+if TYPE_CHECKING:
+    from app.core.rig import Rig
 
 STATUS_OK = "ok"
 STATUS_UNSUPPORTED = "unsupported"
@@ -49,6 +57,7 @@ class ConfigResult:
     code: str | None = None  # the rule (app.core.rules) or the worker's error kind behind ``reason``
     pp_tok_s: list[float] = field(default_factory=list)
     tg_tok_s: list[float] = field(default_factory=list)
+    predicted: Prediction | None = None
 
     def to_message(self, pp: int, tg: int, repeat: int) -> dict[str, Any]:
         return {
@@ -68,7 +77,74 @@ class ConfigResult:
             "tg_tok_s_mean": mean(self.tg_tok_s),
             "tg_tok_s_sd": spread(self.tg_tok_s),
             "tg_tok_s_runs": self.tg_tok_s,
+            "pp_tok_s_predicted": self.predicted.pp_tok_s if self.predicted and pp else None,
+            "tg_tok_s_predicted": self.predicted.tg_tok_s if self.predicted and tg else None,
+            "ram_read_gbps": self.predicted.ram_read_gbps if self.predicted else None,
         }
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The speed model's figures for one bench configuration on this computer."""
+
+    pp_tok_s: float | None
+    tg_tok_s: float | None
+    ram_read_gbps: float | None  # the host figure the CPU part used (None: the model's default)
+
+
+def predicted_speeds(
+    model_ref: str, settings: Any, pp: int, tg: int, threads: int | None, rig: Rig | None = None
+) -> Prediction | None:
+    """What :mod:`app.core.perf` predicts for ``pp`` prompt tokens and ``tg`` generated ones from an
+    empty cache (as the worker's bench runs them) on the detected rig, with ``threads`` CPU threads
+    (default: the physical cores, as the worker). ``rig``: the run's rig when it has ``--rpc``
+    devices (default: this computer's). None when the planner cannot say (a bonus, never a reason for
+    the bench to fail)."""
+    try:
+        from dataclasses import replace
+
+        from app.core.model_source import load_model_spec
+        from app.core.perf import estimate_speed
+        from app.core.placement import plan
+        from app.hardware.probe import detect_rig
+
+        if rig is None:
+            rig = detect_rig()
+        if threads:
+            rig = replace(rig, host=replace(rig.host, cores_physical=threads))
+        spec = load_model_spec(model_ref)
+        est = estimate_speed(
+            rig, spec, plan(rig, spec, settings), depth_tokens=tg // 2, prompt_tokens=max(pp, 1)
+        )
+    except Exception:  # see the docstring
+        return None
+    return Prediction(
+        pp_tok_s=round(est.prompt_tok_s, 2) if est.prompt_tok_s is not None else None,
+        tg_tok_s=round(est.decode_empty_tok_s if tg == 0 else est.decode_tok_s, 2)
+        if est.decode_tok_s is not None and est.decode_empty_tok_s is not None
+        else None,
+        ram_read_gbps=rig.host.ram_bandwidth_gbps,
+    )
+
+
+def busy_note() -> str | None:
+    """A line for stderr when other programs keep every core busy: the measurements will fall below
+    the predicted columns, which are for a machine the model has to itself (docs/speed-model.md:
+    on a busy two-core machine two-thread decode fell to a tenth of its quiet speed)."""
+    import os
+
+    from app.hardware.membw import machine_busy
+
+    if not machine_busy():
+        return None
+    try:
+        load = f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count() or 1} CPUs"
+    except (AttributeError, OSError):
+        load = "every CPU busy"
+    return (
+        f"rigfit: other programs keep this computer busy ({load}): the measurements will fall below "
+        "the predicted columns, which are for an idle machine"
+    )
 
 
 def mean(values: list[float]) -> float | None:
@@ -85,6 +161,10 @@ def spread(values: list[float]) -> float | None:
 def _cell(values: list[float]) -> str:
     m, s = mean(values), spread(values)
     return "-" if m is None else f"{m:.2f} ± {s:.2f}"
+
+
+def _predicted_cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -111,10 +191,14 @@ def run(args: argparse.Namespace) -> int:
         n_gpus = len(ready.gpus) + remote.n_remote
         if n_gpus == 0:
             print(CPU_NOTE, file=sys.stderr, flush=True)
+        note = busy_note()
+        if note is not None:
+            print(note, file=sys.stderr, flush=True)
         results: list[ConfigResult] = []
         if not args.json:
             print(
-                f"{'config':<24} {'pp' + str(args.pp) + ' tok/s':>20} {'tg' + str(args.tg) + ' tok/s':>20}",
+                f"{'config':<24} {'pp' + str(args.pp) + ' tok/s':>20} {'predicted':>10} "
+                f"{'tg' + str(args.tg) + ' tok/s':>20} {'predicted':>10}",
                 flush=True,
             )
         for config in configs:
@@ -125,7 +209,12 @@ def run(args: argparse.Namespace) -> int:
             elif result.status == STATUS_OK:
                 pp_cell = _cell(result.pp_tok_s) if args.pp else "-"
                 tg_cell = _cell(result.tg_tok_s) if args.tg else "-"
-                print(f"{config.text:<24} {pp_cell:>20} {tg_cell:>20}", flush=True)
+                p = result.predicted
+                pp_pred = _predicted_cell(p.pp_tok_s if p and args.pp else None)
+                tg_pred = _predicted_cell(p.tg_tok_s if p and args.tg else None)
+                print(
+                    f"{config.text:<24} {pp_cell:>20} {pp_pred:>10} {tg_cell:>20} {tg_pred:>10}", flush=True
+                )
             else:
                 word = "cannot run" if result.status == STATUS_UNSUPPORTED else "failed"
                 print(f"{config.text:<24} {word}: {result.reason}", flush=True)
@@ -151,6 +240,14 @@ def _bench_config(
     except RigfitError as exc:
         result.status, result.reason = STATUS_UNSUPPORTED, str(exc)
         return result
+    result.predicted = predicted_speeds(
+        args.model if args.model == "demo" else model_path,
+        settings,
+        args.pp,
+        args.tg,
+        args.threads,
+        remote.rig,
+    )
     try:
         client.load_sync(load)
         # One short untimed run first, as llama-bench does: the first decode of each shape pays for

@@ -159,6 +159,7 @@ def rig_json(rig: Rig, advice: tuple[Advice, ...] | None = None) -> dict[str, An
             "cores_logical": host.cores_logical,
             "ram_total_mib": _round(host.ram_total_mib, 1),
             "ram_available_mib": _round(host.ram_available_mib, 1),
+            "ram_bandwidth_gbps": host.ram_bandwidth_gbps,  # the probe's read figure (None: not measured)
         },
         "advice": [advice_json(a) for a in (advice if advice is not None else rig_advice(rig))],
         "notes": list(rig.notes),
@@ -231,7 +232,8 @@ def format_rig(rig: Rig, advice: tuple[Advice, ...]) -> str:
     h = rig.host
     cores = f"{h.cores_physical} cores / {h.cores_logical} threads" if h.cores_physical else ""
     ram = f"RAM {_mib(h.ram_total_mib)} ({_mib(h.ram_available_mib)} available)" if h.ram_total_mib else ""
-    host_text = ", ".join(x for x in (h.cpu_name or "CPU unknown", cores, ram) if x)
+    bandwidth = f"RAM read {h.ram_bandwidth_gbps:.1f} GB/s" if h.ram_bandwidth_gbps else ""
+    host_text = ", ".join(x for x in (h.cpu_name or "CPU unknown", cores, ram, bandwidth) if x)
     lines += ["", f"Host: {host_text}"]
     if rig.driver or rig.cuda:
         lines.append(f"Driver {rig.driver or '?'}, CUDA {rig.cuda or '?'}, NVML {rig.nvml or '?'}")

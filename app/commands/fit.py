@@ -1,11 +1,13 @@
 """``rigfit fit``: every catalog model at every quantization on a rig, with the best quant per model.
 
     rigfit fit [--rig EXPR | --rig-file FILE] [--ctx 8192] [--model FILE.gguf ...] [--models ID,ID]
-               [--kv-type f16|q8_0|q4_0] [--flash-attn on|off] [--all] [--json]
+               [--kv-type f16|q8_0|q4_0] [--flash-attn on|off] [--prefer balanced|quality|speed]
+               [--all] [--json]
 
 The JSON keys ``rig``, ``ctx`` and ``rows`` (``model``, ``quant``, ``total_gib``, ``status``,
-``max_ctx``, ``tok_s``) are a contract; the rest (``best``, ``name``, ``n_gpu_layers``...) is extra.
-The text table shows one line per model (its best quant) unless ``--all``.
+``max_ctx``, ``tok_s``) are a contract; the rest (``best``, ``best_reason``, ``name``, ``n_gpu_layers``,
+``prefer``...) is extra. The text table shows one line per model (its best quant) unless ``--all``.
+``--prefer`` says what "best" means (:func:`app.core.fit.pick_best`; default ``balanced``).
 
 Without ``--rig`` the detected rig is used; with no GPU the table is for the CPU alone, said first.
 """
@@ -19,7 +21,7 @@ from typing import Any
 
 from app.commands.plan import add_rig_arguments, resolve_rig, rig_label
 from app.core.errors import RigfitError
-from app.core.fit import DEFAULT_FIT_CTX, FitRow, FitTable, fit_table
+from app.core.fit import DEFAULT_FIT_CTX, DEFAULT_PREFERENCE, PREFERENCES, FitRow, FitTable, fit_table
 from app.core.model_source import load_model_spec
 from app.core.settings import KV_TYPES, Settings
 
@@ -52,6 +54,14 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--models", metavar="ID,ID", help="only these catalog models")
     p.add_argument("--kv-type", choices=KV_TYPES, default=Settings().type_k, help="K and V cache type")
     p.add_argument("--flash-attn", choices=("on", "off"), default="on")
+    p.add_argument(
+        "--prefer",
+        choices=PREFERENCES,
+        default=DEFAULT_PREFERENCE,
+        help="which quant is each model's best: balanced (default: the fastest of those as good as the "
+        "best that fits, Q8_0 rather than F16), quality (the highest that fits) or speed (the fastest "
+        "at 4-bit quality or better)",
+    )
     p.add_argument("--all", action="store_true", help="show every quantization, not only each model's best")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(command="fit")
@@ -68,6 +78,7 @@ def row_json(r: FitRow) -> dict[str, Any]:
         "tok_s": None if r.decode_tok_s is None else round(r.decode_tok_s, 1),
         "name": r.name,
         "best": r.best,
+        "best_reason": r.best_reason or None,
         "weights_gib": round(r.weights_gib, 2),
         "n_gpu_layers": r.n_gpu_layers,
         "source": r.source,
@@ -83,6 +94,7 @@ def table_json(table: FitTable, rig_name: str, note: str | None) -> dict[str, An
         "ctx": table.ctx,
         "rows": [row_json(r) for r in table.rows],
         "best": table.best(),
+        "prefer": table.prefer,
         "settings": {
             "split_mode": table.settings.split_mode,
             "flash_attn": table.settings.flash_attn,
@@ -92,6 +104,13 @@ def table_json(table: FitTable, rig_name: str, note: str | None) -> dict[str, An
         },
         "notes": [note] if note else [],
     }
+
+
+_PREFER_TEXT = {
+    "balanced": "the fastest quant as good as the best that fits; --prefer quality or speed",
+    "quality": "the highest quality that fits",
+    "speed": "the fastest that fits at 4-bit quality or better",
+}
 
 
 def _ctx_text(n: int | None) -> str:
@@ -105,7 +124,7 @@ def format_table(table: FitTable, rig_name: str, note: str | None, show_all: boo
     lines = []
     if note:
         lines.append(f"Note: {note}")
-    lines.append(f"Fit on {rig_name} at context {table.ctx} (best = highest quality that fits the GPUs):")
+    lines.append(f"Fit on {rig_name} at context {table.ctx} (best = {_PREFER_TEXT[table.prefer]}):")
     lines.append("")
     rows = [["model", "quant", "GiB", "status", "max ctx", "tok/s", "quants that fit"]]
     models: dict[str, list[FitRow]] = {}
@@ -143,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
     if args.models is not None and not models:
         raise RigfitError("--models needs at least one catalog id, e.g. --models llama-3.1-8b,qwen3-8b")
     settings = Settings(flash_attn=args.flash_attn == "on", type_k=args.kv_type, type_v=args.kv_type)
-    table = fit_table(rig, args.ctx, settings, extra_specs=extra, models=models)
+    table = fit_table(rig, args.ctx, settings, extra_specs=extra, models=models, prefer=args.prefer)
     name = rig_label(rig)
     if args.json:
         json.dump(table_json(table, name, note), sys.stdout, indent=2)

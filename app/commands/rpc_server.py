@@ -72,6 +72,9 @@ def run(args: argparse.Namespace) -> int:
             print(line, flush=True)
 
     server = ServerProcess(options, on_line=show)
+    # `kill PID` (SIGTERM, what service managers and scripts send) stops the server like Ctrl+C: by
+    # default it ended this process at once and left the server it started running, orphaned.
+    previous = _stop_on_sigterm()
     server.start()
     try:
         try:
@@ -102,3 +105,18 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OK
     finally:
         server.stop()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminated(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop_on_sigterm() -> Any:
+    """Turn SIGTERM into KeyboardInterrupt while the server runs; the handler it replaced, or None
+    where none can be set (not the main thread, or no SIGTERM)."""
+    try:
+        return signal.signal(signal.SIGTERM, _terminated)
+    except (ValueError, AttributeError, OSError):
+        return None

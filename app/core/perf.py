@@ -197,12 +197,24 @@ def _build_speed_profile(spec: ModelSpec) -> SpeedProfile:
 
 
 def gpu_bandwidth_gbps(gpu: Gpu) -> float:
-    """A GPU's memory bandwidth in GB/s (a documented default when the driver and catalog are silent)."""
+    """A GPU's memory bandwidth in GB/s (a documented default when the driver and catalog are silent).
+
+    A CPU-backed RPC device (``HOST:PORT=CPU``) reads its host's RAM: its ``bandwidth_gbps`` is that
+    RAM's read bandwidth (this computer's measured one for a server on loopback; else
+    :data:`DEFAULT_RAM_BANDWIDTH_GBPS`), returned scaled so that the GPU formula's bandwidth term
+    equals the CPU one (``CPU_BANDWIDTH_EFFICIENCY`` instead of ``GPU_BANDWIDTH_EFFICIENCY``). Without
+    this, a CPU server counted as a 500 GB/s GPU: 10× too fast on loopback (docs/speed-model.md)."""
+    if gpu.on_cpu:
+        ram = float(gpu.bandwidth_gbps) if gpu.bandwidth_gbps else DEFAULT_RAM_BANDWIDTH_GBPS
+        return ram * CPU_BANDWIDTH_EFFICIENCY / GPU_BANDWIDTH_EFFICIENCY
     return float(gpu.bandwidth_gbps) if gpu.bandwidth_gbps else DEFAULT_GPU_BANDWIDTH_GBPS
 
 
 def gpu_tflops(gpu: Gpu) -> float:
-    """A GPU's dense FP16 tensor throughput in TFLOPS (default when unknown)."""
+    """A GPU's dense FP16 tensor throughput in TFLOPS (default when unknown). A CPU-backed RPC device
+    computes at :data:`DEFAULT_CPU_CORES` cores' prompt rate, scaled as in :func:`gpu_bandwidth_gbps`."""
+    if gpu.on_cpu:
+        return DEFAULT_CPU_CORES * CPU_PROMPT_GFLOPS_PER_CORE / 1000.0 / GPU_FLOPS_EFFICIENCY
     return float(gpu.fp16_tflops) if gpu.fp16_tflops else DEFAULT_GPU_FP16_TFLOPS
 
 
@@ -398,9 +410,14 @@ def estimate_speed(
         notes.append(f"estimated with n_gpu_layers={ngl}, the offload that fits")
     sp = speed_profile(spec)
     place = _placement(used, sp.n_layer)
-    if any(not g.bandwidth_gbps for g in rig.gpus):
+    if any(not g.bandwidth_gbps and not g.on_cpu for g in rig.gpus):
         notes.append(f"a GPU's memory bandwidth is unknown: {DEFAULT_GPU_BANDWIDTH_GBPS:.0f} GB/s assumed")
-    if rig.gpus and not rig.host.ram_bandwidth_gbps and place.host_layers > 0:
+    if any(not g.bandwidth_gbps and g.on_cpu for g in rig.gpus):
+        notes.append(
+            f"a CPU RPC server's RAM bandwidth is unknown: {DEFAULT_RAM_BANDWIDTH_GBPS:.0f} GB/s and "
+            f"{DEFAULT_CPU_CORES} cores assumed"
+        )
+    if not rig.host.ram_bandwidth_gbps and (place.host_layers > 0 or not rig.gpus):
         notes.append(f"system RAM bandwidth not measured: {DEFAULT_RAM_BANDWIDTH_GBPS:.0f} GB/s assumed")
     decode = _decode(rig, sp, settings, place, float(depth))
     empty = _decode(rig, sp, settings, place, 0.0)

@@ -1,4 +1,5 @@
-"""The host computer: CPU model and cores, RAM total and available (psutil).
+"""The host computer: CPU model and cores, RAM total and available (psutil), RAM read bandwidth (a
+probe kept on disk, :mod:`app.hardware.membw`).
 
 The planner needs these for layers and buffers left in system memory. Nothing here raises: a field
 that cannot be read is ``None``.
@@ -47,8 +48,10 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[str, ...]:
     return ()
 
 
-def detect_host() -> Host:
-    """This computer's CPU and RAM."""
+def detect_host(measure_bandwidth: bool = True) -> Host:
+    """This computer's CPU and RAM, with its RAM read bandwidth (:mod:`app.hardware.membw`): the
+    figure kept from an earlier run, or, the first time on a machine and with ``measure_bandwidth``,
+    a probe of about a second. Call it off the GUI thread."""
     import psutil
 
     try:
@@ -62,11 +65,21 @@ def detect_host() -> Host:
         available_mib: float | None = memory.available / _MIB
     except Exception:
         total_mib = available_mib = None
+    name = cpu_name()
+    from app.hardware.membw import machine_key, ram_bandwidth
+
+    bandwidth = ram_bandwidth(
+        machine_key(name, logical, total_mib),
+        available_mib,
+        threads=physical or logical or 1,  # as llama.cpp decodes: one thread per physical core
+        measure=measure_bandwidth,
+    )
     return Host(
-        cpu_name=cpu_name(),
+        cpu_name=name,
         cores_physical=physical,
         cores_logical=logical,
         ram_total_mib=total_mib,
         ram_available_mib=available_mib,
+        ram_bandwidth_gbps=round(bandwidth.gbps, 1) if bandwidth is not None else None,
         cpu_flags=cpu_flags(),
     )

@@ -431,5 +431,11 @@ def add_rpc_servers(rig: Rig, specs: Sequence[RpcSpec], timeout_s: float = QUERY
         assert answer.info is not None
         if not answer.info.devices:
             raise RigfitError(f"{answer.spec.endpoint}: the server exposes no devices")
-        devices.extend(remote_devices(answer.spec, answer.info))
+        found = remote_devices(answer.spec, answer.info)
+        if answer.spec.endpoint.is_loopback and rig.host.ram_bandwidth_gbps:
+            # A CPU server on this computer reads this computer's RAM, whose bandwidth was measured.
+            found = tuple(
+                replace(d, bandwidth_gbps=rig.host.ram_bandwidth_gbps) if d.on_cpu else d for d in found
+            )
+        devices.extend(found)
     return with_remote_devices(rig, devices)

@@ -96,6 +96,13 @@ def run_gui(args: argparse.Namespace) -> int:
     if not has_display():
         print(NO_DISPLAY_MESSAGE, file=sys.stderr)
         return EXIT_USAGE
+    from app.ui.xcb_libs import missing_message, missing_xcb_libraries, uses_xcb
+
+    missing = missing_xcb_libraries() if uses_xcb() else []
+    if missing:
+        # Qt would abort with a message that blames libxcb-cursor0 whatever is missing.
+        print(missing_message(missing), file=sys.stderr)
+        return EXIT_FAILED
     tab = getattr(args, "tab", None)
     if tab is not None and tab not in SCREENSHOT_TABS:
         print(f"rigfit: unknown tab '{tab}' (use one of {', '.join(SCREENSHOT_TABS)})", file=sys.stderr)

@@ -92,8 +92,27 @@ GLOSSARY: dict[str, str] = {
     "lock": "Lock: keep this GPU's share fixed while you move the other sliders.",
     "main_gpu": "Main GPU: the GPU that holds the whole model with split mode none.",
     "best_quant": (
-        "★ Best quant: the highest-quality quantization of this model that fits this rig at this context."
+        "★ Best quant: the quantization of this model to pick on this rig at this context, by the "
+        "Best fit preference (balanced, quality or speed). Quants that fit the GPUs come before those "
+        "that need CPU offload. Point at a starred cell to see why it is the pick."
     ),
+    "prefer_balanced": (
+        "Balanced: the fastest quantization that is as good as the best one that fits. Q8_0 rather "
+        "than F16 or BF16: about twice the speed for a perplexity change of +0.003 in llama.cpp's "
+        "table; never a step down in quality for speed."
+    ),
+    "prefer_quality": "Quality: the highest-quality quantization that fits, whatever its speed.",
+    "prefer_speed": (
+        "Speed: the fastest quantization that fits and keeps 4-bit quality (Q4_0 or better); below "
+        "that perplexity climbs steeply."
+    ),
+    "ram_bandwidth": (
+        "RAM read bandwidth: how fast the CPU reads system memory. Layers running on the CPU (no GPU, "
+        "or layers a GPU rig leaves in system RAM) read their weights once per token at this speed, so "
+        "it sets their tokens per second. Measured once on this computer (one thread summing 512 MiB, "
+        "best of 5, about a second) and kept; a planned host assumes 60 GB/s (dual-channel DDR5)."
+    ),
+    "status_empty": "Empty cell: nobody published this model at that quantization.",
 }
 
 

@@ -106,7 +106,7 @@ def readable(
 STATUS_HUES: dict[str, str] = {
     STATUS_FITS: "#2e9d57",
     STATUS_TIGHT: "#d6a300",
-    STATUS_OFFLOAD: "#e0701a",
+    STATUS_OFFLOAD: "#5b6ee1",  # indigo: far from the red of "does not fit" and the amber of "tight"
     STATUS_NO: "#d0393e",
 }
 _UNKNOWN_HUE = "#888888"

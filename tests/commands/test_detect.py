@@ -13,6 +13,7 @@ import pytest
 
 from app.cli import main
 from app.hardware.nvml import builtin_scenarios
+from tests.ram_bandwidth import TEST_RAM_BANDWIDTH_GBPS
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "nvml"
@@ -100,6 +101,8 @@ def test_no_gpu_scenarios_print_a_status_and_exit_0(
     env.setenv("RIGFIT_FAKE_NVML", scenario)
     data = _detect_json(capsys)
     assert data["status_code"] == code and data["gpus"] == [] and data["topology"] == []
+    # The host's RAM read bandwidth (kept for this machine by tests/conftest.py), which CPU speeds use.
+    assert data["host"]["ram_bandwidth_gbps"] == TEST_RAM_BANDWIDTH_GBPS
 
 
 def test_require_gpu_exits_1_without_a_usable_gpu(
@@ -137,6 +140,7 @@ def test_human_output_is_a_table_with_topology_and_advice(
     )
     assert "  GPU0  X     PHB" in out and "  GPU1  CNS   X" in out
     assert "[warning] GPU 1 (NVIDIA GeForce RTX 3060) gets Gen3 x4" in out
+    assert f"RAM read {TEST_RAM_BANDWIDTH_GBPS:.1f} GB/s" in next(x for x in lines if x.startswith("Host: "))
 
 
 def test_planned_rig_in_the_same_form(env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

@@ -29,8 +29,31 @@ def test_json_has_the_contract_keys_for_every_catalog_cell(capsys: pytest.Captur
         assert set(row) >= ROW_KEYS
         assert row["status"] in ("fits", "tight", "offload", "no")
         assert (row["tok_s"] is None) == (row["status"] == "no")
-    assert data["best"]["llama-3.1-8b"] == "F16"
+    # Balanced by default: Q8_0 rather than F16, at the same quality and about twice the speed.
+    assert data["prefer"] == "balanced" and data["best"]["llama-3.1-8b"] == "Q8_0"
+    reasons = [r["best_reason"] for r in data["rows"] if r["best"]]
+    assert reasons and all(reasons)
+    assert all(r["best_reason"] is None for r in data["rows"] if not r["best"])
     json.dumps(data)
+
+
+def test_prefer_chooses_what_best_means(capsys: pytest.CaptureFixture[str]) -> None:
+    picks = {
+        prefer: _fit_json(capsys, "--rig", "2x RTX 3090", "--models", "llama-3.1-8b", "--prefer", prefer)
+        for prefer in ("quality", "balanced", "speed")
+    }
+    assert picks["quality"]["best"]["llama-3.1-8b"] == "F16"
+    assert picks["balanced"]["best"]["llama-3.1-8b"] == "Q8_0"
+    speed = picks["speed"]
+    fast = {r["quant"]: r["tok_s"] for r in speed["rows"]}
+    assert fast[speed["best"]["llama-3.1-8b"]] > fast["Q8_0"]
+    assert main(["fit", "--rig", "2x RTX 3090", "--models", "llama-3.1-8b", "--prefer", "speed"]) == 0
+    assert "fastest that fits at 4-bit quality" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--prefer", "fast"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--prefer" in err and "balanced" in err and len(err.strip().splitlines()) == 1
 
 
 def test_context_kv_type_and_model_filter(capsys: pytest.CaptureFixture[str]) -> None:
@@ -61,7 +84,7 @@ def test_text_table_shows_one_line_per_model_or_every_quant(capsys: pytest.Captu
     assert main(["fit", "--rig", "RTX 4090", "--models", "llama-3.1-8b,llama-3.3-70b"]) == 0
     out = capsys.readouterr().out
     lines = [line for line in out.splitlines() if line.startswith(("llama-3.1-8b", "llama-3.3-70b"))]
-    assert len(lines) == 2 and "F16" in lines[0]
+    assert len(lines) == 2 and "Q8_0" in lines[0]  # balanced: F16 fits the 4090 too, at half the speed
     assert main(["fit", "--rig", "RTX 4090", "--models", "llama-3.1-8b", "--all"]) == 0
     out = capsys.readouterr().out
     assert "Q4_K_M" in out and "Q2_K" in out and " *" in out

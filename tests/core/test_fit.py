@@ -9,7 +9,7 @@ import pytest
 
 from app.core.catalog import catalog_spec, load_model_catalog
 from app.core.errors import RigfitError
-from app.core.fit import QUALITY_ORDER, FitRow, FitTable, fit_table, quality_rank
+from app.core.fit import QUALITY_ORDER, FitRow, FitTable, QuantOption, fit_table, pick_best, quality_rank
 from app.core.model_source import load_model_spec
 from app.core.model_spec import ModelSpec
 from app.core.perf import estimate_speed
@@ -153,12 +153,14 @@ def test_quality_order_follows_llama_cpps_perplexity_figures() -> None:
     assert quality_rank("MXFP4_MOE", "llama") > quality_rank("Q4_0", "llama")
 
 
-def test_best_quant_is_the_highest_quality_that_fits_the_gpus() -> None:
-    table = fit_table(RIGS["2x3090"], 8192)
+def test_best_quant_for_quality_is_the_highest_quality_that_fits_the_gpus() -> None:
+    table = fit_table(RIGS["2x3090"], 8192, prefer="quality")
+    assert table.prefer == "quality"
     best = table.best()
     for model, quant in best.items():
         rows = table.rows_for(model)
         chosen = table.row(model, quant)
+        assert chosen.best_reason.startswith(f"{quant}: the highest-quality quantization")
         fitting = [r for r in rows if r.status in ("fits", "tight")]
         if fitting:
             assert chosen.status in ("fits", "tight")
@@ -173,6 +175,83 @@ def test_best_quant_is_the_highest_quality_that_fits_the_gpus() -> None:
     # A model where nothing loads has no best quant.
     tiny = fit_table(RIGS["small ram"], 8192, models=["deepseek-v3"])
     assert tiny.best() == {}
+
+
+def test_balanced_is_the_default_and_takes_q8_0_over_f16_at_the_same_quality() -> None:
+    # The issue: "Best fit" chose an 8B's F16 (23 tok/s) over its Q8_0 at about twice the speed.
+    table = fit_table(RIGS["2x3090"], 8192)
+    assert table.prefer == "balanced"
+    best = table.best()
+    f16, q8 = table.row("llama-3.1-8b", "F16"), table.row("llama-3.1-8b", "Q8_0")
+    assert f16.status == q8.status == "fits" and q8.decode_tok_s > 1.5 * f16.decode_tok_s
+    assert best["llama-3.1-8b"] == "Q8_0"
+    reason = q8.best_reason
+    assert reason.startswith("Q8_0: 1.7× the speed of F16") and "same quality" in reason, reason
+    # Qwen3 publishes BF16, not F16: the same rule.
+    assert best["qwen3-8b"] == "Q8_0"
+    # Never a step down in quality for speed: where Q4_K_M is the best that fits, it stays the pick.
+    assert best["llama-3.3-70b"] == fit_table(RIGS["2x3090"], 8192, prefer="quality").best()["llama-3.3-70b"]
+    for model, quant in best.items():
+        chosen = table.row(model, quant)
+        top = min(
+            (r for r in table.rows_for(model) if _tier(r) == _tier(chosen)),
+            key=lambda r: quality_rank(r.quant, _arch(model)),
+        )
+        assert quant == top.quant or (quant == "Q8_0" and top.quant in ("F32", "F16", "BF16")), (model, quant)
+
+
+def _tier(row: FitRow) -> int:
+    return 0 if row.status in ("fits", "tight") else 1 if row.status == "offload" else 2
+
+
+def _arch(model: str) -> str | None:
+    return "gpt-oss" if model.startswith("gpt-oss") else None
+
+
+def test_speed_takes_the_fastest_quant_that_keeps_4_bit_quality() -> None:
+    table = fit_table(RIGS["2x3090"], 8192, prefer="speed")
+    for model, quant in table.best().items():
+        chosen = table.row(model, quant)
+        same_tier = [r for r in table.rows_for(model) if _tier(r) == _tier(chosen)]
+        kept = [r for r in same_tier if quality_rank(r.quant, _arch(model)) <= quality_rank("Q4_0")]
+        if kept:
+            assert chosen.decode_tok_s == max(r.decode_tok_s or 0.0 for r in kept), model
+    assert quality_rank(table.best()["llama-3.1-8b"]) > quality_rank("Q5_0")  # a 4-bit type
+
+
+def test_an_unknown_preference_is_refused_in_words() -> None:
+    with pytest.raises(RigfitError, match="balanced, quality, speed"):
+        fit_table(RIGS["2x3090"], 8192, prefer="fast")
+
+
+def test_pick_best_puts_the_gpus_before_offload_and_explains_the_pick() -> None:
+    options = [
+        QuantOption("F16", "offload", 3.0),
+        QuantOption("Q8_0", "fits", 40.0),
+        QuantOption("Q6_K", "fits", 48.0),
+        QuantOption("Q4_K_M", "fits", 60.0),
+        QuantOption("Q3_K_M", "fits", 70.0),
+    ]
+    quality = pick_best(options, "quality")
+    balanced = pick_best(options, "balanced")
+    speed = pick_best(options, "speed")
+    assert quality is not None and balanced is not None and speed is not None
+    assert options[quality.index].quant == "Q8_0" and "(F16 does not)" in quality.reason
+    # Q6_K is faster but +0.02 perplexity: not "the same quality" as Q8_0.
+    assert options[balanced.index].quant == "Q8_0" and "every faster one loses quality" in balanced.reason
+    # Q3_K_M is faster still, but below 4-bit quality.
+    assert options[speed.index].quant == "Q4_K_M" and "1.5× Q8_0" in speed.reason
+    # Nothing on the GPUs: the offload tier, said so.
+    off = [
+        QuantOption("Q8_0", "offload", 2.0),
+        QuantOption("Q4_K_M", "offload", 4.0),
+        QuantOption("F16", "no", None),
+    ]
+    pick = pick_best(off, "quality")
+    assert pick is not None and options and off[pick.index].quant == "Q8_0" and "CPU offload" in pick.reason
+    assert pick_best([QuantOption("Q4_0", "no", None)], "balanced") is None
+    on_cpu = pick_best([QuantOption("Q4_0", "fits", 9.0)], "quality", on_gpus=False)
+    assert on_cpu is not None and "fits in system RAM" in on_cpu.reason
 
 
 def test_largest_context_is_capped_by_the_trained_context() -> None:

@@ -17,7 +17,6 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -284,16 +283,12 @@ def _run_child(path: Path, threads: int) -> dict[str, float]:
     return result
 
 
-def ram_read_gbps(n_bytes: int = 1 << 30, repeats: int = 5) -> float:
-    """System-RAM read bandwidth as numpy sees it (one thread summing a 1 GiB array, best of 5)."""
-    a = np.ones(n_bytes // 8)
-    a.sum()
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a.sum()
-        best = min(best, time.perf_counter() - t)
-    return a.nbytes / best / 1e9
+def ram_read_gbps(threads: int = 2) -> float:
+    """System-RAM read bandwidth as Rigfit's probe measures it (app.hardware.membw: ``threads`` threads
+    summing a 512 MiB array, best of 5) — the figure the CPU constants are calibrated against."""
+    from app.hardware.membw import measure_ram_read_gbps
+
+    return measure_ram_read_gbps(threads=threads)
 
 
 def measure_cpu(threads: tuple[int, ...] = (2, 1)) -> dict[str, object]:
@@ -555,6 +550,34 @@ def test_cpu_only_rig_gets_a_cpu_estimate() -> None:
     est = _estimate(Rig(gpus=(), host=host), spec, Settings(ctx=2048))
     assert est.decode_tok_s is not None and est.prompt_tok_s is not None
     assert est.host_decode_s > 0 and est.gpu_decode_s == ()
+
+
+def test_a_cpu_rpc_server_reads_at_ram_speed_not_as_a_gpu() -> None:
+    # `rigfit bench --rpc 127.0.0.1:P=CPU` measured 20-30 tok/s where a CPU server counted as a
+    # 500 GB/s GPU predicted 318 (docs/speed-model.md).
+    from app.core.rig import Remote
+    from app.core.rpc import NETWORK_LINKS
+
+    spec = _spec(4)
+    host = Host(cores_physical=2, ram_bandwidth_gbps=30.0, ram_available_mib=8192.0)
+    cpu_alone = _estimate(Rig(gpus=(), host=host), spec, Settings(ctx=2048))
+
+    def server(bandwidth: float | None) -> Gpu:
+        remote = Remote(link=NETWORK_LINKS["loopback"], endpoint="127.0.0.1:50052", backend="cpu")
+        return Gpu(0, "CPU @ 127.0.0.1:50052", 8192.0, vendor="cpu", bandwidth_gbps=bandwidth, remote=remote)
+
+    measured = _estimate(Rig(gpus=(server(30.0),), host=host), spec, Settings(ctx=2048))
+    assert measured.decode_tok_s is not None and cpu_alone.decode_tok_s is not None
+    # All layers on the server: about the host's own speed (the same RAM), less RPC's round trips.
+    assert 0.5 * cpu_alone.decode_tok_s < measured.decode_tok_s < 1.6 * cpu_alone.decode_tok_s
+    assert perf.gpu_bandwidth_gbps(server(30.0)) * perf.GPU_BANDWIDTH_EFFICIENCY == pytest.approx(
+        30.0 * perf.CPU_BANDWIDTH_EFFICIENCY
+    )
+    unknown = _estimate(Rig(gpus=(server(None),), host=host), spec, Settings(ctx=2048))
+    assert any("CPU RPC server's RAM bandwidth is unknown" in n for n in unknown.notes)
+    # Unknown: the 60 GB/s default host, not a 500 GB/s GPU (at most twice the 30 GB/s host's speed).
+    assert unknown.decode_tok_s is not None and unknown.decode_tok_s < 2.2 * cpu_alone.decode_tok_s
+    assert not any("GPU's memory bandwidth is unknown" in n for n in unknown.notes)
 
 
 def test_prompt_speed_counts_flops_and_per_layer_costs() -> None:

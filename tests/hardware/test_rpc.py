@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from app.core.errors import RigfitError
+from app.core.rig import Host
 from app.core.rpc import NETWORK_LINKS
 from app.hardware.catalog import parse_rig_expression
 from app.hardware.rigfile import rig_from_toml, rig_to_toml
@@ -179,6 +180,12 @@ def test_rpc_url_terms_ask_the_server(rpc_cpu_servers: list[Any]) -> None:
     assert gpu.vram_total_mib == cpu.vram_total_mib  # memory comes from the server, not the catalog
     assert gpu.remote.link.name == "10GbE" and cpu.remote is not None and cpu.remote.link.name == "loopback"
     assert rig.rpc_endpoints() == (a, b)
+    # A CPU server on this computer reads this computer's RAM: the speed model gets its measured figure.
+    assert cpu.bandwidth_gbps is None  # the planned host's RAM was not measured
+    host = Host(cores_physical=2, ram_bandwidth_gbps=31.5, ram_available_mib=8192.0)
+    measured = parse_rig_expression(f"RTX 3090 + rpc://{a}=CPU + rpc://{b}=RTX 4090@10GbE", host=host)
+    assert measured.gpus[1].bandwidth_gbps == 31.5
+    assert measured.gpus[2].bandwidth_gbps == gpu.bandwidth_gbps  # a GPU keeps its own
 
 
 def test_add_rpc_servers_names_every_server_that_did_not_answer(rpc_cpu_servers: list[Any]) -> None:

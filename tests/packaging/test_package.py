@@ -206,6 +206,21 @@ def test_depends_cover_the_libraries_qt_needs_and_refuse_unknown_ones(linux_deps
         linux_deps.depends_for({"libmystery.so.1"})
     known = set(linux_deps.SYSTEM_LIBRARIES.values())
     assert set(linux_deps.ALWAYS) <= known
+    # Whatever the bundle links to, the Depends bring everything Qt's X11 window needs on a bare
+    # Debian 12 (the issue: libxcb-icccm4 and libxcb-keysyms1 were missing from the README's list).
+    minimal = linux_deps.depends_for({"libc.so.6"})
+    for package in ("libxcb-icccm4", "libxcb-keysyms1", "libxcb-image0", "libxcb-render-util0"):
+        assert package in minimal
+
+
+def test_the_window_check_and_the_package_depends_name_the_same_libraries(linux_deps: ModuleType) -> None:
+    from app.ui.xcb_libs import XCB_LIBRARIES
+
+    assert set(linux_deps.WINDOW_SONAMES) == set(XCB_LIBRARIES)
+    for soname, package in XCB_LIBRARIES.items():
+        # The .deb may offer Ubuntu's 64-bit time_t name first; Debian 12's is always one alternative.
+        alternatives = [p.strip() for p in linux_deps.SYSTEM_LIBRARIES[soname].split("|")]
+        assert package in alternatives, soname
 
 
 def test_build_fingerprint_follows_content_not_timestamps(

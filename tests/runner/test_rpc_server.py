@@ -145,6 +145,42 @@ def test_cli_serves_until_ctrl_c() -> None:
         query_server(f"127.0.0.1:{port}", timeout_s=1.0)
 
 
+def test_cli_kill_stops_the_server_it_started() -> None:
+    # `kill PID` on rigfit rpc-server ended it at once and left llama.cpp's server running, orphaned.
+    port = free_port()
+    proc = _rigfit("rpc-server", "--port", str(port), "--device", "CPU", "--threads", "1")
+    assert proc.stderr is not None
+    err_lines: list[str] = []
+    reader = threading.Thread(target=lambda: err_lines.extend(iter(proc.stderr.readline, "")), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    children: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 60
+        while not any("serving on" in line for line in err_lines):
+            assert proc.poll() is None and time.monotonic() < deadline, err_lines
+            time.sleep(0.1)
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert children
+        proc.send_signal(signal.SIGTERM)  # this process only, not its group
+        proc.wait(timeout=30)
+        reader.join(10)
+        _gone, alive = psutil.wait_procs(children, timeout=10)
+        assert not alive, alive
+    finally:
+        for child in children:
+            if child.is_running():
+                child.kill()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    assert proc.returncode == 0, "".join(err_lines)
+    assert "RPC server stopped" in "".join(err_lines)
+    with pytest.raises(RigfitError):
+        query_server(f"127.0.0.1:{port}", timeout_s=1.0)
+
+
 def test_cli_ctrl_c_while_starting_is_a_clean_stop() -> None:
     proc = _rigfit("rpc-server", "--port", str(free_port()), "--device", "CPU", "--threads", "1")
     try:

@@ -278,3 +278,117 @@ def test_without_a_usable_gpu_the_tab_says_models_still_run_on_the_cpu(
     text = view.status_label.text()
     assert "on the CPU" in text and "not run models" not in text
     assert text.count("CPU") == 1  # said once, whether the probe or the view says it
+
+
+def test_ticking_nvlink_on_one_card_bridges_the_pair(view: HardwareView, qtbot: QtBot) -> None:
+    view.add_planned_gpu("rtx-3090")  # 3x RTX 3090
+    check = view.cards[0].nvlink_check
+    assert check is not None
+    check.setChecked(True)
+    qtbot.waitUntil(lambda: view.planned_rig.nvlinked(0, 1))
+    assert [c.nvlink_check.isChecked() for c in view.cards if c.nvlink_check] == [True, True, False]
+    assert not view.planned_rig.nvlinked(1, 2)
+    # The third card has no free partner: it stays ticked, and the rig says why it is not bridged.
+    third = view.cards[2].nvlink_check
+    assert third is not None
+    third.setChecked(True)
+    qtbot.waitUntil(lambda: any("no partner" in n for n in view.planned_rig.notes))
+    assert not view.planned_rig.nvlinked(0, 2) and not view.planned_rig.nvlinked(1, 2)
+    # Unticking either card of the pair takes the bridge away from both.
+    second = view.cards[1].nvlink_check
+    assert second is not None
+    second.setChecked(False)
+    qtbot.waitUntil(lambda: not view.planned_rig.nvlinked(0, 1))
+    assert view.cards[0].nvlink_check is not None and not view.cards[0].nvlink_check.isChecked()
+
+
+def test_an_nvswitch_model_joins_all_its_cards_from_one_tick(view: HardwareView, qtbot: QtBot) -> None:
+    from app.hardware.catalog import parse_rig_expression
+
+    view.set_planned_rig(parse_rig_expression("4x H100 SXM"))
+    view.set_nvlink(0, False)
+    assert not view.planned_rig.nvlinked(0, 3)
+    view.set_nvlink(2, True)
+    assert all(view.planned_rig.nvlinked(i, j) for i in range(4) for j in range(4) if i != j)
+
+
+def test_a_slots_pcie_generation_can_be_set(view: HardwareView, qtbot: QtBot, tmp_path: Path) -> None:
+    combo = view.cards[1].gen_combo
+    assert combo is not None and [combo.itemText(i) for i in range(combo.count())] == [
+        "Gen4",
+        "Gen3",
+        "Gen2",
+        "Gen1",
+    ]
+    combo.setCurrentIndex(combo.findData(3))
+    qtbot.waitUntil(lambda: view.planned_rig.gpus[1].pcie.max_gen == 3)
+    assert view.cards[1].pcie_label.text() == "PCIe Gen3 x16 (card supports Gen4)"
+    assert view.planned_rig.gpus[1].pcie.slot_limited
+    assert view.planned_rig.gpus[1].pcie.bandwidth_gbps == pytest.approx(0.985 * 16)
+    # Both settings of one slot together, and they survive a rig file.
+    width = view.cards[1].slot_combo
+    assert width is not None
+    width.setCurrentIndex(width.findData(4))
+    qtbot.waitUntil(lambda: view.planned_rig.gpus[1].pcie.max_width == 4)
+    assert view.planned_rig.gpus[1].pcie.max_gen == 3
+    assert view.cards[1].pcie_label.text() == "PCIe Gen3 x4 (card supports Gen4 x16)"
+    path = tmp_path / "rig.toml"
+    assert view.save_rig_file(path)
+    other = HardwareView()
+    try:
+        assert other.load_rig_file(path)
+        assert other.planned_rig.gpus[1].pcie.max_gen == 3 and other.planned_rig.gpus[1].pcie.max_width == 4
+    finally:
+        other.deleteLater()
+    # Back to the card's own generation.
+    gen = view.cards[1].gen_combo
+    assert gen is not None
+    gen.setCurrentIndex(gen.findData(4))
+    qtbot.waitUntil(lambda: view.planned_rig.gpus[1].pcie.max_gen == 4)
+
+
+def _cells_inside(table: QtWidgets.QTableWidget) -> bool:
+    viewport = table.viewport().rect()
+    return all(
+        viewport.contains(table.visualRect(table.model().index(r, c)))
+        for r in range(table.rowCount())
+        for c in range(table.columnCount())
+    )
+
+
+def test_the_topology_matrix_fits_its_cells_after_add_and_with_one_gpu(
+    view: HardwareView, qtbot: QtBot
+) -> None:
+    view.resize(1280, 900)
+    view.show()
+    qtbot.waitExposed(view)
+    table = view.topology_table
+    for step in ("add", "remove", "remove"):
+        if step == "add":
+            view.add_planned_gpu("rtx-3060-12gb")
+        else:
+            view.remove_planned_gpu(0)
+        QtWidgets.QApplication.processEvents()
+        n = view.planned_rig.n_gpus
+        assert table.rowCount() == table.columnCount() == n
+        assert not table.horizontalScrollBar().isVisible() and not table.verticalScrollBar().isVisible()
+        assert _cells_inside(table), (step, n, table.size())
+        # The header's texts are not cut: the column is at least as wide as its "GPU0" label.
+        header = table.horizontalHeader()
+        for c in range(n):
+            assert table.columnWidth(c) >= header.sectionSizeHint(c)
+        assert table.width() >= table.verticalHeader().sizeHint().width() + sum(
+            table.columnWidth(c) for c in range(n)
+        )
+
+
+def test_the_host_line_shows_the_measured_ram_bandwidth(view: HardwareView, tmp_path: Path) -> None:
+    from tests.ram_bandwidth import TEST_RAM_BANDWIDTH_GBPS
+
+    assert "RAM read 60 GB/s (assumed for a planned host)" in view.host_label.text()
+    view.set_detected(_rig("rtx4090", tmp_path))
+    assert view.mode == MODE_DETECTED
+    assert (
+        f"RAM read {TEST_RAM_BANDWIDTH_GBPS:.0f} GB/s (measured on this computer)" in view.host_label.text()
+    )
+    assert "system RAM" in view.host_label.toolTip()

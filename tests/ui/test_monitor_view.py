@@ -28,12 +28,15 @@ from app.hardware.telemetry import (
     ALERT_THERMAL,
     ALERT_VRAM_FULL,
     CSV_COLUMNS,
+    HOST_CSV_COLUMNS,
+    HostSample,
     TelemetrySampler,
     TelemetrySnapshot,
 )
 from app.ui.main_window import MainWindow
 from app.ui.monitor.bridge import TelemetryBridge
 from app.ui.monitor.charts import PLOT_KEYS, AgoAxis
+from app.ui.monitor.host_charts import HOST_PLOT_KEYS, RAM_TOTAL_LABEL
 from app.ui.monitor.view import MonitorView, predicted_from_plan
 from app.ui.theme import GPU_COLORS, gpu_color, gpu_color_name
 
@@ -284,16 +287,84 @@ def test_a_lost_gpu_becomes_a_message_an_alert_and_a_gap(make_view: Callable[...
     assert view.readout.item(1, 1).text() == "lost"
 
 
-def test_no_gpu_shows_the_reason_and_runs_nothing(
-    make_view: Callable[..., MonitorView], qtbot: QtBot
+def test_without_a_gpu_the_computer_that_runs_the_model_is_plotted(
+    make_view: Callable[..., MonitorView], qtbot: QtBot, tmp_path: Path
 ) -> None:
-    view = make_view("no-driver")
+    view = make_view("no-driver", interval_s=0.1)
+    # Nothing sampled yet: nothing to export.
+    assert not view.csv_button.isEnabled() and not view.png_button.isEnabled()
+    assert "Start" in view.csv_button.toolTip()
     view.start()
     qtbot.waitUntil(lambda: view.error_message is not None, timeout=10000)
-    assert "driver is not loaded" in view.status_label.text()
-    assert view.start_button.text() == "Start"
-    assert not view.timers_active()
-    qtbot.waitUntil(lambda: not _telemetry_threads(), timeout=5000)
+    # Said once, plainly; the GPU charts and readout give way to the host's.
+    text = view.status_label.text()
+    assert "driver is not loaded" in text and "Nothing to sample on GPUs here" in text
+    assert view.host_mode and not view.charts.isVisibleTo(view) and not view.readout.isVisibleTo(view)
+    assert view.host_charts.isVisibleTo(view)
+    assert view.visible_plots == ("host_cpu", "host_memory")
+    assert not view.metric_actions["vram"].isEnabled() and view.metric_actions["host_cpu"].isChecked()
+    # Start means something: the host is sampled, and Pause stops it.
+    assert view.sampling and view.start_button.text() == "Pause"
+    qtbot.waitUntil(lambda: view.host_history is not None and view.host_history.count >= 3, timeout=10000)
+    qtbot.waitUntil(lambda: view.repaints >= 1, timeout=10000)
+    x, _ = view.host_charts.curves["cpu_pct"].getData()
+    assert x is not None and len(x) >= 1 and x[-1] == 0.0
+    _, ram = view.host_charts.curves["ram_used_mib"].getData()
+    assert ram is not None and np.nanmax(ram) > 0.01  # GiB in use on this computer
+    assert "RAM" in view.host_charts.readout.text() and "no model loaded" in view.host_charts.readout.text()
+    assert view.csv_button.isEnabled() and view.png_button.isEnabled()
+    # The installed-RAM line has a style of its own and a legend entry: drawn dashed like the
+    # worker's line, it read as the worker holding all the RAM.
+    line = view.host_charts.ram_line
+    assert line is not None and line.isVisible() and line.value() > 0.01
+    styles = {view.host_charts.curves[m].opts["pen"].style() for m in ("ram_used_mib", "worker_rss_mib")}
+    assert line.pen.style() not in styles | {view.host_charts.curves["model_ram_mib"].opts["pen"].style()}
+    legend = view.host_charts.plots["host_memory"].getPlotItem().legend
+    assert RAM_TOTAL_LABEL in [label.text for _sample, label in legend.items]
+    view.start_button.click()
+    assert not view.sampling and view.start_button.text() == "Start" and "Paused" in view.status_label.text()
+    assert not _telemetry_threads()
+    # A sample still queued from before the pause is not kept (the status line's count stays true).
+    kept = view.host_history.count
+    view.host_bridge.sample.emit(HostSample(t_s=1e9, unix_time=1.8e9, cpu_pct=1.0))
+    assert view.host_history.count == kept
+    # The exports write what is shown: the host's history and plots.
+    csv_path = tmp_path / "host.csv"
+    with qtbot.waitSignal(view.export_finished, timeout=10000) as blocker:
+        view.export_csv(csv_path)
+    assert blocker.args[0].startswith("Wrote ")
+    with csv_path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert tuple(rows[0]) == HOST_CSV_COLUMNS and len(rows) == view.host_history.count
+    assert float(rows[-1]["ram_total_mib"]) > 0
+    png = tmp_path / "host.png"
+    view.export_png(png)
+    assert not QtGui.QImage(str(png)).isNull()
+    # Starting again asks NVML nothing more: the host resumes, with a gap.
+    before = view.host_history.count
+    view.start()
+    assert view.sampling and not view.bridge.running
+    qtbot.waitUntil(
+        lambda: view.host_history is not None and view.host_history.count >= before + 2, timeout=10000
+    )
+    view.stop()
+    assert np.isnan(view.host_history.series("cpu_pct")[before])
+
+
+def test_with_gpus_the_host_plots_wait_in_the_metrics_menu(
+    make_view: Callable[..., MonitorView], qtbot: QtBot
+) -> None:
+    view = make_view(interval_s=0.1)
+    assert not view.host_charts.isVisibleTo(view) and "host_cpu" not in view.visible_plots
+    view.metric_actions["host_memory"].setChecked(True)
+    assert view.host_charts.isVisibleTo(view) and view.visible_plots[-1] == "host_memory"
+    assert "host_cpu" not in view.visible_plots and view.charts.isVisibleTo(view)
+    view.start()
+    qtbot.waitUntil(lambda: view.host_history is not None and view.host_history.count >= 2, timeout=10000)
+    qtbot.waitUntil(lambda: view.history is not None and view.history.count >= 2, timeout=10000)
+    assert not view.host_mode
+    view.stop()
+    assert not view.sampling
 
 
 def test_messages_are_bounded(make_view: Callable[..., MonitorView]) -> None:
@@ -390,6 +461,7 @@ def test_main_window_has_the_monitor_tab_and_stops_it_on_close(
 
 def test_plot_keys_cover_the_issue_metrics() -> None:
     assert {"vram", "temperature", "power", "utilization", "pcie", "clocks", "fan"} == set(PLOT_KEYS)
+    assert {"host_cpu", "host_memory"} == set(HOST_PLOT_KEYS)
 
 
 def test_pyside_calls_keep_python_objects_alive() -> None:

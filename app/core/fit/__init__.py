@@ -3,9 +3,10 @@
 For a rig and a context (default 8192) each row gives the total memory, the status (``fits``,
 ``tight``, ``offload``, ``no`` — the same answer :func:`app.core.placement.plan` gives for that cell),
 the largest context that fits with every layer on the GPUs (up to the model's trained context) and
-the predicted decode speed (:mod:`app.core.perf`). The best quantization of a model is the one of
-highest quality (:data:`QUALITY_ORDER`) whose status is ``fits`` or ``tight``; when none is, the
-highest-quality ``offload`` one.
+the predicted decode speed (:mod:`app.core.perf`). The best quantization of a model follows the
+user's preference (:func:`~app.core.fit.quality.pick_best`): ``balanced`` (the default: the fastest
+of the quants as good as the highest-quality one that fits, so Q8_0 rather than F16), ``quality`` or
+``speed``; quants that fit on the GPUs come before those that need CPU offload.
 
 This is a second implementation of the planner, vectorised for speed; it shares the planner's rules
 through :mod:`app.core.layout` and ``tests/core/test_fit.py`` checks that it agrees with ``plan()``
@@ -35,17 +36,32 @@ with ``plan()`` (correct, but about a hundred times slower). ``make bench`` meas
 from __future__ import annotations
 
 from app.core.fit.groups import catalog_groups
-from app.core.fit.quality import QUALITY_ORDER, quality_rank
+from app.core.fit.quality import (
+    DEFAULT_PREFERENCE,
+    PREFERENCES,
+    QUALITY_ORDER,
+    BestPick,
+    QuantOption,
+    check_preference,
+    pick_best,
+    quality_rank,
+)
 from app.core.fit.results import FitRow, FitTable
 from app.core.fit.table import DEFAULT_FIT_CTX, fit_table, plan_for_row, warm_up
 
 __all__ = [
     "DEFAULT_FIT_CTX",
+    "DEFAULT_PREFERENCE",
+    "PREFERENCES",
     "QUALITY_ORDER",
+    "BestPick",
     "FitRow",
     "FitTable",
+    "QuantOption",
     "catalog_groups",
+    "check_preference",
     "fit_table",
+    "pick_best",
     "plan_for_row",
     "quality_rank",
     "warm_up",

@@ -254,7 +254,6 @@ class RowBatch:
     weights_total: FloatArray
     n_rows: int
     l_max: int
-    quality: IntArray  # (R,) quality_rank of each row's quant
     models: list[str] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
     quants: list[str] = field(default_factory=list)
@@ -307,7 +306,6 @@ def batch_for(groups: Sequence[ModelGroup]) -> RowBatch:
         weights_total=np.concatenate([g.weights_total for g in groups]) if groups else np.zeros(0),
         n_rows=row,
         l_max=l_max,
-        quality=np.array([quality_rank(q, g.architecture) for g in groups for q in g.quants], dtype=np.int64),
         models=[g.model for g in groups for _ in g.quants],
         names=[g.name for g in groups for _ in g.quants],
         quants=[q for g in groups for q in g.quants],

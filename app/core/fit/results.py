@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.core.errors import RigfitError
+from app.core.fit.quality import DEFAULT_PREFERENCE
 from app.core.settings import Settings
 
 
@@ -32,6 +33,7 @@ class FitRow:
     source: str = "catalog"
     note: str = ""
     code: str = ""  # the rule (app.core.rules) behind ``note`` when the settings do not suit this model
+    best_reason: str = ""  # why this quant is the model's best (set on the best row only)
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class FitTable:
     ctx: int
     settings: Settings
     rows: tuple[FitRow, ...]
+    prefer: str = DEFAULT_PREFERENCE  # what "best" means: app.core.fit.quality.PREFERENCES
 
     def best(self) -> dict[str, str]:
         """Best quant per model (models where nothing loads are left out)."""

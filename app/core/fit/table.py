@@ -10,13 +10,13 @@ from app.core.catalog import catalog_spec
 from app.core.errors import RigfitError
 from app.core.fit.evaluator import Evaluator
 from app.core.fit.groups import ModelGroup, batch_for, catalog_groups, spec_group
-from app.core.fit.quality import quality_rank
+from app.core.fit.quality import DEFAULT_PREFERENCE, QuantOption, check_preference, pick_best
 from app.core.fit.results import FitRow, FitTable
 from app.core.fit.table_run import TableRun
 from app.core.memory import MIB
 from app.core.model_spec import ModelSpec
 from app.core.placement import largest_fitting_ctx, plan, validate_settings
-from app.core.plan import STATUS_FITS, STATUS_NO, STATUS_OFFLOAD, STATUS_TIGHT, Plan
+from app.core.plan import STATUS_NO, Plan
 from app.core.rig import Gpu, Host, Rig
 from app.core.rules import RuleError
 from app.core.settings import DEFAULT_CTX, Settings
@@ -89,22 +89,24 @@ def _slow_rows(rig: Rig, g: ModelGroup, settings: Settings, ctx: int) -> list[Fi
     return out
 
 
-def _mark_best(rows: Sequence[FitRow], groups: Sequence[ModelGroup]) -> list[FitRow]:
-    """Flag each model's best quant: highest quality that fits the GPUs, else that offloads."""
+def _mark_best(
+    rows: Sequence[FitRow], groups: Sequence[ModelGroup], prefer: str, on_gpus: bool
+) -> list[FitRow]:
+    """Flag each model's best quant under ``prefer`` (:func:`~app.core.fit.quality.pick_best`)."""
     arch = {g.model: g.architecture for g in groups}
-    best: dict[str, tuple[int, int, int]] = {}
+    by_model: dict[str, list[int]] = {}
     for i, r in enumerate(rows):
-        if r.status in (STATUS_FITS, STATUS_TIGHT):
-            tier = 0
-        elif r.status == STATUS_OFFLOAD:
-            tier = 1
-        else:
-            continue
-        key = (tier, quality_rank(r.quant, arch.get(r.model)), i)
-        if r.model not in best or key < best[r.model]:
-            best[r.model] = key
-    chosen = {v[2] for v in best.values()}
-    return [replace(r, best=True) if i in chosen else r for i, r in enumerate(rows)]
+        by_model.setdefault(r.model, []).append(i)
+    out = list(rows)
+    for model, indexes in by_model.items():
+        options = [
+            QuantOption(rows[i].quant, rows[i].status, rows[i].decode_tok_s, arch.get(model)) for i in indexes
+        ]
+        pick = pick_best(options, prefer, on_gpus=on_gpus)
+        if pick is not None:
+            i = indexes[pick.index]
+            out[i] = replace(rows[i], best=True, best_reason=pick.reason)
+    return out
 
 
 def fit_table(
@@ -113,6 +115,7 @@ def fit_table(
     settings: Settings | None = None,
     extra_specs: Sequence[ModelSpec] = (),
     models: Iterable[str] | None = None,
+    prefer: str = DEFAULT_PREFERENCE,
 ) -> FitTable:
     """Every catalog model (or only ``models``) at every quant, plus ``extra_specs`` (local GGUFs...).
 
@@ -120,8 +123,11 @@ def fit_table(
     ``n_gpu_layers``; its ``ctx`` is replaced by ``ctx``. Each row agrees with ``plan()`` for that
     model, quant and context. Raises :class:`RigfitError` for settings no model could use (a bad split
     mode, a tensor split of the wrong length...); settings one model cannot use (a K cache type its
-    head size does not allow) make that model's rows ``no`` with a note.
+    head size does not allow) make that model's rows ``no`` with a note. ``prefer`` (``balanced``,
+    ``quality`` or ``speed``) says which quant of each model is marked best, and why
+    (:func:`~app.core.fit.quality.pick_best`).
     """
+    check_preference(prefer)
     if not isinstance(ctx, int) or isinstance(ctx, bool) or ctx < 1:
         raise RigfitError(f"the context must be a whole number of tokens, at least 1 (got {ctx})")
     s = replace(settings if settings is not None else Settings(), ctx=ctx)
@@ -132,8 +138,9 @@ def fit_table(
     if s.split_mode in ("layer", "none") or rig.n_gpus == 0:
         rows = TableRun(Evaluator(rig, s), batch_for(groups), ctx).run()
     else:
-        rows = _mark_best([row for g in groups for row in _slow_rows(rig, g, s, ctx)], groups)
-    return FitTable(rig_name=rig.name or _describe(rig), ctx=ctx, settings=s, rows=tuple(rows))
+        rows = [row for g in groups for row in _slow_rows(rig, g, s, ctx)]
+    rows = _mark_best(rows, groups, prefer, on_gpus=rig.n_gpus > 0)
+    return FitTable(rig_name=rig.name or _describe(rig), ctx=ctx, settings=s, rows=tuple(rows), prefer=prefer)
 
 
 def _neutral_spec(spec: ModelSpec) -> ModelSpec:

@@ -196,7 +196,6 @@ class TableRun:
                 sp.host_layers[i],
             )
         speed = self._decode(runs, use_lo, use_hi, use_out, use_h)
-        best = best_rows(b, status)
         totals_l = np.where(valid, total_gib, 0.0).tolist()
         speed_l = speed.tolist()
         runs_l = runs.tolist()
@@ -214,7 +213,6 @@ class TableRun:
                 decode_tok_s=speed_l[r] if runs_l[r] else None,
                 weights_gib=b.weights_gib[r],
                 n_gpu_layers=ngl[r] if ngl[r] >= 0 else None,
-                best=r in best,
                 source=b.sources[r],
                 note=note_l[r],
                 code=codes.get(int(b.row_group[r]), ""),
@@ -511,19 +509,3 @@ class TableRun:
                     link[sel2] = ev.link_seconds(key >> 2, bool(key >> 1 & 1), bool(key & 1), int(e), int(v))
             seconds = seconds + link + perf.GPU_DECODE_TOKEN_S
         return np.asarray(np.where(runs, 1.0 / seconds, np.nan), dtype=np.float64)
-
-
-def best_rows(b: RowBatch, status: npt.NDArray[np.object_]) -> set[int]:
-    """Row indices of each model's best quant: highest quality that fits the GPUs, else that offloads."""
-    tier = np.where(
-        (status == STATUS_FITS) | (status == STATUS_TIGHT), 0, np.where(status == STATUS_OFFLOAD, 1, 2)
-    )
-    # One sortable number per row: tier first, then quality, then row order.
-    key = (tier * 1000 + b.quality + 1) * b.n_rows + b.rows
-    chosen = set()
-    for gi_ in range(len(b.groups)):
-        a, e = b.start[gi_], b.start[gi_ + 1] if gi_ + 1 < len(b.groups) else b.n_rows
-        i = a + int(np.argmin(key[a:e]))
-        if tier[i] < 2:
-            chosen.add(i)
-    return chosen

@@ -33,9 +33,16 @@ a stable ``code``; it appears when its condition holds and clears when the condi
 for ``hold_s`` seconds (so a flickering throttle bit does not make the list blink), with a little
 hysteresis on the VRAM and temperature thresholds.
 
+Host
+====
+:mod:`~app.hardware.telemetry.host` samples what runs the model when no GPU does: CPU load, RAM in
+use, and the llama.cpp worker's CPU share, resident memory and resident model weights (psutil), with
+its own history; the Monitor tab plots it in place of the GPUs on a computer without one.
+
 Modules: :mod:`~app.hardware.telemetry.values` (what a snapshot holds),
 :mod:`~app.hardware.telemetry.sampler`, :mod:`~app.hardware.telemetry.history`,
-:mod:`~app.hardware.telemetry.alerts`; everything public is importable from this package.
+:mod:`~app.hardware.telemetry.alerts`, :mod:`~app.hardware.telemetry.host`; everything public is
+importable from this package.
 """
 
 from __future__ import annotations
@@ -69,6 +76,14 @@ from app.hardware.telemetry.history import (
     HistoryExport,
     TelemetryHistory,
     capacity_for,
+)
+from app.hardware.telemetry.host import (
+    HOST_CSV_COLUMNS,
+    HOST_METRICS,
+    HostHistory,
+    HostSample,
+    HostSampler,
+    child_pids_running,
 )
 from app.hardware.telemetry.sampler import (
     TelemetrySampler,
@@ -114,6 +129,8 @@ __all__ = [
     "DEFAULT_INTERVAL_S",
     "DEFAULT_PCIE_INTERVAL_S",
     "DEFAULT_WINDOW_S",
+    "HOST_CSV_COLUMNS",
+    "HOST_METRICS",
     "HW_SLOWDOWN_BITS",
     "KIB_PER_MIB",
     "LEVEL_ERROR",
@@ -137,6 +154,9 @@ __all__ = [
     "GpuInfo",
     "GpuSample",
     "HistoryExport",
+    "HostHistory",
+    "HostSample",
+    "HostSampler",
     "TelemetryAlert",
     "TelemetryHistory",
     "TelemetrySampler",
@@ -145,6 +165,7 @@ __all__ = [
     "alert_changes",
     "capacity_for",
     "check_interval",
+    "child_pids_running",
     "decode_clock_events",
     "describe_clock_events",
     "evaluate_alerts",

@@ -3,8 +3,11 @@
 :func:`compute_fit` (pool thread) turns :func:`app.core.fit.fit_table` into rows of
 :class:`FitModelRow`; :class:`FitTableModel` shows them: ~30 rows × ~26 columns of values, no widget
 per cell. Each cell shows the total memory and the predicted speed, coloured by status (fits, tight,
-offload, does not fit) with the theme's colours; the tooltip adds the largest context and the
-offload. The best quant of each model (the highest quality that fits) carries a star.
+offload, does not fit) with the theme's colours and, where the colour alone would be the only sign,
+the status in words ("offload", "does not fit"); the tooltip adds the largest context and the
+offload. The best quant of each model under the user's preference (balanced, quality, speed:
+:func:`app.core.fit.pick_best`) carries a star, and its tooltip says why it is the pick. An empty
+cell is a quantization nobody published for that model; its tooltip says so.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 
 from PySide6 import QtCore, QtGui
 
+from app.core.fit.quality import DEFAULT_PREFERENCE
 from app.core.model_spec import ModelSpec
 from app.core.plan import STATUS_FITS, STATUS_NO, STATUS_OFFLOAD, STATUS_TIGHT
 from app.core.rig import Rig
@@ -91,18 +95,23 @@ class FitResult:
     quants: tuple[str, ...]
     rows: tuple[FitModelRow, ...]
     first_run: bool = False
+    prefer: str = DEFAULT_PREFERENCE
 
 
 def compute_fit(
-    rig: Rig, settings: Settings, local: Sequence[tuple[str, ModelSpec]], first_run: bool = False
+    rig: Rig,
+    settings: Settings,
+    local: Sequence[tuple[str, ModelSpec]],
+    first_run: bool = False,
+    prefer: str = DEFAULT_PREFERENCE,
 ) -> FitResult:
     """Build the fit table for ``rig`` at ``settings`` (its ctx, KV types, flash attention, split mode)
-    plus the local model files. Runs on a pool thread."""
+    plus the local model files, each model's best quant chosen by ``prefer``. Runs on a pool thread."""
     from app.core.catalog import load_model_catalog
     from app.core.fit import fit_table, quality_rank
 
     ctx = settings.ctx
-    table = fit_table(rig, ctx, settings, extra_specs=[spec for _, spec in local])
+    table = fit_table(rig, ctx, settings, extra_specs=[spec for _, spec in local], prefer=prefer)
     entries = {e.id: e for e in load_model_catalog()}
     local_by_id = {spec.id: (path, spec) for path, spec in local}
     grouped: dict[str, dict[str, Any]] = {}
@@ -153,7 +162,7 @@ def compute_fit(
             )
         )
     ordered = tuple(sorted(quants, key=lambda q: (quality_rank(q), q)))
-    return FitResult(rig, ctx, table.settings, ordered, tuple(rows), first_run)
+    return FitResult(rig, ctx, table.settings, ordered, tuple(rows), first_run, prefer)
 
 
 def _fmt_ctx(value: int | None) -> str:
@@ -172,6 +181,7 @@ class FitTableModel(QtCore.QAbstractTableModel):
         self._rows: tuple[FitModelRow, ...] = ()
         self._quants: tuple[str, ...] = ()
         self._ctx = 0
+        self._prefer = DEFAULT_PREFERENCE
         self._palette = QtGui.QPalette()
         self._bold = QtGui.QFont()
         self._bold.setBold(True)
@@ -195,6 +205,9 @@ class FitTableModel(QtCore.QAbstractTableModel):
             r.key for r in self._rows
         ] and result.quants == self._quants
         self._ctx = result.ctx
+        if result.prefer != self._prefer:
+            self._prefer = result.prefer
+            self.headerDataChanged.emit(QtCore.Qt.Orientation.Horizontal, COL_BEST, COL_BEST)
         if same_shape:
             # Same rows and columns: update values in place so selection and scroll position stay.
             self._rows = result.rows
@@ -248,7 +261,7 @@ class FitTableModel(QtCore.QAbstractTableModel):
             if section == COL_PARAMS:
                 return "Parameters, in billions"
             if section == COL_BEST:
-                return tip("best_quant")
+                return f"{tip('best_quant')}\n\n{tip('prefer_' + self._prefer)}"
             quant = self.quant_at(section)
             if quant is not None:
                 return f"{quant}\n\n{tip('quantization')}"
@@ -303,16 +316,11 @@ class FitTableModel(QtCore.QAbstractTableModel):
                 return int(QtCore.Qt.AlignmentFlag.AlignCenter)
             if role == SORT_ROLE:
                 return 1e9
-            if role == QtCore.Qt.ItemDataRole.ToolTipRole and col == COL_BEST:
-                return f"{row.name}: no quantization loads on this rig at this context"
+            if role in (QtCore.Qt.ItemDataRole.ToolTipRole, QtCore.Qt.ItemDataRole.AccessibleTextRole):
+                return self._empty_tooltip(row, quant, col)
             return None
         if role == QtCore.Qt.ItemDataRole.DisplayRole:
-            loads = cell.status != STATUS_NO
-            star = "★ " if cell.best and col != COL_BEST else ""
-            if col == COL_BEST:
-                return f"{quant} · {fmt_tok_s(cell.decode_tok_s)}" if loads else "—"
-            speed_text = fmt_tok_s(cell.decode_tok_s) if loads else "no"
-            return f"{star}{cell.total_gib:.1f} GiB\n{speed_text}"
+            return self._cell_text(quant, cell, col)
         if role == QtCore.Qt.ItemDataRole.BackgroundRole:
             return QtGui.QBrush(status_background(cell.status, self._palette))
         if role == QtCore.Qt.ItemDataRole.ForegroundRole:
@@ -335,6 +343,38 @@ class FitTableModel(QtCore.QAbstractTableModel):
             )
         return None
 
+    @staticmethod
+    def _cell_text(quant: str | None, cell: Any, col: int) -> str:
+        """Memory and speed; offload and "does not fit" also say so in words (not by colour alone)."""
+        loads = cell.status != STATUS_NO
+        if col == COL_BEST:
+            if not loads:
+                return "—"
+            where = "offload " if cell.status == STATUS_OFFLOAD else ""
+            return f"{quant}\n{where}{fmt_tok_s(cell.decode_tok_s)}"
+        star = "★ " if cell.best else ""
+        if cell.status == STATUS_OFFLOAD:
+            speed_text = f"offload {fmt_tok_s(cell.decode_tok_s)}"
+        elif loads:
+            speed_text = fmt_tok_s(cell.decode_tok_s)
+        else:
+            speed_text = "does not fit"
+        return f"{star}{cell.total_gib:.1f} GiB\n{speed_text}"
+
+    @staticmethod
+    def _empty_tooltip(row: FitModelRow, quant: str | None, col: int) -> str:
+        if col == COL_BEST:
+            return f"{row.name}: no quantization loads on this rig at this context"
+        if row.local:
+            return (
+                f"{row.name}: a file on this computer has one quantization, its own "
+                f"({next(iter(row.cells), '?')}); there is no {quant} of it here"
+            )
+        return (
+            f"{row.name} is not published at {quant}: no one offers a file of it at that "
+            "quantization, so there is nothing to plan"
+        )
+
     def _model_data(self, row: FitModelRow, role: int) -> Any:
         if role == QtCore.Qt.ItemDataRole.DisplayRole:
             return row.name
@@ -350,10 +390,15 @@ class FitTableModel(QtCore.QAbstractTableModel):
         return None
 
     def _cell_tooltip(self, row: FitModelRow, quant: str, cell: Any) -> str:
-        status = STATUS_WORDS.get(cell.status, cell.status)
+        # The glossary's status text starts with the status word itself ("Fits: every layer...").
+        status = tip("status_" + cell.status) or STATUS_WORDS.get(cell.status, cell.status)
         lines = [
             f"<b>{html.escape(row.name)} · {html.escape(quant)}</b>" + (" ★ best fit" if cell.best else ""),
-            f"{html.escape(status)}: {html.escape(tip('status_' + cell.status))}",
+        ]
+        if cell.best and cell.best_reason:
+            lines.append(f"★ {html.escape(cell.best_reason)}")
+        lines += [
+            html.escape(status),
             f"Total {cell.total_gib:.1f} GiB at {self._ctx:,} tokens of context "
             f"(weights {cell.weights_gib:.1f} GiB)",
             f"Largest context with every layer on the GPUs: {_fmt_ctx(cell.max_ctx)}",

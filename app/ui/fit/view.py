@@ -18,10 +18,12 @@ from pathlib import Path
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
+from app.core.fit.quality import DEFAULT_PREFERENCE, PREFERENCES
 from app.core.model_spec import ModelSpec
-from app.core.plan import STATUS_NO
+from app.core.plan import STATUS_FITS, STATUS_NO, STATUS_OFFLOAD, STATUS_TIGHT
 from app.core.settings import Settings
 from app.ui.fit.filters import FilterBar, FitFilterProxy
+from app.ui.fit.frozen import FrozenColumnTable
 from app.ui.fit.table import (
     COL_BEST,
     COL_MODEL,
@@ -36,7 +38,9 @@ from app.ui.glossary import tip
 from app.ui.state import CONTEXT_CHOICES, AppState
 from app.ui.tasks import TaskRunner
 from app.ui.theme import TEXT_MUTED, tint
-from app.ui.widgets import LinkHeader, rig_summary, status_legend
+from app.ui.widgets import LinkHeader, legend, rig_summary, status_legend
+
+PREFER_LABELS = {"balanced": "Balanced", "quality": "Quality", "speed": "Speed"}
 
 
 class FitView(QtWidgets.QWidget):
@@ -59,6 +63,7 @@ class FitView(QtWidgets.QWidget):
         self._last_key: tuple[object, ...] | None = None
         self._result: FitResult | None = None
         self._error = ""
+        self._prefer = DEFAULT_PREFERENCE
         self._build()
         state.rig_changed.connect(self._on_state_changed)
         state.settings_changed.connect(self._on_state_changed)
@@ -100,9 +105,23 @@ class FitView(QtWidgets.QWidget):
             self.ctx_combo.addItem(f"{ctx // 1024}K", ctx)
         ctx_label.setBuddy(self.ctx_combo)
         filters.addWidget(self.ctx_combo)
+        prefer_label = QtWidgets.QLabel("Best fit")
+        prefer_label.setToolTip(tip("best_quant"))
+        filters.addWidget(prefer_label)
+        self.prefer_combo = QtWidgets.QComboBox()
+        self.prefer_combo.setObjectName("fitPrefer")
+        for key in PREFERENCES:
+            self.prefer_combo.addItem(PREFER_LABELS[key], key)
+            self.prefer_combo.setItemData(
+                self.prefer_combo.count() - 1, tip(f"prefer_{key}"), QtCore.Qt.ItemDataRole.ToolTipRole
+            )
+        self.prefer_combo.setCurrentIndex(self.prefer_combo.findData(DEFAULT_PREFERENCE))
+        self.prefer_combo.setToolTip(tip(f"prefer_{DEFAULT_PREFERENCE}"))
+        prefer_label.setBuddy(self.prefer_combo)
+        filters.addWidget(self.prefer_combo)
         outer.addLayout(filters)
 
-        self.table = QtWidgets.QTableView()
+        self.table = FrozenColumnTable()
         self.table.setObjectName("fitTable")
         self.table.setModel(self.proxy)
         self.table.setSortingEnabled(True)
@@ -119,7 +138,14 @@ class FitView(QtWidgets.QWidget):
         header = self.table.horizontalHeader()
         header.setHighlightSections(False)
         header.setSectionResizeMode(QtWidgets.QHeaderView.ResizeMode.Interactive)
-        header.setDefaultSectionSize(self.fontMetrics().horizontalAdvance("★ 888.8 GiB") + 16)
+        # Wide enough for the longest cell text, in bold (the starred best cell is bold): an offload
+        # cell's "offload 8.8 tok/s" (the regular font's width cut a best offload cell to "offload 1.0 t…").
+        bold = QtGui.QFont(self.font())
+        bold.setBold(True)
+        widest = max(
+            QtGui.QFontMetrics(bold).horizontalAdvance(t) for t in ("★ 888.8 GiB", "offload 88.8 tok/s")
+        )
+        header.setDefaultSectionSize(widest + 16)
         header.setStretchLastSection(False)
         self.table.setHorizontalScrollMode(QtWidgets.QAbstractItemView.ScrollMode.ScrollPerPixel)
         self.table.doubleClicked.connect(self._on_double_clicked)
@@ -131,6 +157,8 @@ class FitView(QtWidgets.QWidget):
         bottom = QtWidgets.QHBoxLayout()
         self.legend = status_legend(self.palette())
         bottom.addWidget(self.legend)
+        self.empty_legend = self._empty_legend()
+        bottom.addWidget(self.empty_legend)
         star = QtWidgets.QLabel("★ best quantization for this rig")
         star.setToolTip(tip("best_quant"))
         bottom.addWidget(star)
@@ -144,8 +172,14 @@ class FitView(QtWidgets.QWidget):
         outer.addLayout(bottom)
 
         self.ctx_combo.activated.connect(self._on_ctx_chosen)
+        self.prefer_combo.activated.connect(self._on_prefer_chosen)
         self.setTabOrder(self.filters.last_widget, self.ctx_combo)
-        self.setTabOrder(self.ctx_combo, self.table)
+        self.setTabOrder(self.ctx_combo, self.prefer_combo)
+        self.setTabOrder(self.prefer_combo, self.table)
+
+    def _empty_legend(self) -> QtWidgets.QWidget:
+        base = self.palette().color(QtGui.QPalette.ColorRole.Base)
+        return legend([(base, "Empty: not published", tip("status_empty"))])
 
     # ------------------------------------------------------------------------------------------ API
     @property
@@ -202,7 +236,8 @@ class FitView(QtWidgets.QWidget):
         if rig is None:
             return
         settings = self._table_settings(self.state.settings)
-        key = (rig, settings, tuple(self._local), tuple(self._local_pending))
+        prefer = self._prefer
+        key = (rig, settings, tuple(self._local), tuple(self._local_pending), prefer)
         if not force and key == self._last_key:
             return
         self._last_key = key
@@ -215,7 +250,7 @@ class FitView(QtWidgets.QWidget):
 
         def work() -> tuple[FitResult, list[tuple[str, ModelSpec]], list[tuple[str, str]]]:
             read, failed = _read_local(pending)
-            result = compute_fit(rig, settings, local + read, first_run=first)
+            result = compute_fit(rig, settings, local + read, first_run=first, prefer=prefer)
             return result, read, failed
 
         self.tasks.submit(work, self._on_computed, self._on_failed, key="fit-table")
@@ -278,6 +313,7 @@ class FitView(QtWidgets.QWidget):
                 self._table_settings(self.state.settings),
                 tuple(self._local),
                 tuple(self._local_pending),
+                result.prefer,
             )
         self._result = result
         fresh = self.model.rowCount() == 0
@@ -299,7 +335,7 @@ class FitView(QtWidgets.QWidget):
         widest = max(fm.horizontalAdvance(n) for n in names) + 16
         self.table.setColumnWidth(COL_MODEL, min(widest, fm.horizontalAdvance("M" * 22)))
         self.table.setColumnWidth(COL_PARAMS, fm.horizontalAdvance("888.8B") + 16)
-        self.table.setColumnWidth(COL_BEST, fm.horizontalAdvance("Q4_K_M · 888 tok/s") + 20)
+        self.table.setColumnWidth(COL_BEST, fm.horizontalAdvance("offload 888 tok/s") + 20)
 
     def _on_failed(self, message: str) -> None:
         self._computing = False
@@ -320,6 +356,30 @@ class FitView(QtWidgets.QWidget):
             self.ctx_combo.blockSignals(True)
             self.ctx_combo.setCurrentIndex(index)
             self.ctx_combo.blockSignals(False)
+
+    @property
+    def prefer(self) -> str:
+        """What "best fit" means now: ``balanced``, ``quality`` or ``speed``."""
+        return self._prefer
+
+    def set_prefer(self, prefer: str) -> None:
+        """Choose what "best fit" means and recompute the table (RigfitError for an unknown one)."""
+        from app.core.fit.quality import check_preference
+
+        check_preference(prefer)
+        index = self.prefer_combo.findData(prefer)
+        if self.prefer_combo.currentIndex() != index:
+            self.prefer_combo.setCurrentIndex(index)
+        self.prefer_combo.setToolTip(tip(f"prefer_{prefer}"))
+        if prefer != self._prefer:
+            self._prefer = prefer
+            if self._active:
+                self.recompute()
+
+    def _on_prefer_chosen(self, index: int) -> None:
+        prefer = self.prefer_combo.itemData(index)
+        if isinstance(prefer, str):
+            self.set_prefer(prefer)
 
     def _on_ctx_chosen(self, index: int) -> None:
         ctx = self.ctx_combo.itemData(index)
@@ -353,9 +413,24 @@ class FitView(QtWidgets.QWidget):
         self.model_chosen.emit(str(ref), "" if row.local else str(quant))
         return True
 
+    def _replace_legends(self) -> None:
+        """Recolour the legend's swatches for a new palette (a switch between light and dark)."""
+        from app.ui.theme import status_background
+        from app.ui.widgets import Swatch
+
+        palette = self.palette()
+        swatches = self.legend.findChildren(Swatch)
+        for swatch, status in zip(
+            swatches, (STATUS_FITS, STATUS_TIGHT, STATUS_OFFLOAD, STATUS_NO), strict=False
+        ):
+            swatch.set_color(status_background(status, palette))
+        for swatch in self.empty_legend.findChildren(Swatch):
+            swatch.set_color(palette.color(QtGui.QPalette.ColorRole.Base))
+
     def changeEvent(self, event: QtCore.QEvent) -> None:
         if event.type() == QtCore.QEvent.Type.PaletteChange:
             self.model.set_palette(self.palette())
+            self._replace_legends()
         super().changeEvent(event)
 
 

@@ -1,7 +1,7 @@
 """One GPU of the Hardware tab: name, VRAM, PCIe link, NVLink, bandwidth, power, temperature.
 
-In the planned-rig editor the card also offers the slot width, an NVLink checkbox and a remove
-button; it reports those edits as signals (by its position in the rig) and changes nothing itself.
+In the planned-rig editor the card also offers the slot's PCIe generation and width, an NVLink
+checkbox and a remove button; it reports those edits as signals (by its position in the rig) and changes nothing itself.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ class GpuCard(QtWidgets.QFrame):
 
     remove_requested = QtCore.Signal(int)
     slot_width_changed = QtCore.Signal(int, object)  # position, width (None: full width)
+    slot_gen_changed = QtCore.Signal(int, object)  # position, PCIe generation (None: the card's own)
     nvlink_toggled = QtCore.Signal(int, bool)
 
     def __init__(
@@ -135,6 +136,7 @@ class GpuCard(QtWidgets.QFrame):
         layout.addLayout(badges)
 
         self.slot_combo: QtWidgets.QComboBox | None = None
+        self.gen_combo: QtWidgets.QComboBox | None = None
         self.nvlink_check: QtWidgets.QCheckBox | None = None
         self.remove_button: QtWidgets.QPushButton | None = None
         if editable:
@@ -169,6 +171,24 @@ class GpuCard(QtWidgets.QFrame):
             self.remove_button = remove
             return row
         row.addWidget(QtWidgets.QLabel("Slot"))
+        gen = QtWidgets.QComboBox()
+        gen.setObjectName("slotGen")
+        card_gen = self.gpu.pcie.gpu_max_gen or self.gpu.pcie.max_gen
+        if card_gen is not None:
+            for g in range(card_gen, 0, -1):
+                gen.addItem(f"Gen{g}", g)
+            gen.setCurrentIndex(max(0, gen.findData(self.gpu.pcie.max_gen or card_gen)))
+            gen.setToolTip(
+                f"The slot's PCIe generation (this card supports Gen{card_gen}; an older board or a riser "
+                "may run it slower)"
+            )
+        else:
+            gen.addItem("Gen ?", None)
+            gen.setEnabled(False)
+            gen.setToolTip("This card's PCIe generation is not known")
+        gen.currentIndexChanged.connect(self._on_gen_changed)
+        row.addWidget(gen)
+        self.gen_combo = gen
         combo = QtWidgets.QComboBox()
         combo.setObjectName("slotWidth")
         card = self.gpu.pcie.gpu_max_width or self.gpu.pcie.max_width or 16
@@ -185,7 +205,8 @@ class GpuCard(QtWidgets.QFrame):
         check.setEnabled(nvlink_capable)
         check.setChecked(nvlink_checked)
         check.setToolTip(
-            "Join this card to its partner with an NVLink bridge"
+            "Join this card and its partner (the nearest card of the same model not bridged yet) with "
+            "an NVLink bridge; both cards are ticked"
             if nvlink_capable
             else "No NVLink on this card"
         )
@@ -199,6 +220,12 @@ class GpuCard(QtWidgets.QFrame):
         row.addWidget(remove)
         self.remove_button = remove
         return row
+
+    def _on_gen_changed(self, index: int) -> None:
+        assert self.gen_combo is not None
+        gen = self.gen_combo.itemData(index)
+        card = self.gpu.pcie.gpu_max_gen
+        self.slot_gen_changed.emit(self.position, None if gen == card else gen)
 
     def _on_slot_changed(self, index: int) -> None:
         assert self.slot_combo is not None

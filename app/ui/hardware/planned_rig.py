@@ -1,9 +1,11 @@
-"""The planned rig the Hardware tab edits: GPUs from the catalog, slot widths and NVLink bridges.
+"""The planned rig the Hardware tab edits: GPUs from the catalog, slot widths and generations, and
+NVLink bridges.
 
 :class:`PlannedRigEditor` holds what the user chose (no widget, no Qt) and builds a frozen
-:class:`~app.core.rig.Rig` from it after every change. NVLink is kept as the boxes the user ticked;
-the bridge groups are derived from them, so a ticked card may still lack a partner (and says so in the
-rig's notes).
+:class:`~app.core.rig.Rig` from it after every change. NVLink is kept as the boxes ticked; the bridge
+groups are derived from them. A bridge joins two cards, so ticking one card ticks its partner too
+(the nearest card of the same model not bridged yet) and unticking either unticks both; an NVSwitch
+model joins all its cards at once. A card with no free partner stays ticked and the rig's notes say so.
 """
 
 from __future__ import annotations
@@ -16,6 +18,14 @@ from app.core.rig import Gpu, Host, Rig
 
 if TYPE_CHECKING:
     from app.hardware.catalog import CatalogEntry
+
+
+def with_slot_gen(gpu: Gpu, gen: int | None) -> Gpu:
+    """A planned GPU moved to a slot of another PCIe generation (``None``: the card's own)."""
+    pcie = gpu.pcie
+    card = pcie.gpu_max_gen or pcie.max_gen
+    new = card if gen is None or card is None else min(card, gen)
+    return replace(gpu, pcie=replace(pcie, gen=new, max_gen=new))
 
 
 def with_slot_width(gpu: Gpu, width: int | None) -> Gpu:
@@ -130,11 +140,40 @@ class PlannedRigEditor:
             return self._rebuild()
         return self.rig
 
+    def set_slot_gen(self, position: int, gen: int | None) -> Rig:
+        if 0 <= position < len(self._gpus):
+            self._gpus[position] = with_slot_gen(self._gpus[position], gen)
+            return self._rebuild()
+        return self.rig
+
     def set_nvlink(self, position: int, on: bool) -> Rig:
+        """Tick or untick NVLink on a card, and on the cards the same bridge or switch joins to it."""
         if 0 <= position < len(self._flags):
-            self._flags[position] = on
+            for i in (position, *self._nvlink_partners(position, on)):
+                self._flags[i] = on
         self._groups, self._notes = nvlink_groups_for(self._gpus, self._flags)
         return self._rebuild()
+
+    def _nvlink_partners(self, position: int, on: bool) -> tuple[int, ...]:
+        from app.hardware.catalog import load_gpu_catalog
+
+        catalog = {e.id: e for e in load_gpu_catalog()}
+        entry = catalog.get(self._gpus[position].catalog_id or "")
+        if entry is None or not entry.nvlink:
+            return ()
+        same = [i for i, g in enumerate(self._gpus) if i != position and g.catalog_id == entry.id]
+        if entry.nvlink_topology == "switch":
+            return tuple(same)  # one switch joins every card of the model
+        if not on:
+            return tuple(i for group in self._groups if position in group for i in group if i != position)
+        bridged = {i for group in self._groups for i in group}
+        # A ticked card still waiting for a partner first, then the nearest free one (later on a tie).
+        free = [i for i in same if i not in bridged]
+        waiting = [i for i in free if self._flags[i]]
+        pool = waiting or free
+        if not pool:
+            return ()
+        return (min(pool, key=lambda i: (abs(i - position), -i)),)
 
     def _rebuild(self) -> Rig:
         from app.hardware.catalog import build_planned_rig
@@ -154,4 +193,4 @@ class PlannedRigEditor:
         return rig
 
 
-__all__ = ["PlannedRigEditor", "nvlink_groups_for", "with_slot_width"]
+__all__ = ["PlannedRigEditor", "nvlink_groups_for", "with_slot_gen", "with_slot_width"]

@@ -2,7 +2,8 @@
 
 The view shows either the detected rig ("This computer") or a planned one. When no NVIDIA GPU is
 detected it says why (the rig's status) and shows the planned demo rig ``2x RTX 3090``, which the
-user edits: add a catalog GPU (searchable), remove one, set a slot width, join cards with NVLink,
+user edits: add a catalog GPU (searchable), remove one, set a slot's PCIe generation and width, join
+cards with NVLink (ticking one card of a bridged pair ticks both),
 save and load rig files. The edits go to a :class:`~app.ui.hardware.planned_rig.PlannedRigEditor`
 (no widgets), which builds a new frozen :class:`~app.core.rig.Rig`; each card is a
 :class:`~app.ui.hardware.gpu_card.GpuCard`. Every change emits :attr:`HardwareView.rig_changed`, so
@@ -24,6 +25,7 @@ from PySide6 import QtCore, QtWidgets
 
 from app.core.errors import RigfitError
 from app.core.rig import Rig
+from app.ui.glossary import tip
 from app.ui.hardware.gpu_card import GpuCard
 from app.ui.hardware.planned_rig import PlannedRigEditor
 from app.ui.theme import TEXT_ERROR, TEXT_MUTED, TEXT_NORMAL, fmt_gib, tint
@@ -170,9 +172,9 @@ class HardwareView(QtWidgets.QWidget):
         self.topology_table.setObjectName("topologyTable")
         self.topology_table.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
         self.topology_table.setSelectionMode(QtWidgets.QAbstractItemView.SelectionMode.NoSelection)
-        self.topology_table.setSizeAdjustPolicy(
-            QtWidgets.QAbstractScrollArea.SizeAdjustPolicy.AdjustToContents
-        )
+        # Sized to its cells by topology_size(): never scrollbars, never an empty grid below.
+        self.topology_table.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.topology_table.setVerticalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         topo_layout.addWidget(self.topology_table)
         legend = QtWidgets.QLabel(
             "NV# NVLink links · PIX/PXB PCIe bridges · PHB through the CPU · NODE/SYS across host bridges / CPUs"
@@ -332,6 +334,10 @@ class HardwareView(QtWidgets.QWidget):
         if 0 <= position < self.editor_model.rig.n_gpus:
             self._edit(lambda: self.editor_model.set_slot_width(position, width))
 
+    def set_slot_gen(self, position: int, gen: int | None) -> None:
+        if 0 <= position < self.editor_model.rig.n_gpus:
+            self._edit(lambda: self.editor_model.set_slot_gen(position, gen))
+
     def set_nvlink(self, position: int, on: bool) -> None:
         self._edit(lambda: self.editor_model.set_nvlink(position, on))
 
@@ -457,6 +463,7 @@ class HardwareView(QtWidgets.QWidget):
                 card.slot_width_changed.connect(
                     self.set_slot_width, QtCore.Qt.ConnectionType.QueuedConnection
                 )
+                card.slot_gen_changed.connect(self.set_slot_gen, QtCore.Qt.ConnectionType.QueuedConnection)
                 card.nvlink_toggled.connect(self.set_nvlink, QtCore.Qt.ConnectionType.QueuedConnection)
             self.cards_layout.addWidget(card, i // columns, i % columns)
             self._cards.append(card)
@@ -496,11 +503,7 @@ class HardwareView(QtWidgets.QWidget):
                 table.setItem(i, j, item)
         table.resizeColumnsToContents()
         table.resizeRowsToContents()
-        # Exactly as big as its cells: no empty grid below a 2x2 matrix.
-        frame = 2 * table.frameWidth()
-        width = table.verticalHeader().width() + sum(table.columnWidth(c) for c in range(n)) + frame
-        height = table.horizontalHeader().height() + sum(table.rowHeight(r) for r in range(n)) + frame
-        table.setFixedSize(max(width, 60), max(height, 30))
+        table.setFixedSize(topology_size(table))
         table.setVisible(n > 0)
 
     def _fill_advice(self, rig: Rig) -> None:
@@ -538,10 +541,19 @@ class HardwareView(QtWidgets.QWidget):
             if h.ram_total_mib
             else ""
         )
+        bandwidth = ""
+        if h.ram_bandwidth_gbps:
+            where = "measured on this computer" if rig.source == "detected" else "from the rig"
+            bandwidth = f", RAM read {h.ram_bandwidth_gbps:.0f} GB/s ({where})"
+        elif rig.source == "planned":
+            from app.core.perf import DEFAULT_RAM_BANDWIDTH_GBPS
+
+            bandwidth = f", RAM read {DEFAULT_RAM_BANDWIDTH_GBPS:.0f} GB/s (assumed for a planned host)"
+        self.host_label.setToolTip(tip("ram_bandwidth"))
         versions = ""
         if rig.source == "detected" and (rig.driver or rig.cuda):
             versions = f" · NVIDIA driver {rig.driver or '?'}, CUDA {rig.cuda or '?'}"
-        self.host_label.setText(f"Host: {h.cpu_name or 'CPU unknown'}{cores}{ram}{versions}")
+        self.host_label.setText(f"Host: {h.cpu_name or 'CPU unknown'}{cores}{ram}{bandwidth}{versions}")
         others = self._detected.other_gpus if self._detected is not None else ()
         if others:
             lines = [
@@ -554,4 +566,28 @@ class HardwareView(QtWidgets.QWidget):
             self.other_label.hide()
 
 
-__all__ = ["CPU_ONLY_TEXT", "DEMO_RIG_EXPRESSION", "MODE_DETECTED", "MODE_PLANNED", "HardwareView"]
+def topology_size(table: QtWidgets.QTableWidget) -> QtCore.QSize:
+    """Exactly as big as the matrix's cells and headers.
+
+    The headers' size hints, not their current geometry: right after the rows change (a GPU added or
+    removed) the headers still have the old size until the next layout pass, and a size taken from
+    them left the table too small (scrollbars after Add, a clipped cell with one GPU).
+    """
+    frame = 2 * table.frameWidth()
+    header = table.horizontalHeader()
+    side = table.verticalHeader()
+    columns = sum(table.columnWidth(c) for c in range(table.columnCount()))
+    rows = sum(table.rowHeight(r) for r in range(table.rowCount()))
+    width = side.sizeHint().width() + columns + frame
+    height = header.sizeHint().height() + rows + frame
+    return QtCore.QSize(max(width, 60), max(height, 30))
+
+
+__all__ = [
+    "CPU_ONLY_TEXT",
+    "DEMO_RIG_EXPRESSION",
+    "MODE_DETECTED",
+    "MODE_PLANNED",
+    "HardwareView",
+    "topology_size",
+]

@@ -1,9 +1,11 @@
-"""Telemetry to the GUI thread, and the CSV export off it: the Monitor tab's two background paths.
+"""Telemetry to the GUI thread, and the CSV export off it: the Monitor tab's background paths.
 
 :class:`TelemetryBridge` owns the :class:`~app.hardware.telemetry.TelemetrySampler` (its threads never
 touch a widget) and re-emits each snapshot as a Qt signal; the bridge lives on the GUI thread, so the
-connection is queued and the slots run there. :class:`CsvExport` writes a copy of the history on a
-pool thread (a full 8-GPU window takes about a second).
+connection is queued and the slots run there. :class:`HostBridge` does the same for the host sampler
+(CPU load, RAM, the llama.cpp worker: :mod:`app.hardware.telemetry.host`), which finds the worker
+among this process's children (:func:`worker_pids`). :class:`CsvExport` writes a copy of a history on
+a pool thread (a full 8-GPU window takes about a second).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from PySide6 import QtCore
 from app.core.errors import RigfitError
 from app.hardware.nvml import NvmlApi, load_backend
 from app.hardware.telemetry import HistoryExport, TelemetrySampler, TelemetrySnapshot
+from app.hardware.telemetry.host import HostHistory, HostSample, HostSampler, child_pids_running
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +77,45 @@ class TelemetryBridge(QtCore.QObject):
         self.failed.emit(message)
 
 
+def worker_pids() -> tuple[int, ...]:
+    """The llama.cpp worker processes this window started (children running the worker command)."""
+    from app.runner.client import worker_command
+
+    return child_pids_running(worker_command()[1:])
+
+
+class HostBridge(QtCore.QObject):
+    """Moves host samples from the host sampler's thread to the GUI thread (like TelemetryBridge)."""
+
+    sample = QtCore.Signal(object)  # HostSample
+
+    def __init__(self, parent: QtCore.QObject | None = None) -> None:
+        super().__init__(parent)
+        self._sampler: HostSampler | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._sampler is not None and self._sampler.running
+
+    def start(self, interval_s: float) -> None:
+        if self.running:
+            return
+        self._sampler = HostSampler(interval_s=interval_s, processes=worker_pids, on_sample=self._deliver)
+        self._sampler.start()
+
+    def set_interval(self, interval_s: float) -> None:
+        if self._sampler is not None:
+            self._sampler.set_interval(interval_s)
+
+    def stop(self) -> None:
+        sampler, self._sampler = self._sampler, None
+        if sampler is not None:
+            sampler.stop()
+
+    def _deliver(self, sample: HostSample) -> None:  # sampler thread
+        self.sample.emit(sample)
+
+
 class ExportSignals(QtCore.QObject):
     done = QtCore.Signal(str, int)  # path, rows
     failed = QtCore.Signal(str)
@@ -82,7 +124,7 @@ class ExportSignals(QtCore.QObject):
 class CsvExport(QtCore.QRunnable):
     """Writes a history copy to CSV on a pool thread; the outcome comes back through :attr:`signals`."""
 
-    def __init__(self, data: HistoryExport, path: Path) -> None:
+    def __init__(self, data: HistoryExport | HostHistory, path: Path) -> None:
         super().__init__()
         self.data = data
         self.path = path
@@ -100,4 +142,4 @@ class CsvExport(QtCore.QRunnable):
             self.signals.done.emit(str(self.path), rows)
 
 
-__all__ = ["CsvExport", "ExportSignals", "TelemetryBridge"]
+__all__ = ["CsvExport", "ExportSignals", "HostBridge", "TelemetryBridge", "worker_pids"]

@@ -1,8 +1,16 @@
-"""The Monitor tab: live plots of every GPU, a readout of the latest values, alerts in plain words.
+"""The Monitor tab: live plots of every GPU, a readout of the latest values, alerts in plain words —
+and of this computer's CPU and memory, which is what runs the model when there is no GPU.
 
-:class:`MonitorView` owns the sampling (start, pause, rate, the history's ring buffers, exports) and
-lays out its parts: :class:`~app.ui.monitor.readout.ReadoutTable`, :class:`~app.ui.monitor.charts.Charts`
-and :class:`~app.ui.monitor.alerts.AlertPanel`.
+:class:`MonitorView` owns the sampling (start, pause, rate, the histories' ring buffers, exports) and
+lays out its parts: :class:`~app.ui.monitor.readout.ReadoutTable`, :class:`~app.ui.monitor.charts.Charts`,
+:class:`~app.ui.monitor.host_charts.HostCharts` and :class:`~app.ui.monitor.alerts.AlertPanel`.
+
+Two samplers run side by side: the GPUs through NVML, and the host (CPU load, RAM, the llama.cpp
+worker's CPU share and resident memory) through psutil. When the GPUs cannot be sampled (no NVIDIA
+GPU, no driver) the tab says so once and shows the host plots in place of the GPU plots; Start and
+Pause then drive the host sampling, and the exports write what is shown. With GPUs the host plots are
+in the Metrics menu, off by default. The export buttons are enabled only once there is something to
+export.
 
 Threads: :class:`~app.ui.monitor.bridge.TelemetryBridge` moves each snapshot from the sampler's threads
 to the GUI thread, where :meth:`MonitorView.add_snapshot` only stores it in the ring buffers and updates
@@ -31,9 +39,11 @@ from app.hardware.telemetry import (
     check_interval,
     evaluate_alerts,
 )
+from app.hardware.telemetry.host import HostHistory, HostSample
 from app.ui.monitor.alerts import AlertPanel, cleared_message
-from app.ui.monitor.bridge import CsvExport, ExportSignals, TelemetryBridge
+from app.ui.monitor.bridge import CsvExport, ExportSignals, HostBridge, TelemetryBridge
 from app.ui.monitor.charts import PLOT_KEYS, PLOTS, Charts
+from app.ui.monitor.host_charts import HOST_PLOT_KEYS, HOST_PLOTS, HostCharts
 from app.ui.monitor.readout import ReadoutTable
 
 RATES_HZ: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0, 10.0)
@@ -80,6 +90,8 @@ class MonitorView(QtWidgets.QWidget):
         self._pool = pool or QtCore.QThreadPool.globalInstance()
         self._exports: set[ExportSignals] = set()
         self.history: TelemetryHistory | None = None
+        self.host_history: HostHistory | None = None
+        self.no_gpu_message: str | None = None  # why the GPUs cannot be sampled; host plots shown instead
         self.alerts: tuple[TelemetryAlert, ...] = ()
         self.error_message: str | None = None
         self.predicted_vram_mib: dict[int, float] = {}
@@ -87,11 +99,15 @@ class MonitorView(QtWidgets.QWidget):
         self._gap_pending = False
         self._status_pending = False
         self._painted_appended = -1
+        self._host_painted = -1
+        self._host_gap_pending = False
         self.repaints = 0  # plot refreshes done (tests and benchmarks check that idle means none)
 
         self.bridge = TelemetryBridge(backend_factory, self)
         self.bridge.snapshot.connect(self.add_snapshot)
         self.bridge.failed.connect(self._on_failed)
+        self.host_bridge = HostBridge(self)
+        self.host_bridge.sample.connect(self.add_host_sample)
         self.repaint_timer = QtCore.QTimer(self)
         self.repaint_timer.setObjectName("monitorRepaintTimer")
         self.repaint_timer.setInterval(REPAINT_INTERVAL_MS)
@@ -99,6 +115,10 @@ class MonitorView(QtWidgets.QWidget):
 
         self.readout = ReadoutTable()
         self.charts = Charts(span_s)
+        self.host_charts = HostCharts(span_s)
+        self.host_charts.hide()
+        for key in HOST_PLOT_KEYS:  # each follows its Metrics action, off until chosen or no GPU
+            self.host_charts.set_plot_visible(key, False)
         self.alert_panel = AlertPanel()
         self._build()
 
@@ -140,15 +160,24 @@ class MonitorView(QtWidgets.QWidget):
             action.setChecked(spec.key in self.charts.visible_plots)
             action.toggled.connect(lambda on, key=spec.key: self.set_plot_visible(key, on))
             self.metric_actions[spec.key] = action
+        menu.addSeparator()
+        for key, title, _unit, _lines in HOST_PLOTS:
+            action = menu.addAction(f"{title} (this computer)")
+            action.setCheckable(True)
+            action.toggled.connect(lambda on, key=key: self.set_plot_visible(key, on))
+            self.metric_actions[key] = action
         self.metrics_button.setMenu(menu)
         bar.addWidget(self.metrics_button)
 
         self.csv_button = QtWidgets.QPushButton("Export CSV…")
+        self.csv_button.setObjectName("monitorCsv")
         self.csv_button.clicked.connect(self._on_export_csv_clicked)
         bar.addWidget(self.csv_button)
         self.png_button = QtWidgets.QPushButton("Export PNG…")
+        self.png_button.setObjectName("monitorPng")
         self.png_button.clicked.connect(self._on_export_png_clicked)
         bar.addWidget(self.png_button)
+        self._update_export_buttons()
         bar.addStretch(1)
         layout.addLayout(bar)
 
@@ -158,9 +187,15 @@ class MonitorView(QtWidgets.QWidget):
         layout.addWidget(self.status_label)
         layout.addWidget(self.readout)
 
+        plots = QtWidgets.QWidget()
+        plots_layout = QtWidgets.QVBoxLayout(plots)
+        plots_layout.setContentsMargins(0, 0, 0, 0)
+        plots_layout.setSpacing(2)
+        plots_layout.addWidget(self.charts, 1)
+        plots_layout.addWidget(self.host_charts, 1)
         splitter = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
         splitter.setChildrenCollapsible(False)
-        splitter.addWidget(self.charts)
+        splitter.addWidget(plots)
         splitter.addWidget(self.alert_panel)
         splitter.setStretchFactor(0, 1)
         splitter.setStretchFactor(1, 0)
@@ -170,35 +205,50 @@ class MonitorView(QtWidgets.QWidget):
     # ------------------------------------------------------------------------------------------ control
     @property
     def sampling(self) -> bool:
-        """True while the sampler threads run."""
-        return self.bridge.running
+        """True while a sampler thread runs (the GPUs', the host's or both)."""
+        return self.bridge.running or self.host_bridge.running
+
+    @property
+    def host_mode(self) -> bool:
+        """True when the GPUs cannot be sampled and the host plots stand in for them."""
+        return self.no_gpu_message is not None
 
     def start(self) -> None:
-        """Start sampling at the chosen rate (NVML starts off the GUI thread)."""
+        """Start sampling at the chosen rate: the GPUs (NVML starts off the GUI thread; once it said
+        there is no GPU it is not asked again) and the host."""
         self._started_once = True
-        if self.bridge.running:
+        if self.sampling:
             return
-        self.error_message = None
-        self._gap_pending = self.history is not None and self.history.count > 0
-        self.status_label.setText("Starting NVML…")
-        self._status_pending = True
-        self.bridge.start(self.interval_s)
+        self._host_gap_pending = self.host_history is not None and self.host_history.count > 0
+        self.host_bridge.start(self.interval_s)
+        if not self.host_mode:
+            self.error_message = None
+            self._gap_pending = self.history is not None and self.history.count > 0
+            self.status_label.setText("Starting NVML…")
+            self._status_pending = True
+            self.bridge.start(self.interval_s)
+        else:
+            self.status_label.setText(self._host_status_text())
         self.start_button.setText("Pause")
         if self.isVisible():
             self.repaint_timer.start()
 
     def stop(self) -> None:
-        """Pause sampling; the history stays (the next start leaves a gap in the curves)."""
+        """Pause sampling; the histories stay (the next start leaves a gap in the curves)."""
         self.bridge.stop()
+        self.host_bridge.stop()
         self.repaint_timer.stop()
         self.start_button.setText("Start")
-        if self.history is not None and self.error_message is None:
+        if self.host_mode:
+            self.status_label.setText(self._host_status_text(paused=True))
+        elif self.history is not None and self.error_message is None:
             self.status_label.setText(self._status_text(paused=True))
         self._paint_if_dirty()
 
     def shutdown(self) -> None:
         """Stop the threads and timers and wait for a CSV export in flight (window closing)."""
         self.bridge.stop()
+        self.host_bridge.stop()
         self.repaint_timer.stop()
         if self._exports:
             self._pool.waitForDone(10000)
@@ -212,9 +262,12 @@ class MonitorView(QtWidgets.QWidget):
         if math.isclose(interval_s, self.interval_s):
             return
         self.bridge.set_interval(interval_s)
+        self.host_bridge.set_interval(interval_s)
         self.interval_s = interval_s
         if self.history is not None:
             self.history = self.history.resized(interval_s=interval_s)
+        if self.host_history is not None:
+            self.host_history = self.host_history.resized(interval_s=interval_s)
         index = _closest([1.0 / hz for hz in RATES_HZ], interval_s)
         if self.rate_combo.currentIndex() != index:
             self.rate_combo.blockSignals(True)
@@ -225,17 +278,28 @@ class MonitorView(QtWidgets.QWidget):
         """Show the last ``span_s`` seconds."""
         self.span_s = float(span_s)
         self.charts.set_span(self.span_s)
+        self.host_charts.set_span(self.span_s)
         self._invalidate()
 
     @property
     def visible_plots(self) -> tuple[str, ...]:
-        return self.charts.visible_plots
+        host = tuple(k for k in HOST_PLOT_KEYS if self.host_charts.plots[k].isVisibleTo(self.host_charts))
+        return (() if self.host_mode else self.charts.visible_plots) + (host if self._host_shown() else ())
+
+    def _host_shown(self) -> bool:
+        return self.host_mode or any(self.metric_actions[k].isChecked() for k in HOST_PLOT_KEYS)
 
     def set_plot_visible(self, key: str, visible: bool) -> None:
-        """Show or hide one plot (``PLOT_KEYS``). Hidden plots are not updated at all."""
-        if key not in PLOT_KEYS:
-            raise RigfitError(f"no plot named '{key}' (plots: {', '.join(PLOT_KEYS)})")
-        self.charts.set_plot_visible(key, visible)
+        """Show or hide one plot (``PLOT_KEYS`` for the GPUs, ``HOST_PLOT_KEYS`` for this computer).
+        Hidden plots are not updated at all."""
+        if key not in PLOT_KEYS and key not in HOST_PLOT_KEYS:
+            names = ", ".join((*PLOT_KEYS, *HOST_PLOT_KEYS))
+            raise RigfitError(f"no plot named '{key}' (plots: {names})")
+        if key in HOST_PLOT_KEYS:
+            self.host_charts.set_plot_visible(key, visible)
+            self._layout_plots()
+        else:
+            self.charts.set_plot_visible(key, visible)
         action = self.metric_actions[key]
         if action.isChecked() != visible:
             action.blockSignals(True)
@@ -288,7 +352,68 @@ class MonitorView(QtWidgets.QWidget):
         if self._status_pending:
             self._status_pending = False
             self.status_label.setText(self._status_text())
+        if history.count == 1:
+            self._update_export_buttons()
         self._dirty = True
+
+    @QtCore.Slot(object)
+    def add_host_sample(self, sample: object) -> None:
+        """Take one host sample (GUI thread): its ring buffer; the plots follow on the timer."""
+        assert isinstance(sample, HostSample)
+        if not self.host_bridge.running:
+            return  # queued before a pause: the kept history (and its count on the status line) stays
+        if self.host_history is None:
+            self.host_history = HostHistory(window_s=self.window_s, interval_s=self.interval_s)
+        elif self._host_gap_pending:
+            self.host_history.mark_gap()
+        self._host_gap_pending = False
+        self.host_history.append(sample)
+        if self.host_history.count == 1:
+            self._update_export_buttons()
+        self._dirty = True
+
+    def _host_status_text(self, paused: bool = False) -> str:
+        reason = self.no_gpu_message or ""
+        what = (
+            "Nothing to sample on GPUs here. The model runs on this computer's CPU: its load and memory, "
+            "and the llama.cpp worker's, are plotted instead"
+        )
+        if paused:
+            count = self.host_history.count if self.host_history is not None else 0
+            return f"{reason}\n{what}. Paused: {count} samples kept."
+        return f"{reason}\n{what}, {1 / self.interval_s:g} times a second."
+
+    def _enter_host_mode(self, message: str) -> None:
+        """The GPUs cannot be sampled: say so once and show the host plots in their place."""
+        self.no_gpu_message = message
+        for key in HOST_PLOT_KEYS:
+            action = self.metric_actions[key]
+            action.blockSignals(True)
+            action.setChecked(True)
+            action.blockSignals(False)
+            self.host_charts.set_plot_visible(key, True)
+        self._layout_plots()
+        self._invalidate()
+
+    def _layout_plots(self) -> None:
+        host = self.host_mode
+        self.charts.setVisible(not host)
+        self.readout.setVisible(not host)
+        self.host_charts.setVisible(self._host_shown())
+        for key in PLOT_KEYS:
+            self.metric_actions[key].setEnabled(not host)
+        self._update_export_buttons()
+
+    def _exportable(self) -> bool:
+        if self.host_mode:
+            return self.host_history is not None and self.host_history.count > 0
+        return self.history is not None and self.history.count > 0
+
+    def _update_export_buttons(self) -> None:
+        ready = self._exportable()
+        for button in (self.csv_button, self.png_button):
+            button.setEnabled(ready)
+            button.setToolTip("" if ready else "Nothing sampled yet: press Start first")
 
     def _status_text(self, paused: bool = False) -> str:
         history = self.history
@@ -328,13 +453,19 @@ class MonitorView(QtWidgets.QWidget):
     def _invalidate(self) -> None:
         """The plots must be redrawn even without new samples (span or plot choice changed)."""
         self._painted_appended = -1
+        self._host_painted = -1
         self._dirty = True
         self._paint_if_dirty()
 
     def refresh(self) -> None:
-        """Push the visible span of the history into the visible plots and the readout, unless
+        """Push the visible span of the histories into the visible plots and the readout, unless
         nothing changed since the last time."""
         self._dirty = False
+        host = self.host_history
+        if host is not None and host.count and host.appended != self._host_painted and self._host_shown():
+            self._host_painted = host.appended
+            self.repaints += 1
+            self.host_charts.show_history(host)
         history = self.history
         if history is None or history.count == 0 or history.appended == self._painted_appended:
             return
@@ -346,20 +477,32 @@ class MonitorView(QtWidgets.QWidget):
             self.readout.show_snapshot(latest)
 
     def _on_failed(self, message: str) -> None:
+        """The GPUs cannot be sampled: the host plots take their place while the host sampler runs."""
         self.error_message = message
         self.bridge.stop()
-        self.repaint_timer.stop()
-        self.start_button.setText("Start")
-        self.status_label.setText(message)
+        self._status_pending = False
+        self._enter_host_mode(message)
+        if self.host_bridge.running:
+            self.status_label.setText(self._host_status_text())
+        else:
+            self.repaint_timer.stop()
+            self.start_button.setText("Start")
+            self.status_label.setText(self._host_status_text(paused=True))
         self._show_alerts()
 
     # ------------------------------------------------------------------------------------------ export
     def export_csv(self, path: str | Path) -> None:
-        """Write the buffered history to ``path`` as CSV on a pool thread; :attr:`export_finished`
-        reports the outcome. The copy is taken now, so sampling goes on meanwhile."""
-        if self.history is None or self.history.count == 0:
+        """Write the buffered history to ``path`` as CSV on a pool thread (the host's when the GPUs
+        cannot be sampled); :attr:`export_finished` reports the outcome. The copy is taken now, so
+        sampling goes on meanwhile."""
+        if not self._exportable():
             raise RigfitError("nothing to export yet: start sampling first")
-        task = CsvExport(self.history.export_data(), Path(path))
+        if self.host_mode:
+            assert self.host_history is not None
+            task = CsvExport(self.host_history.copy(), Path(path))
+        else:
+            assert self.history is not None
+            task = CsvExport(self.history.export_data(), Path(path))
         signals = task.signals
         self._exports.add(signals)
 
@@ -377,9 +520,11 @@ class MonitorView(QtWidgets.QWidget):
 
     def export_png(self, path: str | Path) -> None:
         """Save the visible plots as a PNG image."""
-        self._painted_appended = -1
+        if not self._exportable():
+            raise RigfitError("nothing to export yet: start sampling first")
+        self._invalidate()
         self.refresh()
-        pixmap = self.charts.grab()
+        pixmap = (self.host_charts if self.host_mode else self.charts).grab()
         if not pixmap.save(str(path), "PNG"):
             raise RigfitError(f"cannot write the plot image to {path}")
 
@@ -407,7 +552,7 @@ class MonitorView(QtWidgets.QWidget):
 
     # ------------------------------------------------------------------------------------------ events
     def _on_start_clicked(self) -> None:
-        if self.bridge.running:
+        if self.sampling:
             self.stop()
         else:
             self.start()
@@ -428,7 +573,7 @@ class MonitorView(QtWidgets.QWidget):
         super().showEvent(event)
         if self.auto_start and not self._started_once:
             self.start()
-        elif self.bridge.running:
+        elif self.sampling:
             self.repaint_timer.start()
             self._paint_if_dirty()
 
