@@ -15,7 +15,9 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.commands.args import int_in
 from app.commands.run import CPU_NOTE, add_model_arguments, settings_from_args, start_worker
+from app.core import limits
 from app.core.errors import RigfitError
 from app.runner import protocol as P
 from app.runner.options import BenchConfig, parse_configs, resolve_model, unsupported_reason
@@ -34,9 +36,19 @@ def add_parser(subparsers: Any) -> None:
         metavar="MODE[:R1,R2];...",
         help="split configurations, e.g. 'layer:1,1;layer:3,1;row:1,1' (default: layer, llama.cpp's own split)",
     )
-    p.add_argument("--pp", type=int, default=512, metavar="N", help="prompt tokens per run (0: skip)")
-    p.add_argument("--tg", type=int, default=128, metavar="N", help="generated tokens per run (0: skip)")
-    p.add_argument("--repeat", type=int, default=3, metavar="N", help="runs per configuration")
+    p.add_argument(
+        "--pp", type=int_in(limits.PP_RANGE), default=512, metavar="N", help="prompt tokens per run (0: skip)"
+    )
+    p.add_argument(
+        "--tg",
+        type=int_in(limits.TG_RANGE),
+        default=128,
+        metavar="N",
+        help="generated tokens per run (0: skip)",
+    )
+    p.add_argument(
+        "--repeat", type=int_in(limits.REPEAT_RANGE), default=3, metavar="N", help="runs per configuration"
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per configuration on stdout")
 
 

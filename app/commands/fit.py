@@ -17,7 +17,9 @@ import json
 import sys
 from typing import Any
 
+from app.commands.args import int_in
 from app.commands.plan import add_rig_arguments, resolve_rig, rig_label
+from app.core import limits
 from app.core.errors import RigfitError
 from app.core.fit import DEFAULT_FIT_CTX, FitRow, FitTable, fit_table
 from app.core.model_source import load_model_spec
@@ -37,7 +39,7 @@ def add_parser(subparsers: Any) -> None:
     add_rig_arguments(p)
     p.add_argument(
         "--ctx",
-        type=int,
+        type=int_in(limits.CTX_RANGE),
         default=DEFAULT_FIT_CTX,
         metavar="N",
         help=f"context in tokens (default {DEFAULT_FIT_CTX})",

@@ -13,6 +13,8 @@ import threading
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from app.commands.args import float_in, int_in
+from app.core import limits
 from app.core.errors import RigfitError
 from app.core.settings import KV_TYPES, SPLIT_MODES, Settings
 from app.runner import protocol as P
@@ -39,24 +41,42 @@ def add_model_arguments(p: argparse.ArgumentParser, *, ctx_default: int | None) 
         "--model", required=True, metavar="FILE.gguf|demo", help="GGUF file, or 'demo' (SmolLM2-135M)"
     )
     p.add_argument(
-        "--ngl", type=int, default=defaults.n_gpu_layers, metavar="N", help="layers on the GPUs (-1: all)"
+        "--ngl",
+        type=int_in(limits.NGL_RANGE),
+        default=defaults.n_gpu_layers,
+        metavar="N",
+        help="layers on the GPUs (-1: all)",
     )
     p.add_argument(
         "--ctx",
-        type=int,
+        type=int_in(limits.CTX_RANGE),
         default=ctx_default,
         metavar="N",
         help=f"context in tokens (default {ctx_default if ctx_default else 'pp + tg'})",
     )
     p.add_argument("--kv-type", choices=KV_TYPES, default=defaults.type_k, help="K and V cache type")
     p.add_argument("--flash-attn", choices=("on", "off"), default="on" if defaults.flash_attn else "off")
-    p.add_argument("--main-gpu", type=int, default=defaults.main_gpu, metavar="N")
+    p.add_argument("--main-gpu", type=int_in(limits.MAIN_GPU_RANGE), default=defaults.main_gpu, metavar="N")
     p.add_argument(
-        "--threads", type=int, default=None, metavar="N", help="CPU threads (default: physical cores)"
+        "--threads",
+        type=int_in(limits.THREADS_RANGE),
+        default=None,
+        metavar="N",
+        help="CPU threads (default: physical cores)",
     )
-    p.add_argument("--batch", type=int, default=defaults.n_batch, metavar="N", help="logical batch (n_batch)")
     p.add_argument(
-        "--ubatch", type=int, default=defaults.n_ubatch, metavar="N", help="micro-batch (n_ubatch)"
+        "--batch",
+        type=int_in(limits.BATCH_RANGE),
+        default=defaults.n_batch,
+        metavar="N",
+        help="logical batch (n_batch)",
+    )
+    p.add_argument(
+        "--ubatch",
+        type=int_in(limits.UBATCH_RANGE),
+        default=defaults.n_ubatch,
+        metavar="N",
+        help="micro-batch (n_ubatch)",
     )
 
 
@@ -69,10 +89,10 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--split-mode", choices=SPLIT_MODES, default="layer")
     p.add_argument("--prompt", required=True, help="the user message")
     p.add_argument("--system", default=None, help="an optional system message")
-    p.add_argument("--max-tokens", type=int, default=256, metavar="N")
-    p.add_argument("--temperature", type=float, default=0.8, metavar="T")
-    p.add_argument("--top-p", type=float, default=0.95, metavar="P")
-    p.add_argument("--seed", type=int, default=None, metavar="S")
+    p.add_argument("--max-tokens", type=int_in(limits.MAX_TOKENS_RANGE), default=256, metavar="N")
+    p.add_argument("--temperature", type=float_in(limits.TEMPERATURE_RANGE), default=0.8, metavar="T")
+    p.add_argument("--top-p", type=float_in(limits.TOP_P_RANGE), default=0.95, metavar="P")
+    p.add_argument("--seed", type=int_in(limits.SEED_RANGE), default=None, metavar="S")
     p.add_argument("--json", action="store_true", help="one JSON object per event on stdout")
 
 

@@ -170,7 +170,7 @@ def read_text(
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise error(f"the {what} {show_path(path)} is not UTF-8 text (byte {exc.start})") from None
+        raise error(f"the {what} {show_path(path)} is not a text (UTF-8) file (byte {exc.start})") from None
 
 
 def parse_json(text: str | bytes, origin: str, error: type[RigfitError] = RigfitError) -> object:

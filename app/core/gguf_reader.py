@@ -385,21 +385,29 @@ def read_gguf(path: str | os.PathLike[str]) -> GgufModel:
             (str(p),), first.metadata, first.value_types, first.tensors, first.file_size, (first,)
         )
     if count != len(parts):
-        raise BadModelFile(f"{show_path(parts[0].name)} says the model has {count} parts, its name says {len(parts)}")
+        raise BadModelFile(
+            f"{show_path(parts[0].name)} says the model has {count} parts, its name says {len(parts)}"
+        )
     files = [first]
     for i, part in enumerate(parts[1:], start=1):
         if not path_exists(part):
-            raise BadModelFile(f"part {i + 1} of {len(parts)} of this split model is missing: {show_path(part)}")
+            raise BadModelFile(
+                f"part {i + 1} of {len(parts)} of this split model is missing: {show_path(part)}"
+            )
         files.append(read_gguf_file(part))
     tensors: list[TensorInfo] = []
     names: set[str] = set()
     for index, f in enumerate(files):
         no = _int_meta(f, "split.no")
         if no is not None and no != index:
-            raise BadModelFile(f"{show_path(f.path)} says it is split part {no + 1}, its name says {index + 1}")
+            raise BadModelFile(
+                f"{show_path(f.path)} says it is split part {no + 1}, its name says {index + 1}"
+            )
         for t in f.tensors:
             if t.name in names:
-                raise BadModelFile(f"tensor '{t.name}' appears in more than one part of {show_path(parts[0].name)}")
+                raise BadModelFile(
+                    f"tensor '{t.name}' appears in more than one part of {show_path(parts[0].name)}"
+                )
             names.add(t.name)
             tensors.append(TensorInfo(t.name, t.shape, t.ggml_type, t.offset, index))
     expected = _int_meta(first, "split.tensors.count")

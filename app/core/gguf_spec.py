@@ -70,9 +70,7 @@ def _swa(model: GgufModel, arch: str, n_layer: int) -> tuple[int, tuple[bool, ..
     if arch in _NO_SWA:
         return 0, ()
     # A window beyond any context is a full-size cache: capped, it plans the same.
-    window = min(
-        _int(model, f"{arch}.attention.sliding_window", _SWA_ALWAYS.get(arch, 0)), limits.MAX_CTX
-    )
+    window = min(_int(model, f"{arch}.attention.sliding_window", _SWA_ALWAYS.get(arch, 0)), limits.MAX_CTX)
     if window <= 0 and arch not in _SWA_ALWAYS:
         return 0, ()
     pattern_key = f"{arch}.attention.sliding_window_pattern"
@@ -80,7 +78,9 @@ def _swa(model: GgufModel, arch: str, n_layer: int) -> tuple[int, tuple[bool, ..
     layers: tuple[bool, ...]
     if isinstance(raw, GgufArray):
         if raw.values is None or raw.length != n_layer:
-            raise BadModelFile(f"{_where(model)}: '{pattern_key}' has {raw.length} values for {n_layer} layers")
+            raise BadModelFile(
+                f"{_where(model)}: '{pattern_key}' has {raw.length} values for {n_layer} layers"
+            )
         layers = tuple(bool(x) for x in raw.values)
     else:
         n_pattern, dense_first = SWA_DEFAULT_PATTERN.get(arch, (-1, False))
@@ -207,4 +207,3 @@ def spec_from_gguf(model: GgufModel, *, id: str | None = None) -> ModelSpec:
         metadata=dict(model.metadata),
     )
     return limits.check_spec(spec, path)
-

@@ -203,7 +203,9 @@ def params_from_config(config: Mapping[str, object], origin: str = "config.json"
         return replace(common, attn_bias=c.flag("attention_bias", False))
     if arch == "qwen3moe":
         mlp_only = data.get("mlp_only_layers")
-        if (isinstance(mlp_only, list) and mlp_only) or c.int("decoder_sparse_step", default=1, bound=limits.LAYERS_OR_NONE) != 1:
+        if (isinstance(mlp_only, list) and mlp_only) or c.int(
+            "decoder_sparse_step", default=1, bound=limits.LAYERS_OR_NONE
+        ) != 1:
             raise UnknownName(
                 f"{origin}: Qwen3-MoE with dense layers in between is not supported by llama.cpp"
             )

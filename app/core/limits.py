@@ -321,8 +321,13 @@ def check_split(ratios: Sequence[float], what: str = "the split") -> tuple[float
     for r in ratios:
         if isinstance(r, bool) or not isinstance(r, int | float) or not math.isfinite(r):
             raise RigfitError(f"{what}: ratios must be numbers, not {_show(r)}")
-        if not 0 <= r <= MAX_SPLIT_RATIO:
-            raise RigfitError(f"{what}: each ratio must be {SPLIT_RATIO_RANGE.describe()}, not {_fmt(r)}")
+        if r < 0:
+            raise RigfitError(f"{what}: ratios must be zero or positive, not {_fmt(r)}")
+        if r > MAX_SPLIT_RATIO:
+            raise RigfitError(
+                f"{what}: each ratio must be at most {_fmt(MAX_SPLIT_RATIO)} (ratios are relative: "
+                f"3,1 and 300,100 are the same split), not {r:g}"
+            )
         out.append(float(r))
     if sum(out) <= 0:
         raise RigfitError(f"{what}: at least one ratio must be above zero")

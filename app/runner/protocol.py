@@ -9,11 +9,11 @@ Qt, so the parent, the GUI adapter and the tests share it.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from app.core import limits
 from app.core.errors import RigfitError
 from app.core.settings import KV_TYPES, SPLIT_MODES, Settings
 from app.runner.logparse import BufferSize
@@ -54,8 +54,16 @@ class RunnerError(RigfitError):
 
 
 def encode(message: Mapping[str, Any]) -> bytes:
-    """One message as a protocol line (compact JSON + newline; never contains a raw newline)."""
-    return (json.dumps(message, ensure_ascii=False, separators=(",", ":"), allow_nan=False) + "\n").encode()
+    """One message as a protocol line (compact JSON + newline; never contains a raw newline).
+
+    Text that is not valid Unicode (a file name that is not UTF-8 reaches Python with surrogate
+    escapes) is sent as JSON ``\\u`` escapes, which read back to the same string.
+    """
+    text = json.dumps(message, ensure_ascii=False, separators=(",", ":"), allow_nan=False) + "\n"
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return (json.dumps(message, separators=(",", ":"), allow_nan=False) + "\n").encode()
 
 
 def decode(line: bytes | str) -> dict[str, Any]:
@@ -117,32 +125,31 @@ class LoadSettings:
         )
 
     def validate(self) -> None:
-        """Raise :class:`RigfitError` for values llama.cpp would reject or misread."""
+        """Raise :class:`RigfitError` for values llama.cpp would reject or misread.
+
+        The ranges are :data:`app.core.limits.SETTING_RANGES`: the CLI and the window check the same
+        ones, and nothing outside them reaches llama.cpp's C integers, where it would wrap.
+        """
         if not self.model_path:
             raise RigfitError("no model file given")
+        if len(self.model_path) > 32768:
+            raise RigfitError("the model file's path is too long")
         if self.split_mode not in SPLIT_MODES:
             raise RigfitError(f"unknown split mode '{self.split_mode}' (use one of {', '.join(SPLIT_MODES)})")
         if self.tensor_split is not None:
-            if not self.tensor_split:
-                raise RigfitError("the split needs at least one ratio")
-            for ratio in self.tensor_split:
-                if not math.isfinite(ratio) or ratio < 0:
-                    raise RigfitError(f"split ratios must be zero or positive numbers, got {ratio:g}")
-            if sum(self.tensor_split) <= 0:
-                raise RigfitError("at least one split ratio must be above zero")
-        if self.main_gpu < 0:
-            raise RigfitError(f"the main GPU must be 0 or more, got {self.main_gpu}")
-        if self.n_gpu_layers < -1:
-            raise RigfitError(f"the number of GPU layers must be -1 (all) or more, got {self.n_gpu_layers}")
-        if self.n_ctx < 1:
-            raise RigfitError(f"the context must be at least 1 token, got {self.n_ctx}")
-        if self.n_batch < 1 or self.n_ubatch < 1:
-            raise RigfitError("the batch and micro-batch sizes must be at least 1")
+            limits.check_split(self.tensor_split)
+        limits.MAIN_GPU_RANGE.check(self.main_gpu)
+        limits.NGL_RANGE.check(self.n_gpu_layers)
+        limits.CTX_RANGE.check(self.n_ctx)
+        limits.BATCH_RANGE.check(self.n_batch)
+        limits.UBATCH_RANGE.check(self.n_ubatch)
         for name, kv in (("K", self.type_k), ("V", self.type_v)):
             if kv not in KV_TYPES:
                 raise RigfitError(f"unknown {name} cache type '{kv}' (use one of {', '.join(KV_TYPES)})")
-        if self.n_threads is not None and self.n_threads < 1:
-            raise RigfitError(f"the number of threads must be at least 1, got {self.n_threads}")
+        if self.n_threads is not None:
+            limits.THREADS_RANGE.check(self.n_threads)
+        if self.seed is not None:
+            limits.SEED_RANGE.check(self.seed)
 
     def to_message(self) -> dict[str, Any]:
         data = asdict(self)
@@ -188,14 +195,30 @@ class ChatRequest:
     ignore_eos: bool = False
 
     def validate(self) -> None:
+        """Raise :class:`RigfitError` for an empty chat, text that is not UTF-8, or knobs out of range."""
         if not self.messages:
             raise RigfitError("a chat needs at least one message")
-        if self.max_tokens < 1:
-            raise RigfitError(f"max tokens must be at least 1, got {self.max_tokens}")
-        if not math.isfinite(self.temperature) or self.temperature < 0:
-            raise RigfitError(f"the temperature must be 0 or more, got {self.temperature:g}")
+        total = 0
+        for m in self.messages:
+            total += len(m.content)
+            try:
+                m.content.encode("utf-8")
+                m.role.encode("utf-8")
+            except UnicodeEncodeError:
+                # Command-line bytes that are not UTF-8 arrive as surrogate escapes.
+                raise RigfitError(
+                    "the message holds bytes that are not UTF-8 text (is the terminal set to UTF-8?)"
+                ) from None
+        if total > limits.MAX_PROMPT_CHARS:
+            raise RigfitError(
+                f"the conversation is {total:,} characters; at most {limits.MAX_PROMPT_CHARS:,} can be sent"
+            )
+        limits.MAX_TOKENS_RANGE.check(self.max_tokens)
+        limits.TEMPERATURE_RANGE.check(self.temperature)
         if not (0 < self.top_p <= 1):
             raise RigfitError(f"top-p must be above 0 and at most 1, got {self.top_p:g}")
+        if self.seed is not None:
+            limits.SEED_RANGE.check(self.seed)
 
     def to_message(self) -> dict[str, Any]:
         data = asdict(self)
