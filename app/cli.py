@@ -9,6 +9,7 @@ the exit code is 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
 from collections.abc import Sequence
@@ -98,10 +99,9 @@ def _printable_streams() -> None:
     for stream in (sys.stdout, sys.stderr):
         reconfigure = getattr(stream, "reconfigure", None)
         if callable(reconfigure):
-            try:
+            # A closed or unusual stream stays as it is.
+            with contextlib.suppress(ValueError, OSError):
                 reconfigure(errors="backslashreplace")
-            except (ValueError, OSError):  # a closed or unusual stream: leave it as it is
-                pass
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -178,7 +178,7 @@ def parse_json(text: str | bytes, origin: str, error: type[RigfitError] = Rigfit
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise error(f"{origin} is not valid JSON (line {exc.lineno}: {exc.msg})") from None
+        raise error(f"{origin} is not valid JSON: line {exc.lineno}: {exc.msg}") from None
     except RecursionError:
         raise error(f"{origin} nests its values too deeply to be read") from None
     except (ValueError, TypeError) as exc:  # bytes that are not UTF-8; huge integers
