@@ -28,7 +28,12 @@ STATUS_FAILED = "failed"
 
 
 def add_parser(subparsers: Any) -> None:
-    p = subparsers.add_parser("bench", help="prompt and generation tok/s per split configuration")
+    p = subparsers.add_parser(
+        "bench",
+        help="prompt and generation tok/s per split configuration",
+        description="Prompt and generation speed per split configuration, like llama-bench. A worker that "
+        f"gives no sign of life for {P.SILENCE_LIMIT_S:g} s is ended and its configuration reported failed.",
+    )
     add_model_arguments(p, ctx_default=None)
     p.add_argument(
         "--configs",

@@ -81,7 +81,13 @@ def add_model_arguments(p: argparse.ArgumentParser, *, ctx_default: int | None) 
 
 
 def add_parser(subparsers: Any) -> None:
-    p = subparsers.add_parser("run", help="run a model with llama.cpp and stream its reply")
+    p = subparsers.add_parser(
+        "run",
+        help="run a model with llama.cpp and stream its reply",
+        description="Load a GGUF with llama.cpp in a worker process and stream its reply. A worker that "
+        f"gives no sign of life for {P.SILENCE_LIMIT_S:g} s (stopped, frozen) is ended and reported: "
+        f"the command never waits longer on a silent worker ({P.SILENCE_ENV} sets another limit).",
+    )
     add_model_arguments(p, ctx_default=Settings().ctx)
     p.add_argument(
         "--split", metavar="R1,R2,...", help="tensor split, one ratio per GPU (default: by free VRAM)"
@@ -272,7 +278,9 @@ def _run_with(
     except P.RunnerError as exc:
         if progress:
             progress.finish()
-        return fail(exc.event, EXIT_USAGE)
+        # The worker dying or falling silent is not bad input; llama.cpp refusing the file is.
+        crashed = exc.event.kind in (P.ERR_CRASHED, P.ERR_START_FAILED)
+        return fail(exc.event, EXIT_FAILED if crashed else EXIT_USAGE)
     if progress:
         progress.finish()
     plan = planner.result()

@@ -9,6 +9,8 @@ Qt, so the parent, the GUI adapter and the tests share it.
 from __future__ import annotations
 
 import json
+import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -32,6 +34,24 @@ REQ_UNLOAD = "unload"
 REQ_SHUTDOWN = "shutdown"
 REQ_ABORT = "abort"
 REQUESTS: tuple[str, ...] = (REQ_LOAD, REQ_CHAT, REQ_BENCH, REQ_STOP, REQ_UNLOAD, REQ_SHUTDOWN, REQ_ABORT)
+
+# The worker's sign of life: sent every second from its own thread, consumed by the client (never
+# delivered as an event). A worker silent for SILENCE_LIMIT_S is stopped or frozen.
+EVENT_HEARTBEAT = "heartbeat"
+HEARTBEAT_LINE_PREFIX = b'{"type":"heartbeat"'
+SILENCE_LIMIT_S = 30.0
+SILENCE_ENV = "RIGFIT_WORKER_SILENCE_S"  # another limit, in seconds (tests; a very slow machine)
+
+
+def silence_limit_s() -> float:
+    """The silence after which a worker counts as stopped: ``RIGFIT_WORKER_SILENCE_S`` or 30 s."""
+    text = os.environ.get(SILENCE_ENV, "")
+    try:
+        value = float(text) if text else SILENCE_LIMIT_S
+    except ValueError:
+        return SILENCE_LIMIT_S
+    return value if math.isfinite(value) and 1.0 <= value <= 3600.0 else SILENCE_LIMIT_S
+
 
 # Error kinds
 ERR_BAD_REQUEST = "bad_request"

@@ -29,9 +29,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from app.core import files
 from app.core.errors import RigfitError
 from app.runner import protocol as P
 from app.runner.logparse import error_reason, parse_load_log
+from app.runner.template_sandbox import TemplateSandbox
 
 # ggml's log levels (ggml.h): DEBUG carries the per-layer device assignment, CONT continues a line.
 _LOG_DEBUG = 1
@@ -39,7 +41,9 @@ _LOG_ERROR = 4
 _LOG_CONT = 5
 _RING_LINES = 400
 _PENDING_MAX = 2000
-_TEMPLATE_TIME_LIMIT_S = 5.0
+# The worker says it is alive this often, whatever it is doing; the client ends a worker that is
+# silent for much longer (a stopped or frozen process: app/runner/client.py).
+HEARTBEAT_INTERVAL_S = 1.0
 _PROGRESS_INTERVAL_S = 0.05
 _GGUF_MAGIC = b"GGUF"
 
@@ -284,6 +288,7 @@ class Worker:
         llama_cpp.llama_log_set(self.log.callback, ctypes.c_void_p(0))
         llama_cpp.llama_backend_init()
 
+        self.templates = TemplateSandbox()
         self.model: Any = None
         self.ctx: Any = None
         self.vocab: Any = None
@@ -342,6 +347,7 @@ class Worker:
             req_id = message.get("id")
             if kind == P.REQ_SHUTDOWN:
                 self._free()
+                self.templates.close()
                 self._flush_log()
                 return
             try:
@@ -451,7 +457,7 @@ class Worker:
         mparams.progress_callback = progress_cb
 
         with self.log.capture(keep_debug=True) as captured:
-            model = ll.llama_model_load_from_file(str(path).encode("utf-8"), mparams)
+            model = ll.llama_model_load_from_file(os.fsencode(path), mparams)
             if not model:
                 if self._stopped(seq):
                     raise _Failure(P.ERR_CANCELLED, "loading was cancelled")
@@ -475,6 +481,8 @@ class Worker:
         self._warm_up()
         template = ll.llama_model_chat_template(model, None)
         self.chat_template = template.decode("utf-8", "replace") if template else None
+        if self.chat_template:
+            self.templates.start()  # its start-up overlaps the rest of the load
         after = vram_used()
         report = parse_load_log(lines)
         vram: tuple[P.VramDelta, ...] = ()
@@ -607,13 +615,12 @@ class Worker:
         return "".join(parts) + "assistant:", True, "plain", problem
 
     def _render_gguf_template(self, template: str, chat: list[dict[str, str]]) -> str:
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
+        # In a helper process with a memory cap and a time limit (app/runner/template_sandbox.py): a
+        # template is a program from the model file, and one C-level operation of it can allocate
+        # gigabytes where no signal interrupts it.
         eos = self._token_text(int(self.ll.llama_vocab_eos(self.vocab)))
         bos = self._token_text(int(self.ll.llama_vocab_bos(self.vocab)))
-        with _time_limit(_TEMPLATE_TIME_LIMIT_S):
-            formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
-            return str(formatter(messages=chat).prompt)  # type: ignore[arg-type]
+        return self.templates.render(template, chat, bos=bos, eos=eos)
 
     def _has_chatml(self) -> bool:
         return len(self._tokenize("<|im_start|>", add_special=False, parse_special=True)) == 1
@@ -809,18 +816,22 @@ class Worker:
 
 
 def check_model_file(path: Path) -> None:
-    """Fail the request, in plain words, for a missing file or one that is not a GGUF."""
-    if not path.exists():
-        raise _Failure(P.ERR_BAD_MODEL, f"model file not found: {path}")
-    if not path.is_file():
-        raise _Failure(P.ERR_BAD_MODEL, f"not a file: {path}")
+    """Fail the request, in plain words, for a missing file, one that is not a regular file (a FIFO
+    would block llama.cpp's open), or one that is not a GGUF."""
     try:
-        with path.open("rb") as f:
-            magic = f.read(4)
+        fd, _size = files.open_regular(path, "model file", RigfitError)
+    except RigfitError as exc:
+        raise _Failure(P.ERR_BAD_MODEL, str(exc)) from None
+    try:
+        magic = os.read(fd, 4)
     except OSError as exc:
-        raise _Failure(P.ERR_BAD_MODEL, f"cannot read {path}: {exc.strerror or exc}") from None
+        raise _Failure(
+            P.ERR_BAD_MODEL, f"cannot read {files.show_path(path)}: {files.os_problem(exc)}"
+        ) from None
+    finally:
+        os.close(fd)
     if magic != _GGUF_MAGIC:
-        raise _Failure(P.ERR_BAD_MODEL, f"{path.name} is not a GGUF file")
+        raise _Failure(P.ERR_BAD_MODEL, f"{files.show_path(path.name)} is not a GGUF file")
 
 
 def _is_file_problem(reason: str) -> bool:
@@ -837,23 +848,23 @@ def _is_file_problem(reason: str) -> bool:
     return any(w in reason for w in words)
 
 
-@contextmanager
-def _time_limit(seconds: float) -> Iterator[None]:
-    """Interrupt the main thread after ``seconds`` (POSIX); elsewhere no limit is set."""
-    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
-        yield
-        return
+def start_heartbeat(channel: Channel, interval_s: float = HEARTBEAT_INTERVAL_S) -> threading.Thread:
+    """Send a heartbeat every ``interval_s`` from a thread of its own.
 
-    def on_alarm(_signum: int, _frame: Any) -> None:
-        raise TimeoutError(f"the chat template ran longer than {seconds:g} s")
+    llama.cpp releases the GIL while it computes, so this runs through a long load or prompt; it stops
+    when the whole process does (SIGSTOP, a debugger, a machine out of memory), which is what the
+    client watches for.
+    """
 
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+    def beat() -> None:
+        message = {"type": P.EVENT_HEARTBEAT}
+        while not channel.broken:
+            channel.send(message)
+            time.sleep(interval_s)
+
+    thread = threading.Thread(target=beat, name="rigfit-heartbeat", daemon=True)
+    thread.start()
+    return thread
 
 
 def main() -> int:
@@ -865,6 +876,7 @@ def main() -> int:
     # message out of the log tail the user sees.
     os.environ.setdefault("GGML_NO_BACKTRACE", "1")
     channel = Channel(proto_fd)
+    start_heartbeat(channel)
     # Before llama.cpp creates any CUDA context, so a load's increase includes the context itself.
     baseline = vram_used()
     try:
