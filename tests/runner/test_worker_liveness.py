@@ -8,6 +8,7 @@ capped helper and comes back as a template error.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -52,10 +53,8 @@ def client() -> Iterator[RunnerClient]:
     finally:
         pid = c.pid
         if pid is not None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
         c.close()
 
 
