@@ -38,6 +38,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from app.core import limits
 from app.core.errors import RigfitError
 from app.core.memory import (
     BACKEND_CPU,
@@ -231,6 +232,8 @@ def validate_settings(rig: Rig, spec: ModelSpec, settings: Settings) -> None:
             )
         if not s.flash_attn:
             raise RigfitError("tensor split needs flash attention (llama.cpp refuses it otherwise)")
+    # Last, the upper ends: the ranges the CLI and the window check too (app/core/limits.py).
+    limits.check_settings(s)
 
 
 # ------------------------------------------------------------------------------------------------
