@@ -167,6 +167,8 @@ def params_from_config(config: Mapping[str, object], origin: str = "config.json"
     n_ff = c.int("intermediate_size", default=0, bound=limits.FF)
     if n_layer <= 0 or n_embd <= 0 or n_head <= 0 or n_vocab <= 0:
         raise BadModelFile(f"{origin}: layers, hidden size, heads and vocabulary must be positive")
+    if n_ff == 0 and arch not in ("qwen3moe", "gpt-oss", "deepseek2"):
+        raise BadModelFile(f"{origin} has no 'intermediate_size', which Rigfit needs to lay out the model")
     head_dim = c.int("head_dim", default=n_embd // n_head, bound=limits.HEAD_DIM)
     tied = c.flag("tie_word_embeddings", arch in _TIED_BY_DEFAULT)
     common = ArchParams(

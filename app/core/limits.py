@@ -186,11 +186,13 @@ def check_spec(spec: ModelSpec, origin: str | None = None) -> ModelSpec:
     for t in spec.tensors:
         layer = t.layer
         if layer is not None and layer >= n_layer:
-            raise _bad(where, f"tensor '{t.name}' names layer {layer}, but the model has {n_layer}")
+            raise _bad(where, f"tensor '{_clip(t.name)}' names layer {layer}, but the model has {n_layer}")
         n = 1
         for d in t.shape:
-            if d < 0:
-                raise _bad(where, f"tensor '{t.name}' has a negative dimension {list(t.shape)}")
+            if d <= 0:
+                # ggml's format allows an empty tensor; no model weight is one, and the planner divides
+                # by these dimensions.
+                raise _bad(where, f"tensor '{_clip(t.name)}' has an empty or negative dimension {list(t.shape)}")
             n *= d
         n_params += n
         if n_params > MAX_PARAMS:
@@ -271,6 +273,9 @@ MAX_BATCH = 1 << 20
 # A split ratio is relative (GiB, percent or a share): 1e9 holds any of them; larger ones add up to
 # infinity in 32-bit floats (llama.cpp's tensor_split is float[]).
 MAX_SPLIT_RATIO = 1e9
+# ... and a ratio above zero below this becomes zero in a 32-bit float (llama.cpp's type), where a
+# split of only such ratios divides zero by zero.
+MIN_SPLIT_RATIO = 1e-30
 # One chat turn's text: far beyond any context (a token is at least one byte of text).
 MAX_PROMPT_CHARS = 64 * MAX_CTX
 
@@ -323,6 +328,8 @@ def check_split(ratios: Sequence[float], what: str = "the split") -> tuple[float
             raise RigfitError(f"{what}: ratios must be numbers, not {_show(r)}")
         if r < 0:
             raise RigfitError(f"{what}: ratios must be zero or positive, not {_fmt(r)}")
+        if 0 < r < MIN_SPLIT_RATIO:
+            raise RigfitError(f"{what}: a ratio must be 0 or at least {MIN_SPLIT_RATIO:g}, not {r:g}")
         if r > MAX_SPLIT_RATIO:
             raise RigfitError(
                 f"{what}: each ratio must be at most {_fmt(MAX_SPLIT_RATIO)} (ratios are relative: "

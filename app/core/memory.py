@@ -629,6 +629,12 @@ def _build_profile(spec: ModelSpec) -> ModelProfile:
     if int(ff_eff.max()) <= 0:
         ff_eff[:] = 4 * spec.n_embd
 
+    if int(layer_max_mm.sum()) + output_mm_gpu <= 0:
+        # No matrix to multiply: nothing is read per token, so no speed and no compute to size (a
+        # vocabulary-only GGUF, or a header whose tensors are norms or empty).
+        raise RigfitError(
+            f"model '{spec.id}' holds no weights in its layers or output layer, so there is nothing to run"
+        )
     for label, arr in (
         ("layer weights", layer_gpu),
         ("layer file bytes", layer_host),

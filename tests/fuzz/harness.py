@@ -1,0 +1,155 @@
+"""The whole path a fuzzed input takes, and what must hold at every step.
+
+file bytes → header → ModelSpec → plan → speed, advice, commands → fit table. At each step the only
+exception allowed is :class:`RigfitError` (the one line the user sees); anything else is a traceback
+and fails the case. Every number that comes out must be finite and not negative, the parts must add
+up to the totals, and a plan that says "fits" must fit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from functools import cache
+
+from app.core.commands import export_commands
+from app.core.errors import RigfitError
+from app.core.fit import fit_table
+from app.core.gguf_reader import GgufModel, read_gguf_bytes
+from app.core.gguf_spec import spec_from_gguf
+from app.core.limits import MAX_CTX
+from app.core.model_spec import ModelSpec
+from app.core.perf import estimate_speed
+from app.core.placement import plan
+from app.core.plan import Plan
+from app.core.plan_advice import plan_advice
+from app.core.rig import Rig
+from app.core.settings import Settings
+from app.hardware.catalog import parse_rig_expression
+
+# How many cases each fuzz test ran, and how far they got (reported at the end of the session).
+CASES: Counter[str] = Counter()
+# A plan's figures are rounded to MiB fractions; the parts must add up to the total within this.
+_TOLERANCE_MIB = 0.01
+# No case may push the process's peak resident memory this far above where the fuzzing started.
+MAX_CASE_GROWTH_MIB = 400
+_baseline_peak_mib: list[float] = []
+
+
+def peak_rss_mib() -> float:
+    """The process's peak resident memory so far (MiB)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
+
+
+def check_memory() -> None:
+    """Fail the case that first pushed the peak memory more than MAX_CASE_GROWTH_MIB above the start."""
+    try:
+        now = peak_rss_mib()
+    except ImportError:  # no resource module (Windows): not measured
+        return
+    if not _baseline_peak_mib:
+        _baseline_peak_mib.append(now)
+    assert now - _baseline_peak_mib[0] <= MAX_CASE_GROWTH_MIB, (
+        f"peak memory grew {now - _baseline_peak_mib[0]:.0f} MiB during fuzzing"
+    )
+
+
+@cache
+def rig(expression: str) -> Rig:
+    """A rig from an expression; ``cpu`` is a planned rig without GPUs."""
+    if expression == "cpu":
+        from app.hardware.nvml import load_fake
+        from app.hardware.probe import detect_rig
+
+        return detect_rig(backend=load_fake("zero-gpus"))
+    return parse_rig_expression(expression)
+
+
+def _finite(x: float | None, what: str) -> None:
+    if x is None:
+        return
+    assert isinstance(x, int | float), (what, x)
+    assert math.isfinite(x) and x >= 0, f"{what} is {x}"
+
+
+def check_plan(p: Plan, spec: ModelSpec) -> None:
+    """A plan's numbers: finite, not negative, adding up, and a plan that fits does fit."""
+    layers = 0
+    for d in p.devices:
+        for what in ("weights_mib", "kv_mib", "compute_mib", "overhead_mib", "capacity_mib"):
+            _finite(getattr(d, what), f"device {d.index} {what}")
+        total = d.weights_mib + d.kv_mib + d.compute_mib + d.overhead_mib
+        assert abs(d.total_mib - total) <= _TOLERANCE_MIB + 1e-9 * total, (d.total_mib, total)
+        assert 0 <= d.layers <= spec.n_layer
+        layers += d.layers
+    h = p.host
+    for what in ("weights_mib", "kv_mib", "compute_mib", "output_mib"):
+        _finite(getattr(h, what), f"host {what}")
+    _finite(h.available_mib, "host available")
+    assert 0 <= h.layers <= spec.n_layer
+    if p.settings.split_mode in ("layer", "none"):
+        assert layers + h.layers == spec.n_layer, (layers, h.layers, spec.n_layer)
+    # (row and tensor split give every GPU a share of each layer it holds.)
+    assert p.status in ("fits", "tight", "offload", "no")
+    if p.status in ("fits", "tight"):
+        for d in p.devices:
+            assert d.total_mib <= d.capacity_mib + _TOLERANCE_MIB, (d.total_mib, d.capacity_mib)
+    for b in p.buffers:
+        _finite(b.mib, f"buffer {b.name}")
+
+
+def exercise_spec(spec: ModelSpec, rig_: Rig, settings: Settings, with_table: bool = True) -> str:
+    """Plan ``spec`` on ``rig_`` and check every result; returns how far it got."""
+    try:
+        return _exercise_spec(spec, rig_, settings, with_table)
+    finally:
+        check_memory()
+
+
+def _exercise_spec(spec: ModelSpec, rig_: Rig, settings: Settings, with_table: bool) -> str:
+    try:
+        p = plan(rig_, spec, settings)
+    except RigfitError as exc:
+        assert str(exc).strip(), "an empty error message"
+        return "refused by the planner"
+    check_plan(p, spec)
+    speed = estimate_speed(rig_, spec, p)
+    for what in ("decode_tok_s", "prompt_tok_s", "decode_empty_tok_s"):
+        _finite(getattr(speed, what), what)
+    for a in plan_advice(rig_, spec, settings, p):
+        assert a.message and "\n" not in a.message
+    export_commands(rig_, spec, p)
+    if not with_table:
+        return "planned"
+    try:
+        table = fit_table(rig_, settings.ctx, settings, extra_specs=[spec], models=[])
+    except RigfitError:
+        return "planned (table refused)"
+    for row in table.rows:
+        _finite(row.total_gib, "fit total")
+        _finite(row.weights_gib, "fit weights")
+        _finite(row.decode_tok_s, "fit tok/s")
+        assert row.max_ctx is None or 1 <= row.max_ctx <= MAX_CTX, row.max_ctx
+        assert row.status in ("fits", "tight", "offload", "no")
+    return "planned and tabled"
+
+
+def spec_from_bytes(data: bytes) -> ModelSpec:
+    """Read GGUF bytes as the file reader does and make the spec (RigfitError when refused)."""
+    f = read_gguf_bytes(data, "fuzz.gguf")
+    model = GgufModel((f.path,), f.metadata, f.value_types, f.tensors, f.file_size, (f,))
+    return spec_from_gguf(model)
+
+
+def exercise_bytes(data: bytes, rig_: Rig, settings: Settings, with_table: bool = True) -> str:
+    try:
+        spec = spec_from_bytes(data)
+    except RigfitError as exc:
+        assert str(exc).strip()
+        check_memory()
+        return "refused by the reader"
+    return exercise_spec(spec, rig_, settings, with_table)
