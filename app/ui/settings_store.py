@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from collections.abc import Collection
 from dataclasses import dataclass, field, fields
@@ -29,7 +28,7 @@ from pathlib import Path
 from PySide6 import QtCore
 
 from app.core import limits
-from app.core.errors import one_line
+from app.core.errors import RigfitError, one_line
 from app.core.settings import KV_TYPES, SPLIT_MODES, Settings
 
 log = logging.getLogger(__name__)
@@ -103,16 +102,11 @@ def _read_settings(text: str) -> tuple[Settings | None, dict[str, object]]:
     if mode in SPLIT_MODES:
         values["split_mode"] = mode
     split = data.get("tensor_split")
-    if (
-        isinstance(split, list)
-        and split
-        and all(
-            isinstance(r, int | float) and not isinstance(r, bool) and math.isfinite(r) and r >= 0
-            for r in split
-        )
-        and sum(split) > 0
-    ):
-        values["tensor_split"] = tuple(float(r) for r in split)
+    if isinstance(split, list) and split:
+        try:
+            values["tensor_split"] = limits.check_split(split)
+        except RigfitError:
+            pass  # not a split this version can use: kept as stored, the default is used
     main_gpu = data.get("main_gpu")
     if isinstance(main_gpu, int) and not isinstance(main_gpu, bool) and 0 <= main_gpu < 64:
         values["main_gpu"] = main_gpu

@@ -34,10 +34,14 @@ settings.register_profile(
 PROFILE = settings.get_profile("rigfit-campaign" if CAMPAIGN else "rigfit-quick")
 
 
-def scaled(n: int) -> settings:
-    """The profile with ``n`` examples in make test (campaign: its own count, scaled by n / 30)."""
+def scaled(n: int, deadline_s: float | None = None) -> settings:
+    """The profile with ``n`` examples in make test (campaign: its own count, scaled by n / 30).
+
+    ``deadline_s`` replaces the campaign's deadline (subprocess cases start a Python each).
+    """
     if CAMPAIGN:
-        return settings(PROFILE, max_examples=max(1, PROFILE.max_examples * n // 30))
+        deadline = PROFILE.deadline if deadline_s is None else timedelta(seconds=deadline_s)
+        return settings(PROFILE, max_examples=max(1, PROFILE.max_examples * n // 30), deadline=deadline)
     return settings(PROFILE, max_examples=n)
 
 

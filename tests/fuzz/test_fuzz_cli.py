@@ -60,7 +60,7 @@ def _check(out: subprocess.CompletedProcess[str], kind: str) -> None:
     CASES[f"{kind}:planned"] += 1
 
 
-@scaled(3)
+@scaled(3, deadline_s=60)
 @given(
     doc=gguf_docs(),
     rig=st.sampled_from(["RTX 3090", "2x RTX 3090 nvlink", "RTX 4090 + RTX 3060@x4"]),
@@ -81,7 +81,7 @@ def test_fuzzed_gguf_files_through_the_cli(
     _check(out, f"cli-{command}-gguf")
 
 
-@scaled(2)
+@scaled(2, deadline_s=60)
 @given(config=configs(), rig=st.sampled_from(["RTX 3090", "2x RTX 3090 nvlink"]))
 def test_fuzzed_config_json_through_the_cli(tmp_path_factory, config: dict, rig: str) -> None:  # type: ignore[no-untyped-def]
     path = tmp_path_factory.mktemp("cfg") / "config.json"
