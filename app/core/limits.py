@@ -192,7 +192,9 @@ def check_spec(spec: ModelSpec, origin: str | None = None) -> ModelSpec:
             if d <= 0:
                 # ggml's format allows an empty tensor; no model weight is one, and the planner divides
                 # by these dimensions.
-                raise _bad(where, f"tensor '{_clip(t.name)}' has an empty or negative dimension {list(t.shape)}")
+                raise _bad(
+                    where, f"tensor '{_clip(t.name)}' has an empty or negative dimension {list(t.shape)}"
+                )
             n *= d
         n_params += n
         if n_params > MAX_PARAMS:

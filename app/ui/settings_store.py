@@ -18,6 +18,7 @@ user's settings.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -103,10 +104,9 @@ def _read_settings(text: str) -> tuple[Settings | None, dict[str, object]]:
         values["split_mode"] = mode
     split = data.get("tensor_split")
     if isinstance(split, list) and split:
-        try:
+        # A split this version cannot use is kept as stored; the default is used meanwhile.
+        with contextlib.suppress(RigfitError):
             values["tensor_split"] = limits.check_split(split)
-        except RigfitError:
-            pass  # not a split this version can use: kept as stored, the default is used
     main_gpu = data.get("main_gpu")
     if isinstance(main_gpu, int) and not isinstance(main_gpu, bool) and 0 <= main_gpu < 64:
         values["main_gpu"] = main_gpu

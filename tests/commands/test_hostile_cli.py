@@ -53,7 +53,9 @@ def test_a_fifo_as_model_rig_file_or_config_does_not_block(tmp_path: Path) -> No
     for name in ("model.gguf", "rig.toml", "config.json"):
         os.mkfifo(tmp_path / name)
     _one_line_exit_2(_cli("plan", "--model", str(tmp_path / "model.gguf"), "--rig", "RTX 3090"), "pipe")
-    _one_line_exit_2(_cli("plan", "--model", "llama-3.2-1b", "--rig-file", str(tmp_path / "rig.toml")), "pipe")
+    _one_line_exit_2(
+        _cli("plan", "--model", "llama-3.2-1b", "--rig-file", str(tmp_path / "rig.toml")), "pipe"
+    )
     _one_line_exit_2(_cli("plan", "--model", str(tmp_path / "config.json"), "--rig", "RTX 3090"), "pipe")
     _one_line_exit_2(_cli("run", "--model", str(tmp_path / "model.gguf"), "--prompt", "hi"), "pipe")
 
@@ -66,7 +68,9 @@ def test_dev_zero_as_rig_file_or_config_is_refused(capsys: pytest.CaptureFixture
     assert "device" in _in_process(capsys, "fit", "--rig", "RTX 3090", "--model", "/dev/zero")
 
 
-def test_a_5000_character_file_name_is_one_short_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_a_5000_character_file_name_is_one_short_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     long = str(tmp_path / ("m" * 5000)) + ".gguf"
     for args in (
         ("plan", "--model", long, "--rig", "RTX 3090"),

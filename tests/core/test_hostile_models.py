@@ -49,7 +49,6 @@ def _gguf(path: Path, **overrides: tuple[str, object]) -> Path:
     return path
 
 
-
 @pytest.mark.parametrize(
     ("overrides", "words"),
     [
@@ -178,7 +177,9 @@ vocab_size = 1000
         ("1.0", "100000000", "'num_hidden_layers' is 100000000"),
     ],
 )
-def test_the_catalog_goes_through_the_same_checks(tmp_path: Path, params_b: str, layers: str, words: str) -> None:
+def test_the_catalog_goes_through_the_same_checks(
+    tmp_path: Path, params_b: str, layers: str, words: str
+) -> None:
     path = tmp_path / "models.toml"
     path.write_text(CATALOG_ENTRY.format(params_b=params_b, layers=layers))
     with pytest.raises(BadModelFile, match=words.replace("(", r"\(").replace(")", r"\)")):

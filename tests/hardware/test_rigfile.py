@@ -138,7 +138,9 @@ def test_saving_into_a_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
 # -- saving never loses the old file (issue 17) ------------------------------------------------------
 
 
-def test_a_failed_save_leaves_the_old_rig_file_as_it_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_save_leaves_the_old_rig_file_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import errno
     import os
 
