@@ -183,5 +183,5 @@ def test_saving_onto_a_folder_or_into_a_missing_folder_is_one_line(tmp_path: Pat
 
     with pytest.raises(RigfitError, match="is a folder"):
         rigfile.save_rig(parse_rig_expression("RTX 3090"), tmp_path)
-    with pytest.raises(RigfitError, match="not found|a part of the path"):
+    with pytest.raises(RigfitError, match=r"not found|a part of the path"):
         rigfile.save_rig(parse_rig_expression("RTX 3090"), tmp_path / "nope" / "rig.toml")
