@@ -187,32 +187,33 @@ class RunnerClient:
                 P.ErrorEvent(message=f"could not start the model process: {exc}", kind=P.ERR_START_FAILED)
             ) from None
         self._proc = proc
+        ended = threading.Event()  # set by the reader once the process is gone and reaped
         reader = threading.Thread(
-            target=self._read_events, args=(proc,), name="rigfit-runner-events", daemon=True
+            target=self._read_events, args=(proc, ended), name="rigfit-runner-events", daemon=True
         )
         errors = threading.Thread(
             target=self._read_stderr, args=(proc,), name="rigfit-runner-stderr", daemon=True
         )
         self._threads = [reader, errors]
-        errors.start()
-        reader.start()
         if self._silence_limit_s is not None:
-            # Not joined with the others: it ends by itself within a second of the process ending.
-            threading.Thread(
-                target=self._watch,
-                args=(proc, self._silence_limit_s),
-                name="rigfit-runner-watchdog",
-                daemon=True,
-            ).start()
+            self._threads.append(
+                threading.Thread(
+                    target=self._watch,
+                    args=(proc, self._silence_limit_s, ended),
+                    name="rigfit-runner-watchdog",
+                    daemon=True,
+                )
+            )
+        for thread in self._threads:
+            thread.start()
 
-    def _watch(self, proc: subprocess.Popen[bytes], limit_s: float) -> None:
+    def _watch(self, proc: subprocess.Popen[bytes], limit_s: float, ended: threading.Event) -> None:
         """End a worker that stopped sending heartbeats: stopped (SIGSTOP), frozen or swapped out.
 
         Every wait on the worker (CLI and window alike) then ends with an error event that says so,
         instead of waiting forever. Armed once the worker has sent its first heartbeat.
         """
-        while proc.poll() is None:
-            time.sleep(min(1.0, limit_s / 4))
+        while not ended.wait(min(1.0, limit_s / 4)):
             if not self._heartbeats or proc is not self._proc:
                 continue
             silent_s = time.monotonic() - self._last_heard
@@ -444,7 +445,7 @@ class RunnerClient:
         if self._queue is not None:
             self._queue.put(event)
 
-    def _read_events(self, proc: subprocess.Popen[bytes]) -> None:
+    def _read_events(self, proc: subprocess.Popen[bytes], ended: threading.Event) -> None:
         assert proc.stdout is not None
         for raw in iter(proc.stdout.readline, b""):
             self._last_heard = time.monotonic()
@@ -475,6 +476,7 @@ class RunnerClient:
         except subprocess.TimeoutExpired:
             proc.kill()
             code = proc.wait()
+        ended.set()
         for thread in self._threads:
             if thread.name == "rigfit-runner-stderr" and thread is not threading.current_thread():
                 thread.join(2.0)
