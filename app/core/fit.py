@@ -198,16 +198,20 @@ class FitTable:
 # ------------------------------------------------------------------------------------------------
 
 
-def _range_max_ids(values: IntArray) -> tuple[npt.NDArray[np.int32], int, IntArray]:
+def _range_max_ids(values: IntArray) -> tuple[npt.NDArray[np.integer[Any]], int, IntArray]:
     """Ids of max(values[lo:hi]) for every 0 <= lo < hi <= n, as an (n+1, n+1) table.
 
-    Returns (table, number of distinct ids, the distinct values); a constant array gives one id.
+    Returns (table, number of distinct ids, the distinct values); a constant array gives one id and a
+    table that takes no memory (a broadcast view). The table is (n+1)**2 entries, so its ids take the
+    smallest integer type that holds them: at the largest layer count a model may have
+    (limits.MAX_LAYERS) that is 1 MiB per statistic instead of 4.
     """
     n = values.size
     distinct = np.unique(values)
-    table = np.zeros((n + 1, n + 1), dtype=np.int32)
     if distinct.size <= 1:
-        return table, 1, distinct
+        return np.broadcast_to(np.zeros((1, 1), dtype=np.uint8), (n + 1, n + 1)), 1, distinct
+    dtype = np.uint8 if distinct.size <= 256 else np.uint16 if distinct.size <= 65536 else np.int32
+    table = np.zeros((n + 1, n + 1), dtype=dtype)
     for lo in range(n):
         run = np.maximum.accumulate(values[lo:])
         table[lo, lo + 1 :] = np.searchsorted(distinct, run)
@@ -252,7 +256,7 @@ class _Group:
     out_read: FloatArray
     out_flops: FloatArray
     # quant-independent compute-role statistics: range-max id tables
-    stat_tables: tuple[npt.NDArray[np.int32], ...] = ()
+    stat_tables: tuple[npt.NDArray[np.integer[Any]], ...] = ()
     stat_sizes: tuple[int, ...] = ()
     memo: dict[tuple[object, ...], FloatArray] = field(default_factory=dict)
     kv_memo: dict[tuple[object, ...], tuple[FloatArray, FloatArray, FloatArray]] = field(default_factory=dict)
@@ -278,6 +282,19 @@ _STATS = ("n_ff_eff", "n_head", "n_head_kv", "kv_k_width", "kv_v_width")
 _lock = threading.Lock()
 _groups: dict[tuple[int, ...], _Group] = {}
 _MAX_GROUPS = 256
+# The cached groups' arrays together: a few hundred models of 1024 layers must not hold gigabytes.
+_MAX_GROUP_BYTES = 256 << 20
+_group_bytes: dict[tuple[int, ...], int] = {}
+
+
+def _nbytes(group: _Group) -> int:
+    total = 0
+    for value in vars(group).values():
+        if isinstance(value, np.ndarray) and value.base is None:
+            total += value.nbytes
+        elif isinstance(value, tuple):
+            total += sum(v.nbytes for v in value if isinstance(v, np.ndarray) and v.strides != (0, 0))
+    return total
 
 
 def _build_group(
@@ -340,10 +357,16 @@ def _group_for(
     if hit is not None and all(a is b for a, b in zip(hit.specs, specs, strict=True)):
         return hit
     group = _build_group(model, name, source, quants, specs)
+    size = _nbytes(group)
     with _lock:
-        if len(_groups) >= _MAX_GROUPS:
-            _groups.pop(next(iter(_groups)))
+        while _groups and (
+            len(_groups) >= _MAX_GROUPS or sum(_group_bytes.values()) + size > _MAX_GROUP_BYTES
+        ):
+            oldest = next(iter(_groups))
+            _groups.pop(oldest)
+            _group_bytes.pop(oldest, None)
         _groups[key] = group
+        _group_bytes[key] = size
     return group
 
 

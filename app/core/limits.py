@@ -158,6 +158,12 @@ def check_spec(spec: ModelSpec, origin: str | None = None) -> ModelSpec:
     _check(spec.head_dim_k_mla, HEAD_DIM, "the MLA key head size", where)
     _check(spec.head_dim_v_mla, HEAD_DIM, "the MLA value head size", where)
     widest_heads = max((*spec.n_head, *spec.n_head_kv, 0))
+    if widest_heads > 0 and (spec.head_dim_k < 1 or spec.head_dim_v < 1):
+        raise _bad(
+            where,
+            f"the model has attention heads but a head size of {spec.head_dim_k} (key) / "
+            f"{spec.head_dim_v} (value): every head needs at least one value",
+        )
     width = widest_heads * max(spec.head_dim_k, spec.head_dim_v, spec.head_dim_k_mla, spec.head_dim_v_mla)
     if width > MAX_ATTN_WIDTH:
         raise _bad(

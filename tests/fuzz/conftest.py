@@ -61,4 +61,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.write_line(f"total: {grand} cases; peak resident memory {peak_rss_mib():.0f} MiB")
     out = os.environ.get("RIGFIT_FUZZ_REPORT")
     if out:
-        Path(out).write_text(json.dumps(dict(CASES), indent=1, sort_keys=True))
+        from tests.fuzz.harness import FINDINGS
+
+        report = {"cases": dict(CASES), "fit_vs_plan_examples": FINDINGS, "peak_rss_mib": peak_rss_mib()}
+        Path(out).write_text(json.dumps(report, indent=1, sort_keys=True, default=str))
