@@ -22,7 +22,7 @@ from app.core.errors import RigfitError
 from app.core.settings import Settings
 from app.hardware.rigfile import rig_from_toml, rig_to_toml
 from tests.fuzz.conftest import scaled
-from tests.fuzz.harness import CASES, exercise_spec
+from tests.fuzz.harness import CASES, exercise_spec, measured
 from tests.fuzz.strategies import EDGE_FLOATS, EDGE_INTS, json_values
 
 toml_scalars = st.one_of(
@@ -76,6 +76,7 @@ def rig_files(draw: st.DrawFn) -> str:
 
 @scaled(30)
 @given(rig_files())
+@measured
 def test_fuzzed_rig_files_load_or_are_one_error(text: str) -> None:
     try:
         rig = rig_from_toml(text, "fuzz.toml")
@@ -101,6 +102,7 @@ def test_fuzzed_rig_files_load_or_are_one_error(text: str) -> None:
 @given(st.one_of(json_values.map(json.dumps), st.dictionaries(
     st.sampled_from(["ctx", "split_mode", "tensor_split", "main_gpu", "n_gpu_layers", "flash_attn", "type_k", "type_v"]),
     json_values, max_size=8).map(json.dumps), st.text(max_size=30)))  # fmt: skip
+@measured
 def test_remembered_settings_always_read(text: str) -> None:
     pytest.importorskip("PySide6")
     from app.ui.settings_store import _read_settings
@@ -140,6 +142,7 @@ split_text = st.one_of(
     options=st.dictionaries(st.sampled_from(["--ctx", "--ngl", "--main-gpu", "--ubatch", "--split"]), number_text, max_size=4),
     rig=st.sampled_from(["RTX 3090", "2x RTX 3090", "RTX 4090 + RTX 3060@x4"]),
 )  # fmt: skip
+@measured
 def test_fuzzed_plan_command_lines_exit_0_or_2_in_one_line(options: dict[str, str], rig: str) -> None:
     args = ["plan", "--model", "llama-3.2-1b", "--quant", "Q4_K_M", "--rig", rig, "--json"]
     for flag, value in options.items():
@@ -169,6 +172,7 @@ def test_fuzzed_plan_command_lines_exit_0_or_2_in_one_line(options: dict[str, st
         number_text, max_size=5),
     st.text(max_size=40),
 )  # fmt: skip
+@measured
 def test_what_run_sends_the_worker_is_always_in_range(options: dict[str, str], prompt: str) -> None:
     """``rigfit run`` up to the moment the worker gets the request: parse, build, validate."""
     from app.commands.run import settings_from_args

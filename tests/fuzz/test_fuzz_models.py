@@ -20,7 +20,7 @@ from app.core.hf_config import spec_from_config
 from app.core.model_source import clear_cache, load_model_spec
 from tests.fuzz import gguf_bytes as G
 from tests.fuzz.conftest import scaled
-from tests.fuzz.harness import CASES, exercise_bytes, exercise_spec, rig
+from tests.fuzz.harness import CASES, exercise_bytes, exercise_spec, measured, rig
 from tests.fuzz.strategies import (
     RIG_EXPRESSIONS,
     configs,
@@ -42,6 +42,7 @@ def rig_and_settings(draw: st.DrawFn, in_range: bool = True):  # type: ignore[no
 
 @scaled(30)
 @given(gguf_docs(), rig_and_settings())
+@measured
 def test_fuzzed_gguf_headers_plan_or_are_refused_in_words(doc: G.GgufDoc, rs) -> None:  # type: ignore[no-untyped-def]
     outcome = exercise_bytes(G.encode(doc), *rs)
     CASES[f"gguf-raw:{outcome}"] += 1
@@ -78,6 +79,7 @@ def rig_settings():  # type: ignore[no-untyped-def]
 
 @scaled(30)
 @given(mutated_bytes(SEED), rig_and_settings())
+@measured
 def test_byte_mutations_of_a_header_are_refused_or_planned(data: bytes, rs) -> None:  # type: ignore[no-untyped-def]
     outcome = exercise_bytes(data, *rs, with_table=False)
     CASES[f"gguf-bytes:{outcome}"] += 1
@@ -93,6 +95,7 @@ def test_byte_mutations_of_a_header_are_refused_or_planned(data: bytes, rs) -> N
     ),
     rig_and_settings(),
 )  # fmt: skip
+@measured
 def test_gguf_files_written_by_the_gguf_package(tmp_path_factory, values: dict[str, G.Value], rs) -> None:  # type: ignore[no-untyped-def]
     from gguf import GGUFValueType, GGUFWriter
 
@@ -131,6 +134,7 @@ def test_gguf_files_written_by_the_gguf_package(tmp_path_factory, values: dict[s
 
 @scaled(30)
 @given(configs(), rig_and_settings())
+@measured
 def test_fuzzed_config_json_plans_or_is_refused_in_words(config: dict, rs) -> None:  # type: ignore[no-untyped-def]
     try:
         spec = spec_from_config(config, id="fuzz", name="fuzz", quant="Q4_K_M", origin="config.json")
@@ -142,6 +146,7 @@ def test_fuzzed_config_json_plans_or_is_refused_in_words(config: dict, rs) -> No
 
 @scaled(20)
 @given(gguf_docs(), rig_and_settings(in_range=False))
+@measured
 def test_settings_out_of_range_never_reach_the_arithmetic(doc: G.GgufDoc, rs) -> None:  # type: ignore[no-untyped-def]
     outcome = exercise_bytes(G.encode(doc), *rs)
     assert outcome in ("refused by the reader", "refused by the planner"), outcome
@@ -200,6 +205,7 @@ def catalog_entries(draw: st.DrawFn) -> dict:  # type: ignore[type-arg]
 
 @scaled(30)
 @given(catalog_entries(), rig_and_settings())
+@measured
 def test_fuzzed_catalog_entries_plan_or_are_refused_in_words(raw: dict, rs) -> None:  # type: ignore[no-untyped-def,type-arg]
     from app.core.catalog import _parse_entry
 
