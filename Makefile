@@ -5,10 +5,12 @@ BIN     = $(VENV)/bin
 
 # llama-cpp-python is compiled once per version and set of build flags, and kept as a wheel in
 # WHEELS, so a new checkout (CI's clean clone included) installs it in seconds. Rigfit always builds
-# llama.cpp's RPC backend (`rigfit rpc-server`, devices on other machines); CMAKE_ARGS adds yours,
-# e.g. CMAKE_ARGS="-DGGML_CUDA=on" make setup. The first build takes about 5 minutes on 2 cores.
+# llama.cpp's RPC backend (`rigfit rpc-server`, devices on other machines) and a portable CPU backend
+# (GGML_NATIVE=OFF: AVX2, no AMX; a native build on a CPU with AMX crashed in its first batched matmul
+# inside a VM that does not grant AMX tile state). CMAKE_ARGS adds yours and wins over these, e.g.
+# CMAKE_ARGS="-DGGML_CUDA=on" make setup. The first build takes about 5 minutes on 2 cores.
 LLAMA_VERSION = 0.3.36
-LLAMA_CMAKE   = $(strip -DGGML_RPC=on $(CMAKE_ARGS))
+LLAMA_CMAKE   = $(strip -DGGML_RPC=on -DGGML_NATIVE=OFF $(CMAKE_ARGS))
 LLAMA_KEY    := $(shell printf '%s' '$(LLAMA_VERSION) $(LLAMA_CMAKE)' | cksum | cut -d' ' -f1)
 WHEELS       ?= $(HOME)/.cache/rigfit/wheels/$(LLAMA_KEY)
 STAMP         = $(VENV)/.rigfit-installed-$(LLAMA_KEY)
