@@ -61,7 +61,10 @@ def _gpu_available() -> bool:
     try:
         import llama_cpp
 
-        return bool(llama_cpp.llama_supports_gpu_offload())
+        # The RPC backend (always built) also counts as GPU offload: a CUDA build has its library.
+        lib = Path(llama_cpp.__file__).parent / "lib"
+        cuda = any(lib.glob("libggml-cuda*")) or any(lib.glob("ggml-cuda*"))
+        return bool(llama_cpp.llama_supports_gpu_offload()) and cuda
     except Exception:
         return False
 
