@@ -61,7 +61,7 @@ def load_gguf_spec(
     """
     p = Path(path)
     if not files.path_exists(p):
-        raise BadModelFile(f"model file {show_path(p)}: {files.describe_missing(p)}")
+        raise BadModelFile(_missing(p))
     fingerprint = _fingerprint(p)
     key = (fingerprint, id, name)
     cacheable = all(size >= 0 for _, size, _ in fingerprint)
@@ -77,6 +77,13 @@ def load_gguf_spec(
                 _gguf_cache.pop(next(iter(_gguf_cache)))
             _gguf_cache[key] = spec
     return spec
+
+
+def _missing(path: Path) -> str:
+    why = files.describe_missing(path)
+    if why == "not found":
+        return f"model file not found: {show_path(path)}"
+    return f"model file {show_path(path)}: {why}"
 
 
 def clear_cache() -> None:
@@ -149,5 +156,5 @@ def load_model_spec(ref: str, quant: str | None = None) -> ModelSpec:
             files.open_regular(path, "model file", BadModelFile)
         raise BadModelFile(f"{show_path(path)} is neither a GGUF model nor a config.json")
     if looks_like_path or len(text) > 200:
-        raise BadModelFile(f"model file {show_path(path)}: {files.describe_missing(path)}")
+        raise BadModelFile(_missing(path))
     return catalog_spec(text, quant)

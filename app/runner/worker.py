@@ -289,6 +289,7 @@ class Worker:
         llama_cpp.llama_backend_init()
 
         self.templates = TemplateSandbox()
+        self.devices: tuple[P.Device, ...] = ()
         self.model: Any = None
         self.ctx: Any = None
         self.vocab: Any = None
@@ -376,6 +377,7 @@ class Worker:
             devices = list_devices(ll)
         except Exception:
             devices = ()
+        self.devices = devices
         return P.ReadyEvent(
             pid=os.getpid(),
             llama_cpp_version=str(getattr(ll, "__version__", "")),
@@ -383,6 +385,13 @@ class Worker:
             devices=devices,
             system_info=ll.llama_print_system_info().decode(errors="replace").strip(),
         )
+
+    def _cpu_only(self) -> bool:
+        # llama_supports_gpu_offload() is true for the RPC backend alone (always built): a GPU device
+        # in ggml's registry is what says a layer can leave the CPU here.
+        if self.devices:
+            return not any(d.kind in ("gpu", "igpu") for d in self.devices)
+        return not bool(self.ll.llama_supports_gpu_offload())
 
     def _flush_log(self) -> None:
         lines = self.log.take_pending()
@@ -510,7 +519,7 @@ class Worker:
                 offloaded_layers=report.offloaded_layers,
                 offloadable_layers=report.offloadable_layers,
                 vram=vram,
-                on_cpu_only=not bool(ll.llama_supports_gpu_offload()),
+                on_cpu_only=self._cpu_only(),
                 chat_template=self.chat_template is not None,
                 id=req_id,
             )
