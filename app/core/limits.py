@@ -19,6 +19,7 @@ allocate terabytes or loop for minutes.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -28,6 +29,8 @@ from app.core.errors import BadModelFile, RigfitError
 if TYPE_CHECKING:
     from app.core.model_spec import ModelSpec
     from app.core.settings import Settings
+
+_ATTN_RE = re.compile(r"^blk\.\d+\.attn_(q|k|v|qkv|output)\.")
 
 # --- model dimensions (largest real value, model) ---------------------------------------------------
 # Repeating layers: Llama 3.1 405B has 126, Nemotron-4 340B 96, DeepSeek V3 61 (+1 MTP layer); the
@@ -191,6 +194,14 @@ def check_spec(spec: ModelSpec, origin: str | None = None) -> ModelSpec:
     n_params = 0
     for t in spec.tensors:
         layer = t.layer
+        if layer is not None and layer < n_layer and _ATTN_RE.match(t.name):
+            heads = spec.n_head[layer] if len(spec.n_head) == n_layer else spec.n_head[0]
+            if heads <= 0 or spec.head_dim_k < 1 or spec.head_dim_v < 1:
+                raise _bad(
+                    where,
+                    f"layer {layer} has attention weights ('{_clip(t.name)}') but {heads} attention heads "
+                    f"of {spec.head_dim_k} values: the file's head counts are missing or wrong",
+                )
         if layer is not None and layer >= n_layer:
             raise _bad(where, f"tensor '{_clip(t.name)}' names layer {layer}, but the model has {n_layer}")
         n = 1

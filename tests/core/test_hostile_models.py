@@ -64,11 +64,13 @@ def _gguf(path: Path, **overrides: tuple[str, object]) -> Path:
         ({"llama.feed_forward_length": ("float32", float("-inf"))}, "'llama.feed_forward_length'"),
         ({"llama.expert_count": ("uint64", (1 << 64) - 1)}, "'llama.expert_count'"),
         ({"llama.attention.head_count": ("uint32", 8)}, "KV heads"),  # fewer heads than the default KV
+        # attn_q weights with no heads divided by zero in the tensor split's per-head shares
+        ({"llama.attention.head_count": ("uint32", 0)}, "has attention weights ('blk.0.attn_q.weight') but 0"),
     ],
     ids=[
         "nan-layers", "inf-layers", "1e6-layers", "2^28-layers", "2^63-layers", "2^63-kv-heads",
         "2^62-kv-heads-wrap", "negative-value-length", "fractional-embd", "-inf-ffn", "2^64-1-experts",
-        "kv-heads-above-heads",
+        "kv-heads-above-heads", "attention-weights-without-heads",
     ],
 )  # fmt: skip
 def test_bad_numbers_in_a_gguf_are_one_clear_error(
