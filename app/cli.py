@@ -114,7 +114,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.version:
             from app.versions import describe_versions
 
-            print(describe_versions(long=args.long))
+            qt = None
+            if args.long:
+                from app.ui.qtinfo import qt_version  # Qt only for the long report
+
+                qt = qt_version()
+            print(describe_versions(long=args.long, qt_version=qt))
             return EXIT_OK
         if args.self_test:
             from app.ui.selftest import run_self_test

@@ -1,4 +1,8 @@
-"""Version report for ``rigfit --version [--long]`` and the About dialog."""
+"""Version report for ``rigfit --version [--long]`` and the About dialog.
+
+Qt's version is the caller's to give (the window and ``rigfit --version --long`` look it up with
+:func:`app.ui.qtinfo.qt_version`): this module, like everything outside ``app/ui``, imports no Qt.
+"""
 
 from __future__ import annotations
 
@@ -28,21 +32,19 @@ def llama_cpp_info() -> dict[str, object]:
     return {"version": getattr(llama_cpp, "__version__", None), "gpu_offload": gpu}
 
 
-def version_info() -> dict[str, object]:
-    """Versions of Rigfit and what it stands on; missing parts are ``None``."""
+def version_info(qt_version: str | None = None) -> dict[str, object]:
+    """Versions of Rigfit and what it stands on; missing parts are ``None``. ``qt_version`` is the Qt
+    runtime's version, when the caller has Qt."""
     info: dict[str, object] = {
         "rigfit": __version__,
         "python": platform.python_version(),
         "pyside6": _dist_version("PySide6-Essentials") or _dist_version("PySide6"),
-        "qt": None,
+        "qt": qt_version,
         "pyqtgraph": _dist_version("pyqtgraph"),
         "llama_cpp": llama_cpp_info(),
         "nvml": None,
         "driver": None,
     }
-    from app.ui.qtinfo import qt_version
-
-    info["qt"] = qt_version()
     try:
         from app.hardware.probe import nvml_versions
 
@@ -54,10 +56,11 @@ def version_info() -> dict[str, object]:
     return info
 
 
-def describe_versions(long: bool = False) -> str:
+def describe_versions(long: bool = False, qt_version: str | None = None) -> str:
+    """``rigfit X.Y.Z``; with ``long`` one line each for Python, Qt, pyqtgraph, llama.cpp and NVML."""
     if not long:
         return f"rigfit {__version__}"
-    info = version_info()
+    info = version_info(qt_version)
     llama = info["llama_cpp"]
     assert isinstance(llama, dict)
     llama_text = "not installed"

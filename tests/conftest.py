@@ -1,15 +1,55 @@
-"""Shared test set-up: offscreen Qt, GPU tests skipped without a GPU, the demo model path."""
+"""Shared test set-up: offscreen Qt, private per-user folders, GPU tests skipped without a GPU, the
+demo model path."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-# Keep tests away from the user's real settings and cache.
-os.environ.setdefault("RIGFIT_TESTING", "1")
+
+# Keep tests away from the user's settings and caches: the per-user folders (platformdirs', Qt's and
+# the Hugging Face cache follow these variables on Linux) point into a folder of this run, set before
+# anything is imported so child processes (the CLI, the worker) inherit them; each test then gets
+# fresh ones (_private_user_folders).
+USER_FOLDERS = {
+    "XDG_CONFIG_HOME": "config",
+    "XDG_CACHE_HOME": "cache",
+    "XDG_DATA_HOME": "data",
+    "XDG_STATE_HOME": "state",
+    "HF_HOME": "huggingface",
+    "LLAMA_CACHE": "llama.cpp",
+}
+_RUN_FOLDER = Path(tempfile.mkdtemp(prefix="rigfit-tests-"))
+for _var, _name in USER_FOLDERS.items():
+    os.environ[_var] = str(_RUN_FOLDER / _name)
+for _var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+    os.environ.pop(_var, None)
+
+
+@pytest.fixture(autouse=True)
+def _private_user_folders(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    root = tmp_path_factory.mktemp("user")
+    for var, name in USER_FOLDERS.items():
+        monkeypatch.setenv(var, str(root / name))
+    qtcore = sys.modules.get("PySide6.QtCore")
+    if qtcore is not None:
+        # Qt reads XDG_CONFIG_HOME once per process and keeps the answer: move its settings folder too.
+        for fmt in (qtcore.QSettings.Format.IniFormat, qtcore.QSettings.Format.NativeFormat):
+            qtcore.QSettings.setPath(fmt, qtcore.QSettings.Scope.UserScope, str(root / "config"))
+    yield
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(_RUN_FOLDER, ignore_errors=True)
 
 
 BENCH_DIR = Path(__file__).resolve().parent / "bench"
@@ -75,6 +115,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _qt_leak_guard(request: pytest.FixtureRequest) -> Iterator[None]:
+    """In every test that uses Qt: fail on a timer, a thread or a pool task left running (napari's
+    rule; tests/ui/ui_guard.py). Qt's own warnings fail a test through ``qt_log_level_fail``."""
+    if not {"qtbot", "qapp"} & set(request.fixturenames):
+        yield  # a test without Qt imports no Qt here either (core tests run where Qt is absent)
+        return
+    from tests.ui.ui_guard import LeakGuard
+
+    guard = LeakGuard()
+    guard.start()
+    yield
+    problems = guard.finish()
+    if problems:
+        pytest.fail("left running after the test:\n  " + "\n  ".join(problems), pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ from app.commands.run import CPU_NOTE, add_model_arguments, settings_from_args, 
 from app.core import limits
 from app.core.errors import RigfitError
 from app.runner import protocol as P
-from app.runner.options import BenchConfig, parse_configs, resolve_model, unsupported_reason
+from app.runner.options import BenchConfig, parse_configs, resolve_model, unsupported_problem
 
 STATUS_OK = "ok"
 STATUS_UNSUPPORTED = "unsupported"
@@ -62,6 +62,7 @@ class ConfigResult:
     config: BenchConfig
     status: str = STATUS_OK
     reason: str | None = None
+    code: str | None = None  # the rule (app.core.rules) or the worker's error kind behind ``reason``
     pp_tok_s: list[float] = field(default_factory=list)
     tg_tok_s: list[float] = field(default_factory=list)
 
@@ -73,6 +74,7 @@ class ConfigResult:
             "tensor_split": list(self.config.tensor_split) if self.config.tensor_split is not None else None,
             "status": self.status,
             "reason": self.reason,
+            "code": self.code,
             "pp": pp,
             "tg": tg,
             "repeat": repeat,
@@ -150,9 +152,9 @@ def _bench_config(
     client: Any, args: argparse.Namespace, model_path: str, config: BenchConfig, n_gpus: int
 ) -> ConfigResult:
     result = ConfigResult(config)
-    reason = unsupported_reason(config.split_mode, config.tensor_split, args.main_gpu, n_gpus)
-    if reason:
-        result.status, result.reason = STATUS_UNSUPPORTED, reason
+    refused = unsupported_problem(config.split_mode, config.tensor_split, args.main_gpu, n_gpus)
+    if refused is not None:
+        result.status, result.reason, result.code = STATUS_UNSUPPORTED, refused.message, refused.code
         return result
     settings = settings_from_args(args, config.split_mode, config.tensor_split)
     load = P.LoadSettings.from_settings(model_path, settings, n_threads=args.threads)
@@ -170,4 +172,5 @@ def _bench_config(
         client.unload_sync()
     except P.RunnerError as exc:
         result.status, result.reason = STATUS_FAILED, exc.event.message
+        result.code = exc.event.code or exc.event.kind
     return result

@@ -21,7 +21,7 @@ from typing import Any
 
 from app.core.advice import Advice, rig_advice
 from app.core.rig import Gpu, Rig
-from app.hardware.nvml_fake import normalize_bus_id
+from app.hardware.pci import normalize_bus_id
 from app.hardware.sysfs import note_for
 
 EXIT_OK = 0

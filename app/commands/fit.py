@@ -74,6 +74,7 @@ def row_json(r: FitRow) -> dict[str, Any]:
         "n_gpu_layers": r.n_gpu_layers,
         "source": r.source,
         "note": r.note or None,
+        "code": r.code or None,
     }
 
 

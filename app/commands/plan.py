@@ -9,8 +9,9 @@ The JSON keys ``model``, ``quant``, ``ctx``, ``split_mode``, ``tensor_split``, `
 ``layers``, ``weights_mib``, ``kv_mib``, ``compute_mib``, ``overhead_mib``, ``total_mib``,
 ``capacity_mib``, ``fits``), ``host`` (``weights_mib``, ``kv_mib``, ``compute_mib``, ``total_mib``),
 ``fits``, ``status``, ``recommended_split_mode``, ``tok_s`` (``decode``, ``prompt``), ``advice``
-(``code``, ``level``, ``message``) and ``commands`` (``llama-server``, ``ollama``, ``vllm``,
-``exllamav2``) are a contract; the rest is extra.
+(``code``, ``level``, ``message``), ``problems`` (``code``, ``severity``, ``message``, ``concerns``,
+``gpu``: the plan's problems, codes from :mod:`app.core.rules`) and ``commands`` (``llama-server``,
+``ollama``, ``vllm``, ``exllamav2``) are a contract; the rest is extra.
 
 Without ``--rig`` (or ``--rig-file``) the detected rig is used. When it has no GPU the plan is for the
 CPU alone, and the output says so first (a CPU plan is still an answer: llama.cpp runs there).
@@ -264,6 +265,16 @@ def plan_json(
             "n_seq_max": s.n_seq_max,
         },
         "notes": notes + list(p.notes) + list(speed.notes),
+        "problems": [
+            {
+                "code": q.code,
+                "severity": q.severity,
+                "message": q.message,
+                "concerns": list(q.concerns),
+                "gpu": q.gpu,
+            }
+            for q in p.problems
+        ],
         "buffers": [{"name": b.name, "kind": b.kind, "mib": _r(b.mib), "gpu": b.gpu} for b in p.buffers],
     }
 

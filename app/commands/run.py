@@ -19,7 +19,7 @@ from app.core.errors import RigfitError
 from app.core.settings import KV_TYPES, SPLIT_MODES, Settings
 from app.runner import protocol as P
 from app.runner.compare import compare_load, format_table
-from app.runner.options import parse_split, resolve_model, unsupported_reason
+from app.runner.options import parse_split, resolve_model, unsupported_problem
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -31,7 +31,6 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 CPU_NOTE = "rigfit: no GPU that llama.cpp can use here; running on the CPU"
-JSON_EVENTS = frozenset({"progress", "loaded", "token", "done", "error"})
 
 
 def add_model_arguments(p: argparse.ArgumentParser, *, ctx_default: int | None) -> None:
@@ -265,9 +264,11 @@ def _run_with(
         ready = start_worker(client)
     except RigfitError as exc:
         return fail(P.ErrorEvent(message=str(exc), kind=P.ERR_START_FAILED), EXIT_FAILED)
-    reason = unsupported_reason(load.split_mode, load.tensor_split, load.main_gpu, len(ready.gpus))
-    if reason:
-        return fail(P.ErrorEvent(message=reason, kind=P.ERR_BAD_REQUEST), EXIT_USAGE)
+    refused = unsupported_problem(load.split_mode, load.tensor_split, load.main_gpu, len(ready.gpus))
+    if refused is not None:
+        return fail(
+            P.ErrorEvent(message=refused.message, kind=P.ERR_BAD_REQUEST, code=refused.code), EXIT_USAGE
+        )
     if not ready.gpus:
         print(CPU_NOTE, file=sys.stderr, flush=True)
 

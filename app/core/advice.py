@@ -24,7 +24,6 @@ from app.core.rig import PCIE_LANE_GBPS, VENDOR_NVIDIA, Gpu, Rig
 LEVEL_INFO = "info"
 LEVEL_WARNING = "warning"
 LEVEL_ERROR = "error"
-LEVELS: tuple[str, ...] = (LEVEL_INFO, LEVEL_WARNING, LEVEL_ERROR)
 
 CODE_PCIE_NARROW_SLOT = "pcie-narrow-slot"
 CODE_PCIE_OLDER_GEN = "pcie-slot-older-gen"

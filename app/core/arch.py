@@ -6,7 +6,7 @@ here: names from ``llama-arch.cpp`` (``blk.%d.attn_q`` ...), shapes from each ar
 and which optional tensors exist (biases, ``rope_freqs``, tied output) from what its converter
 ``convert_hf_to_gguf.py`` writes. The tensor types are those of the converter's F16 output (F32 for
 1-D tensors, norms, biases and expert routers; gpt-oss experts stay MXFP4); :func:`build_spec` then
-gives them a file type with :func:`app.core.quant.apply_file_type`.
+gives them a file type with :func:`app.core.quantizer.apply_file_type`.
 
 Shapes are in ggml order: ``shape[0]`` is the row length.
 """
@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 from app.core.errors import RigfitError
 from app.core.model_spec import ModelSpec, TensorInfo
-from app.core.quant import F16, F32, MXFP4, apply_file_type
+from app.core.quant import F16, F32, MXFP4
+from app.core.quantizer import apply_file_type
 
 SUPPORTED_ARCHITECTURES: tuple[str, ...] = (
     "llama",

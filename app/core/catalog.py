@@ -18,7 +18,8 @@ from app.core.errors import BadModelFile, UnknownName
 from app.core.files import show_path
 from app.core.hf_config import architecture_of, spec_from_config
 from app.core.model_spec import ModelSpec
-from app.core.quant import apply_file_type, normalize_file_type
+from app.core.quant import normalize_file_type
+from app.core.quantizer import apply_file_type
 
 CATALOG_FILE = "models.toml"
 

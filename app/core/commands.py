@@ -29,9 +29,10 @@ from dataclasses import dataclass, replace
 
 from app.core.memory import profile
 from app.core.model_spec import ModelSpec
-from app.core.placement import TENSOR_SPLIT_UNSUPPORTED_ARCHS, plan_profile
+from app.core.placement import plan_profile
 from app.core.plan import STATUS_NO, Plan
 from app.core.rig import VENDOR_AMD, VENDOR_NVIDIA, Rig
+from app.core.rules import CODE_ROW_UNAVAILABLE, TENSOR_SPLIT_UNSUPPORTED_ARCHS, codes
 
 TOOLS: tuple[str, ...] = ("llama-server", "llama-bench", "ollama", "vllm", "exllamav2")
 RIGFIT_BATCH = 512  # Settings' n_batch/n_ubatch defaults (llama-cpp-python's); other values are passed
@@ -163,7 +164,7 @@ def _common_notes(rig: Rig, p: Plan) -> list[str]:
     notes: list[str] = []
     if p.status == STATUS_NO:
         notes.append("the plan does not fit: this command will fail to load as it stands")
-    if p.settings.split_mode == "row":
+    if CODE_ROW_UNAVAILABLE in codes(p.problems):
         notes.append(
             "-sm row does not load with llama-cpp-python 0.3.36's llama.cpp on CUDA/ROCm (no split buffers); "
             "only another build may accept it"

@@ -23,18 +23,13 @@ Buffers and how they are sized (bytes; MiB = 2**20 bytes):
   repacks move to a ``CPU_REPACK`` buffer instead.
 * KV cache: one K and one V tensor per layer, ``kv_size`` cells (context padded to 256, per
   sequence stream), on the device of the layer (``llama-kv-cache.cpp`` constructor).
-* Compute buffers: the peak of ggml-alloc's graph allocator over the worst-case prompt graph
-  (``llama-context.cpp`` ``sched_reserve``). Modelled as the largest of a few phases of the graph,
-  each a sum of simultaneously live tensors, with coefficients measured (see ``COMPUTE_*``).
-* Output buffer: logits of ``n_seq_max`` outputs (``llama_context::output_reserve``), on the host.
+* Compute buffers and the output buffer: :mod:`app.core.compute`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -42,7 +37,7 @@ from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from app.core import limits
 from app.core.errors import RigfitError
-from app.core.model_spec import ModelSpec, TensorInfo
+from app.core.model_spec import ModelSpec, TensorInfo, uses_mla_cache
 from app.core.settings import Settings
 from app.core.speccache import SpecCache
 
@@ -57,7 +52,6 @@ MATRIX_ROW_PADDING = 512  # ggml-cuda/common.cuh: quantized rows padded to a mul
 # --- context and KV cache (llama-context.cpp, llama-kv-cache-iswa.cpp) --------------------------
 KV_CTX_PAD = 256  # cparams.n_ctx = GGML_PAD(n_ctx, 256); n_ctx_seq padded the same way
 SWA_CACHE_PAD = 256  # the SWA cache is padded to 256 cells too
-LLAMA_MAX_SEQ = 256
 
 # --- scheduler (ggml-backend.cpp) -------------------------------------------------------------
 PIPELINE_COPIES = 4  # GGML_SCHED_MAX_COPIES: input copies kept when pipeline parallelism is on
@@ -78,41 +72,6 @@ GPU_OVERHEAD_WARMUP_MIB = 66.0
 # 593.7-594.7). Consumer GPUs and other drivers differ (often 300-700 MiB): override it with
 # Gpu.overhead_mib or Settings.overhead_mib when measured.
 DEFAULT_GPU_OVERHEAD_MIB = GPU_OVERHEAD_AFTER_LOAD_MIB + GPU_OVERHEAD_WARMUP_MIB
-
-# --- compute buffer phases ----------------------------------------------------------------------
-# Each phase is a set of tensors alive at once in the prompt graph of n_ubatch tokens, in units of
-# e = n_embd*T*4, f = n_ff*T*4 (one FFN intermediate), q = n_head*head_dim*T*4,
-# kvd = n_head_kv*head_dim*T*4, plus the attention mask (n_kv*T, f16 with flash attention, f32
-# without), kq = n_kv*T*n_head*4 (attention scores without flash attention) and
-# logits = n_vocab*n_outputs*4. The integer multiples of e include the allocator's fragmentation;
-# they were fitted so the formulas reproduce llama.cpp's own figures: on CUDA the four H200 loads in
-# DEVICE.md exactly (1B: logits+e; 8B and 70B at 8k and 32k: 3f+3e+mask), on the CPU the loads in
-# docs/placement.md (within one e).
-COMPUTE_CUDA_FFN_E = 3  # GPU FFN phase: 3f + 3e + masks (H200: 8B 116.01, 70B 224.01/248.01 MiB)
-COMPUTE_CUDA_OUT_E = 1  # GPU output phase: logits + 1e (H200: 1B 100.00 MiB)
-COMPUTE_CPU_FFN_E_FA = 4  # CPU FFN phase with flash attention: 3f + 4e + masks
-COMPUTE_CPU_FFN_E_NOFA = 5  # CPU FFN phase without flash attention: 3f + 5e + masks
-COMPUTE_CPU_OUT_E_FA = 2  # CPU output phase with flash attention: logits + 2e
-COMPUTE_CPU_OUT_E_NOFA = 3  # CPU output phase without flash attention: logits + 3e
-COMPUTE_ATTN_E_FA = 2  # CPU attention with flash attention: masks + 2e + 2q + 2kvd
-COMPUTE_ATTN_E_NOFA = 5  # CPU attention without flash attention: kq + masks + 5e + 2kvd
-COMPUTE_CUDA_ATTN_E_FA = 2  # GPU attention with flash attention: masks + 2e + 2q (+ f16 K/V for a
-# quantized cache); H200, 13B shape with q8_0 KV: 124.09 MiB
-COMPUTE_CUDA_ATTN_E_NOFA = (
-    4  # GPU attention without flash attention: kq + masks + 4e + 2kvd (H200 8B: 564.01)
-)
-COMPUTE_HOST_E = 2  # CUDA_Host (CPU backend with GPUs): token rows + layer-0 norm: 2e + inputs
-# GPU 0 with layers left on the host (op_offload copies each host weight in for large batches):
-# largest host weight + 3f + 2e + masks. An envelope: the measured peaks (H200, 4-layer 70B-wide
-# models, n_gpu_layers 0-4) fall 14% below to 6% above it, because where ggml-alloc's free blocks
-# fall varies with the context (167 MiB at 8k but 187 MiB at 2k and 16k for the same model).
-COMPUTE_OFFLOAD_F = 3
-COMPUTE_OFFLOAD_E = 2
-# Small graph inputs per token: tokens (i32), positions (i32), K and V cache indices (i64 each),
-# output ids (i32).
-INPUT_BYTES_PER_TOKEN = 4 + 4 + 8 + 8 + 4
-# What of them a GPU holds through its layers (measured: 0.0078 MiB at 512 tokens on the H200).
-LAYER_INPUT_BYTES_PER_TOKEN = 16
 
 # ggml types the CPU backend repacks into CPU_REPACK on x86 with AVX2 (ggml-cpu/repack.cpp
 # ggml_repack_get_optimal_repack_type; Q2_K needs AVX-512) when the tensor has a multiple of 8 rows.
@@ -204,6 +163,11 @@ def _quant(ggml_type: int) -> tuple[int, int]:
         raise RigfitError(f"unknown ggml tensor type {ggml_type}") from None
 
 
+def block_size(ggml_type: int) -> int:
+    """Values per block of a ggml type (1 for F32/F16/BF16, 32 for Q4_0, 256 for the K-quants)."""
+    return _quant(ggml_type)[0]
+
+
 def row_bytes(ggml_type: int, ne0: int) -> int:
     """ggml_row_size: bytes of ``ne0`` values of a type (``ne0`` must be a whole number of blocks)."""
     block, size = _quant(ggml_type)
@@ -249,11 +213,6 @@ def cuda_tensor_bytes(t: TensorInfo, ne0: int | None = None, rows: int | None = 
     if is_quantized(t.ggml_type) and ne0 % MATRIX_ROW_PADDING:
         size += row_bytes(t.ggml_type, MATRIX_ROW_PADDING - ne0 % MATRIX_ROW_PADDING)
     return pad(size, CUDA_ALIGNMENT)
-
-
-def cpu_tensor_bytes(t: TensorInfo) -> int:
-    """Bytes a weight takes in an allocated CPU buffer (CPU, CPU_REPACK, CUDA_Host): nbytes padded to 32."""
-    return pad(tensor_bytes(t), CPU_ALIGNMENT)
 
 
 def cpu_repack_types(cpu_flags: Sequence[str]) -> frozenset[int]:
@@ -417,8 +376,8 @@ class ModelProfile:
       ``output_gpu_bytes`` on the device holding the output layer, plus ``per_device_gpu_bytes``
       once per GPU holding a layer;
     * KV bytes of layer ``l`` for a context = ``kv_k_width[l]`` and ``kv_v_width[l]`` values per cell
-      (see :func:`kv_layer_bytes`), times the cells of :func:`kv_cells`;
-    * compute buffers from :func:`compute_bytes` (vectorised over cell counts).
+      (bytes per cell: :func:`app.core.layout.kv_rows`), times the cells of :func:`kv_cells`;
+    * compute buffers from :func:`compute_bytes_cells` (vectorised over cell counts).
     """
 
     spec: ModelSpec
@@ -428,7 +387,6 @@ class ModelProfile:
     # weights
     layer_gpu_bytes: IntArray  # CUDA buffer bytes per layer
     layer_host_bytes: IntArray  # file bytes per layer (what the mapping holds)
-    layer_cpu_alloc_bytes: IntArray  # allocated CPU buffer bytes per layer (no mmap)
     layer_max_matmul_gpu_bytes: IntArray  # largest matmul weight per layer, CUDA bytes (op_offload copies)
     input_host_bytes: int  # token embeddings & other input tensors, file bytes
     output_gpu_bytes: int  # output layer on a GPU (output_norm + output, or the duplicated token_embd)
@@ -460,16 +418,10 @@ class ModelProfile:
     tensor_roles: tuple[str, ...] = ()  # tensor_role() of each spec tensor, in spec order
     tensor_layers: tuple[int, ...] = ()  # blk index of each spec tensor, -1 outside the blocks
     notes: tuple[str, ...] = ()
-    _extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def n_files(self) -> int:
         return int(self.layer_file_lo.shape[0])
-
-    @property
-    def weights_total_gpu_bytes(self) -> int:
-        """All weights on one GPU (token embeddings stay on the host)."""
-        return int(self.layer_gpu_bytes.sum()) + self.output_gpu_bytes + self.per_device_gpu_bytes
 
 
 # Bounded: the whole catalog times every quantization is about 800 specs.
@@ -482,20 +434,6 @@ def profile(spec: ModelSpec) -> ModelProfile:
     Raises :class:`RigfitError` when the spec has no tensors or inconsistent shapes.
     """
     return PROFILE_CACHE.get(spec)
-
-
-def uses_mla_cache(spec: ModelSpec) -> bool:
-    """True when llama.cpp keeps this model's compressed MLA cache (hparams.is_mla()).
-
-    A GGUF says so with ``attention.key_length_mla``/``value_length_mla``; older DeepSeek GGUFs
-    without them run as plain multi-head attention with a full K and V cache. Specs from a catalog
-    or config.json describe what today's converter writes: MLA whenever ``kv_lora_rank`` is set.
-    """
-    k_mla = int(getattr(spec, "head_dim_k_mla", 0) or 0)
-    v_mla = int(getattr(spec, "head_dim_v_mla", 0) or 0)
-    if k_mla > 0 and v_mla > 0:
-        return True
-    return spec.source != "gguf" and spec.kv_lora_rank > 0
 
 
 def _per_layer(values: Sequence[int], n_layer: int, what: str, default: int | None = None) -> list[int]:
@@ -527,7 +465,6 @@ def _build_profile(spec: ModelSpec) -> ModelProfile:
 
     layer_gpu = np.zeros(n_layer, dtype=np.int64)
     layer_host = np.zeros(n_layer, dtype=np.int64)
-    layer_cpu = np.zeros(n_layer, dtype=np.int64)
     layer_max_mm = np.zeros(n_layer, dtype=np.int64)
     lo = np.full((n_files, n_layer), -1, dtype=np.int64)
     hi = np.full((n_files, n_layer), -1, dtype=np.int64)
@@ -568,7 +505,6 @@ def _build_profile(spec: ModelSpec) -> ModelProfile:
             g = cuda_tensor_bytes(t)
             layer_gpu[il] += g
             layer_host[il] += fbytes
-            layer_cpu[il] += pad(nbytes, CPU_ALIGNMENT)
             if is_matmul_weight(t):
                 layer_max_mm[il] = max(int(layer_max_mm[il]), g)
             span(lo, hi, (fi, il), t, nbytes)
@@ -651,7 +587,6 @@ def _build_profile(spec: ModelSpec) -> ModelProfile:
         n_vocab=spec.n_vocab,
         layer_gpu_bytes=layer_gpu,
         layer_host_bytes=layer_host,
-        layer_cpu_alloc_bytes=layer_cpu,
         layer_max_matmul_gpu_bytes=layer_max_mm,
         input_host_bytes=input_host,
         output_gpu_bytes=output_gpu,
@@ -699,210 +634,12 @@ def kv_row_bytes(type_name: str, width: IntArray) -> IntArray:
     return (width // block * size).astype(np.int64)
 
 
-def kv_layer_bytes(prof: ModelProfile, settings: Settings, cells: KvCells) -> tuple[IntArray, IntArray]:
-    """K and V cache bytes per layer: ``(k_bytes, v_bytes)`` for the cells of each layer's cache.
-
-    Without flash attention V is stored transposed and every layer's V row is the widest one
-    (llama-kv-cache.cpp, [TAG_V_CACHE_VARIABLE]).
-    """
-    cells_per_layer = np.where(prof.is_swa, cells.swa_cells_total, cells.base_cells_total).astype(np.int64)
-    k_row = kv_row_bytes(settings.type_k, prof.kv_k_width)
-    v_width = prof.kv_v_width
-    if not settings.flash_attn and not prof.uses_mla:
-        v_width = np.where(prof.kv_v_width > 0, prof.kv_v_width_max, 0).astype(np.int64)
-    v_row = kv_row_bytes(settings.type_v, v_width)
-    return k_row * cells_per_layer, v_row * cells_per_layer
-
-
-# ------------------------------------------------------------------------------------------------
-# compute buffers
-# ------------------------------------------------------------------------------------------------
-
-BACKEND_CUDA = "cuda"
-BACKEND_CPU = "cpu"
-
-
-@dataclass(frozen=True)
-class ComputeRole:
-    """What one backend's share of the prompt graph contains, for :func:`compute_bytes`."""
-
-    backend: str  # BACKEND_CUDA or BACKEND_CPU
-    layers: tuple[int, ...] = ()  # repeating layers whose FFN and attention run here
-    attention_layers: tuple[int, ...] = ()  # layers whose attention runs here (KV lives here)
-    output: bool = False  # the output layer (logits) runs here
-    share: float = 1.0  # tensor parallelism: fraction of heads/FFN/vocab computed here
-    copies: int = 1  # pipeline-parallel input copies (GGML_SCHED_MAX_COPIES) or 1
-    host_inputs: bool = False  # CUDA_Host: the CPU side of a GPU run (inputs, token rows)
-    offload_weight_bytes: int = 0  # largest host weight copied here by op_offload (0: none)
-    offload_kv_row_bytes: int = 0  # per cell: largest host layer's K+V copied here for its attention
-    offload_output: bool = False  # the host-resident output weight is offloaded here
-
-
-def cuda_flash_attn_supported(head_dim_k: int, head_dim_v: int, gqa_ratio: int) -> bool:
-    """Whether CUDA's flash-attention kernels take these head sizes (fattn.cu get_best_fattn_kernel).
-
-    When they do not, llama.cpp runs the FLASH_ATTN_EXT node on the CPU and copies Q, K and V over.
-    """
-    if head_dim_k == head_dim_v and head_dim_k in (40, 64, 72, 80, 96, 112, 128, 256, 512):
-        return True
-    if (head_dim_k, head_dim_v) == (192, 128):
-        return gqa_ratio % 8 == 0
-    if (head_dim_k, head_dim_v) == (320, 256):
-        return gqa_ratio % 32 == 0
-    return (head_dim_k, head_dim_v) == (576, 512)
-
-
-def _rotation_input_bytes(prof: ModelProfile, settings: Settings) -> float:
-    # A quantized K/V cache rotates heads with Hadamard matrices (64x64 up to the head size), passed
-    # to the graph as f32 inputs (llama-kv-cache.cpp attn_rot_k/attn_rot_v).
-    rot_k = settings.type_k != "f16" and prof.head_dim_k % 64 == 0
-    rot_v = settings.type_v != "f16" and prof.head_dim_v % 64 == 0 and not prof.uses_mla
-    if not (rot_k or rot_v):
-        return 0.0
-    top = max(prof.head_dim_k if rot_k else 0, prof.head_dim_v if rot_v else 0)
-    total = 0
-    n = 64
-    while n <= top:
-        total += n * n * 4
-        n *= 2
-    return float(total)
-
-
-def compute_bytes(prof: ModelProfile, settings: Settings, cells: KvCells, role: ComputeRole) -> float:
-    """Modelled compute-buffer bytes of one backend (see the ``COMPUTE_*`` constants for the phases)."""
-    base = np.array([cells.n_ctx_seq], dtype=np.float64)
-    swa = np.array([cells.swa_cells], dtype=np.float64)
-    return float(compute_bytes_cells(prof, settings, cells.n_ubatch, cells.n_outputs, base, swa, role)[0])
-
-
-def compute_bytes_cells(
-    prof: ModelProfile,
-    settings: Settings,
-    n_ubatch: int,
-    n_outputs: int,
-    base_cells: FloatArray,
-    swa_cells: FloatArray,
-    role: ComputeRole,
-) -> FloatArray:
-    """:func:`compute_bytes` vectorised over contexts: one value per entry of ``base_cells``.
-
-    ``base_cells`` / ``swa_cells`` are the cells per stream of the full and sliding-window caches
-    (``KvCells.n_ctx_seq`` / ``KvCells.swa_cells``) for each context.
-    """
-    t = n_ubatch
-    fa = settings.flash_attn
-    e = prof.n_embd * t * 4.0
-    mask_bytes_per_cell = t * (2 if fa else 4)
-    masks = np.zeros_like(base_cells, dtype=np.float64)
-    if bool((~prof.is_swa).any()):
-        masks = masks + base_cells * mask_bytes_per_cell
-    if bool(prof.is_swa.any()):
-        masks = masks + swa_cells * mask_bytes_per_cell
-    n_kv = base_cells.astype(np.float64)
-    # Graph inputs: tokens, positions, output ids (i32), K and V cache row indices (i64; without
-    # flash attention V is stored transposed and gets one index per value).
-    v_idx = t * 8.0 * (prof.kv_v_width_max if not fa and prof.kv_v_width_max else 1)
-    inputs = t * (4 + 4 + 4 + 8) + v_idx
-    small = INPUT_BYTES_PER_TOKEN * t
-    logits = prof.n_vocab * n_outputs * 4.0 * role.share
-    rot = _rotation_input_bytes(prof, settings)
-    attn = np.array(role.attention_layers, dtype=np.int64)
-    if attn.size:
-        n_head = float(prof.n_head[attn].max())
-        n_head_kv = max(1.0, float(prof.n_head_kv[attn].max()))
-        q = n_head * prof.head_dim_k * t * 4.0 * role.share
-        kvd = float(prof.kv_k_width[attn].max()) * t * 4.0 * role.share
-        k_view = n_kv * float(prof.kv_k_width[attn].max()) * 2.0 * role.share
-        v_view = n_kv * float(prof.kv_v_width[attn].max()) * 2.0 * role.share
-        fa_on_gpu = cuda_flash_attn_supported(
-            prof.head_dim_k, prof.head_dim_v if not prof.uses_mla else 512, int(n_head // n_head_kv)
-        )
-    else:
-        n_head = q = kvd = 0.0
-        k_view = v_view = np.zeros_like(n_kv)
-        fa_on_gpu = True
-
-    if role.host_inputs:
-        host = role.copies * (masks + inputs) + COMPUTE_HOST_E * e + rot
-        if fa and not fa_on_gpu:
-            # The CPU runs every layer's flash attention: Q and f16 views of K and V come over.
-            host = host + q + k_view + v_view
-        return np.asarray(host, dtype=np.float64)
-
-    phases: list[FloatArray | float] = []
-    if role.layers:
-        layers = np.array(role.layers, dtype=np.int64)
-        f = float(prof.n_ff_eff[layers].max()) * t * 4.0 * role.share
-        if role.backend == BACKEND_CUDA:
-            phases.append(3 * f + COMPUTE_CUDA_FFN_E * e + masks + LAYER_INPUT_BYTES_PER_TOKEN * t)
-        else:
-            k = COMPUTE_CPU_FFN_E_FA if fa else COMPUTE_CPU_FFN_E_NOFA
-            phases.append(3 * f + k * e + masks + small)
-    if attn.size:
-        if role.backend == BACKEND_CUDA:
-            if fa and fa_on_gpu:
-                value = masks + COMPUTE_CUDA_ATTN_E_FA * e + 2 * q + rot
-                if settings.type_k != "f16" or settings.type_v != "f16":
-                    # The CUDA MMA/tile kernels convert a quantized K/V to f16 in scratch space that
-                    # is part of the FLASH_ATTN_EXT node's alloc size (fattn.cu get_alloc_size).
-                    value += k_view + v_view
-                phases.append(value + LAYER_INPUT_BYTES_PER_TOKEN * t)
-            elif not fa:
-                kq = n_kv * t * n_head * 4.0
-                phases.append(
-                    kq + masks + COMPUTE_CUDA_ATTN_E_NOFA * e + 2 * kvd + LAYER_INPUT_BYTES_PER_TOKEN * t
-                )
-        elif fa:
-            phases.append(masks + COMPUTE_ATTN_E_FA * e + 2 * q + 2 * kvd + small)
-        else:
-            kq = n_kv * t * n_head * 4.0
-            phases.append(kq + masks + COMPUTE_ATTN_E_NOFA * e + 2 * kvd)
-    if role.output:
-        if role.backend == BACKEND_CUDA:
-            phases.append(logits + COMPUTE_CUDA_OUT_E * e)
-        elif fa:
-            phases.append(logits + COMPUTE_CPU_OUT_E_FA * e + small)
-        else:
-            phases.append(logits + COMPUTE_CPU_OUT_E_NOFA * e + small)
-    if role.offload_weight_bytes > 0:
-        # op_offload: a host layer's matmul runs here on a copy of its weight (one weight per split).
-        f_all = float(prof.n_ff_eff.max()) * t * 4.0
-        phases.append(role.offload_weight_bytes + COMPUTE_OFFLOAD_F * f_all + COMPUTE_OFFLOAD_E * e + masks)
-    if role.offload_kv_row_bytes > 0:
-        # ... and its flash attention on copies of that layer's K and V cache (converted to f16 when
-        # quantized, as for GPU layers).
-        q_all = float(prof.n_head.max()) * prof.head_dim_k * t * 4.0
-        kv_copy = role.offload_kv_row_bytes * base_cells
-        if settings.type_k != "f16" or settings.type_v != "f16":
-            kv_copy = kv_copy + base_cells * float(prof.kv_k_width.max() + prof.kv_v_width.max()) * 2.0
-        phases.append(kv_copy + masks + COMPUTE_CUDA_ATTN_E_FA * e + 2 * q_all)
-    if role.offload_output:
-        phases.append(prof.output_matmul_gpu_bytes + logits + e)
-    if not phases:
-        return np.zeros_like(masks)
-    value = np.zeros_like(masks)
-    for phase in phases:
-        value = np.maximum(value, phase)
-    if role.copies > 1:
-        # Pipeline parallelism keeps every split input in n_copies copies that are never freed
-        # (ggml-backend.cpp, ggml_backend_sched_split_graph): masks and the incoming activations.
-        value = value + (role.copies - 1) * masks + role.copies * 2 * e
-    return value
-
-
-def output_buffer_bytes(prof: ModelProfile, settings: Settings) -> int:
-    """The logits buffer llama_context reserves at start: n_vocab floats per sequence."""
-    return prof.n_vocab * max(1, settings.n_seq_max) * 4
-
-
 # ------------------------------------------------------------------------------------------------
 # host mapping span (for llama.cpp's CPU_Mapped log lines)
 # ------------------------------------------------------------------------------------------------
 
 
-def mapped_span_bytes(
-    prof: ModelProfile, host_layers: Sequence[int], output_on_host: bool, exclude_layers_bytes: bool = False
-) -> int:
+def mapped_span_bytes(prof: ModelProfile, host_layers: Sequence[int], output_on_host: bool) -> int:
     """What llama.cpp logs as ``CPU_Mapped model buffer size``: per file, last minus first host byte.
 
     ``host_layers`` are the repeating layers kept on the host; token embeddings always are. Without
@@ -929,20 +666,6 @@ def mapped_span_bytes(
         if los and his:
             total += max(his) - min(los)
     return total
-
-
-def bytes_to_mib(n: float) -> float:
-    """Bytes to MiB."""
-    return float(n) / MIB
-
-
-def mib_to_bytes(n: float) -> float:
-    """MiB to bytes."""
-    return float(n) * MIB
-
-
-def is_finite(x: float) -> bool:
-    return math.isfinite(x)
 
 
 PROFILE_CACHE: SpecCache[ModelProfile] = SpecCache(_build_profile, PROFILE_CACHE_SIZE)

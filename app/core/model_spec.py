@@ -3,7 +3,7 @@
 Three sources give the same :class:`ModelSpec`: a GGUF file (``app.core.gguf_reader``), a Hugging Face
 ``config.json`` (``app.core.hf_config``) and the catalog ``resources/models.toml``
 (``app.core.catalog``). For a GGUF file the tensors carry their real types; for the other two the
-tensor shapes come from the architecture and :func:`app.core.quant.apply_file_type` assigns the types
+tensor shapes come from the architecture and :func:`app.core.quantizer.apply_file_type` assigns the types
 llama.cpp's quantizer would.
 
 Shapes follow ggml's order: ``shape[0]`` is the row length (``ne0``), so a ``[n_embd, n_vocab]``
@@ -104,13 +104,17 @@ class ModelSpec:
     def uses_mla(self) -> bool:
         return self.kv_lora_rank > 0
 
-    def n_embd_k_gqa(self, layer: int) -> int:
-        """Width of one token's K cache row in ``layer`` (llama.cpp's n_embd_k_gqa)."""
-        return self.head_dim_k * self.n_head_kv[layer]
-
-    def n_embd_v_gqa(self, layer: int) -> int:
-        """Width of one token's V cache row in ``layer`` (llama.cpp's n_embd_v_gqa)."""
-        return self.head_dim_v * self.n_head_kv[layer]
-
     def is_swa(self, layer: int) -> bool:
         return bool(self.swa_layers) and self.swa_layers[layer]
+
+
+def uses_mla_cache(spec: ModelSpec) -> bool:
+    """True when llama.cpp keeps this model's compressed MLA cache (hparams.is_mla()).
+
+    A GGUF says so with ``attention.key_length_mla``/``value_length_mla``; older DeepSeek GGUFs
+    without them run as plain multi-head attention with a full K and V cache. Specs from a catalog
+    or config.json describe what today's converter writes: MLA whenever ``kv_lora_rank`` is set.
+    """
+    if spec.head_dim_k_mla > 0 and spec.head_dim_v_mla > 0:
+        return True
+    return spec.source != "gguf" and spec.kv_lora_rank > 0

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from app.core.rules import Problem
 from app.core.settings import Settings
 
 STATUS_FITS = "fits"
-STATUS_TIGHT = "tight"  # fits, but some GPU keeps less than 10% of its VRAM free
+STATUS_TIGHT = "tight"  # fits, but some GPU keeps little VRAM free (layout.TIGHT_FREE_FRACTION)
 STATUS_OFFLOAD = "offload"  # fits only with layers left on the CPU
 STATUS_NO = "no"
 STATUSES: tuple[str, ...] = (STATUS_FITS, STATUS_TIGHT, STATUS_OFFLOAD, STATUS_NO)
@@ -89,12 +90,14 @@ class Plan:
     tensor_split: tuple[float, ...]  # the effective split, one ratio per GPU, summing to 1
     n_layer: int
     layers_on_cpu: int
-    notes: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()  # for display: the model's notes, then each problem's message
     # Every buffer llama.cpp would log for this load, for comparison with a real run.
     buffers: tuple[BufferPlan, ...] = ()
     # When the requested settings do not fit: the largest n_gpu_layers that does (None: it fits as
     # asked, or nothing fits).
     fit_n_gpu_layers: int | None = None
+    # What the planner found, with stable codes (app.core.rules): read these, not the notes' text.
+    problems: tuple[Problem, ...] = ()
 
     @property
     def fits(self) -> bool:

@@ -36,31 +36,47 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+from app.core import rules
 from app.core.advice import LEVEL_ERROR, LEVEL_INFO, LEVEL_WARNING, Advice, rig_advice
 from app.core.errors import RigfitError
-from app.core.memory import profile, uses_mla_cache
+from app.core.layout import TIGHT_FREE_FRACTION, is_tight
+from app.core.memory import profile
 from app.core.model_spec import ModelSpec
 from app.core.perf import estimate_speed, gpu_bandwidth_gbps
-from app.core.placement import TENSOR_SPLIT_UNSUPPORTED_ARCHS, plan, plan_profile
+from app.core.placement import plan, plan_profile
 from app.core.plan import STATUS_FITS, STATUS_NO, STATUS_OFFLOAD, STATUS_TIGHT, Plan
 from app.core.rig import VENDOR_AMD, VENDOR_INTEL, VENDOR_NVIDIA, Gpu, Rig
+from app.core.rules import TENSOR_SPLIT_UNSUPPORTED_ARCHS
 from app.core.settings import Settings
 
 CODE_SPLIT_MODE = "split-mode"
 CODE_FITS_ONE_GPU = "fits-one-gpu"
 CODE_SLOW_CARD = "slow-card-bottleneck"
 CODE_MIXED_VENDORS = "mixed-vendors"
-CODE_ROW_UNAVAILABLE = "row-split-unavailable"
-CODE_TENSOR_NEEDS_FA = "tensor-needs-flash-attn"
-CODE_TENSOR_ARCH = "tensor-unsupported-arch"
-CODE_QUANT_V_NEEDS_FA = "quantized-v-needs-flash-attn"
-CODE_KV_HEAD_SIZE = "kv-type-head-size"
-CODE_MLA_KV_TYPES = "mla-kv-types"
-CODE_TENSOR_SINGLE_GPU = "tensor-single-gpu"
-CODE_VRAM_TIGHT = "vram-tight"
+# The load rules' advice carries the rule's own code (app.core.rules).
+CODE_ROW_UNAVAILABLE = rules.CODE_ROW_UNAVAILABLE
+CODE_TENSOR_NEEDS_FA = rules.CODE_TENSOR_NEEDS_FA
+CODE_TENSOR_ARCH = rules.CODE_TENSOR_ARCH
+CODE_QUANT_V_NEEDS_FA = rules.CODE_QUANT_V_NEEDS_FA
+CODE_KV_HEAD_SIZE = rules.CODE_KV_HEAD_SIZE
+CODE_MLA_KV_TYPES = rules.CODE_MLA_KV_TYPES
+CODE_TENSOR_SINGLE_GPU = rules.CODE_TENSOR_SINGLE_GPU
+CODE_VRAM_TIGHT = rules.CODE_VRAM_TIGHT
 CODE_OFFLOAD_SLOW = "offload-slow"
-CODE_HOST_RAM_SHORT = "host-ram-short"
-CODE_DOES_NOT_FIT = "does-not-fit"
+CODE_HOST_RAM_SHORT = rules.CODE_HOST_RAM_SHORT
+CODE_DOES_NOT_FIT = rules.CODE_DOES_NOT_FIT
+# The rules that settings_advice reports before a plan exists (the split mode's and the KV cache's).
+SETTINGS_ADVICE_CODES: frozenset[str] = frozenset(
+    {
+        CODE_TENSOR_NEEDS_FA,
+        CODE_TENSOR_ARCH,
+        CODE_TENSOR_SINGLE_GPU,
+        CODE_ROW_UNAVAILABLE,
+        CODE_KV_HEAD_SIZE,
+        CODE_MLA_KV_TYPES,
+        CODE_QUANT_V_NEEDS_FA,
+    }
+)
 CODE_VLLM_UNEQUAL = "vllm-unequal-vram"
 CODE_OLLAMA_MULTI_GPU = "ollama-multi-gpu"
 CODE_VULKAN_MULTI_GPU = "vulkan-multi-gpu"
@@ -190,72 +206,13 @@ def recommended_split_mode(rig: Rig, spec: ModelSpec, settings: Settings | None 
 
 def settings_advice(rig: Rig, spec: ModelSpec, settings: Settings) -> tuple[Advice, ...]:
     """Requirements of the split mode and the KV cache that the settings break (no plan needed: the
-    window shows these before planning, where plan() would refuse)."""
-    out: list[Advice] = []
-    s = settings
-    if s.split_mode == "tensor" and rig.n_gpus:
-        if not s.flash_attn:
-            out.append(
-                Advice(
-                    CODE_TENSOR_NEEDS_FA,
-                    LEVEL_ERROR,
-                    "Tensor split needs flash attention: llama.cpp refuses to load without it (turn it on, "
-                    "or use the layer split).",
-                )
-            )
-        if spec.architecture in TENSOR_SPLIT_UNSUPPORTED_ARCHS:
-            out.append(
-                Advice(
-                    CODE_TENSOR_ARCH,
-                    LEVEL_ERROR,
-                    f"llama.cpp has no tensor split for the '{spec.architecture}' architecture: use the layer split.",
-                )
-            )
-        if rig.n_gpus == 1:
-            out.append(
-                Advice(
-                    CODE_TENSOR_SINGLE_GPU,
-                    LEVEL_INFO,
-                    "Tensor split on one GPU loads like the layer split; llama.cpp does not recommend it.",
-                )
-            )
-    if s.split_mode == "row" and any(g.vendor in (VENDOR_NVIDIA, VENDOR_AMD) for g in rig.gpus):
-        out.append(
-            Advice(
-                CODE_ROW_UNAVAILABLE,
-                LEVEL_ERROR,
-                "Row split does not load with llama-cpp-python 0.3.36: its CUDA and ROCm backends no longer "
-                "have split buffers ('does not support split buffers'). Use tensor split over NVLink or the "
-                "layer split; a llama-server from an older build may still accept -sm row.",
-            )
-        )
-    if s.flash_attn and s.type_k != "f16" and spec.head_dim_k % 32:
-        out.append(
-            Advice(
-                CODE_KV_HEAD_SIZE,
-                LEVEL_ERROR,
-                f"A {s.type_k} K cache needs a head size that is a multiple of 32 with flash attention; this "
-                f"model's is {spec.head_dim_k}: keep the K cache f16.",
-            )
-        )
-    if s.type_k != s.type_v and uses_mla_cache(spec):
-        out.append(
-            Advice(
-                CODE_MLA_KV_TYPES,
-                LEVEL_ERROR,
-                "This model caches a compressed latent (MLA): K and V must use the same cache type.",
-            )
-        )
-    if s.type_v != "f16" and not s.flash_attn:
-        out.append(
-            Advice(
-                CODE_QUANT_V_NEEDS_FA,
-                LEVEL_ERROR,
-                f"A {s.type_v} V cache needs flash attention: llama.cpp refuses it otherwise (turn flash "
-                "attention on, or keep the V cache f16).",
-            )
-        )
-    return tuple(out)
+    window shows these before planning, where plan() would refuse). Read from
+    :func:`app.core.rules.load_problems`; each advice carries its rule's code."""
+    return tuple(
+        Advice(p.code, p.severity, rules.sentence(p.message), p.gpu)
+        for p in rules.load_problems(rig, spec, settings)
+        if p.code in SETTINGS_ADVICE_CODES
+    )
 
 
 def _fits_one_gpu(rig: Rig, spec: ModelSpec, p: Plan) -> Advice | None:
@@ -489,8 +446,13 @@ def plan_advice(rig: Rig, spec: ModelSpec, settings: Settings, plan: Plan) -> tu
         host = _host_short(rig, spec, plan)
         if host is not None:
             out.append(host)
-        elif not any(a.code == CODE_ROW_UNAVAILABLE for a in out):
-            worst = [n for n in plan.notes if "needs" in n or "does not fit" in n]
+        elif CODE_ROW_UNAVAILABLE not in rules.codes(plan.problems):  # its advice already says why
+            worst = [
+                p.message
+                for p in plan.problems
+                if p.code
+                in (rules.CODE_GPU_OVER_CAPACITY, rules.CODE_HOST_RAM_SHORT, rules.CODE_DOES_NOT_FIT)
+            ]
             out.append(
                 Advice(
                     CODE_DOES_NOT_FIT,
@@ -501,13 +463,13 @@ def plan_advice(rig: Rig, spec: ModelSpec, settings: Settings, plan: Plan) -> tu
                 )
             )
     if plan.status == STATUS_TIGHT:
-        low = [d for d in plan.devices if d.capacity_mib > 0 and d.free_after_mib < 0.1 * d.capacity_mib]
+        low = [d for d in plan.devices if is_tight(d.free_after_mib, d.capacity_mib)]
         names = ", ".join(f"GPU {d.index} ({d.free_after_mib:.0f} MiB free)" for d in low)
         out.append(
             Advice(
                 CODE_VRAM_TIGHT,
                 LEVEL_WARNING,
-                f"Tight: {names} keep less than 10% of VRAM free. Other programs (the desktop, a browser) "
+                f"Tight: {names} keep less than {TIGHT_FREE_FRACTION:.0%} of VRAM free. Other programs (the desktop, a browser) "
                 "also use VRAM; a longer prompt batch or a driver update can tip it over.",
             )
         )

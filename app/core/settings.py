@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 SPLIT_MODES: tuple[str, ...] = ("layer", "row", "tensor", "none")
 KV_TYPES: tuple[str, ...] = ("f16", "q8_0", "q4_0")
+DEFAULT_CTX = 8192  # the context a plan and the fit table use unless told otherwise
 
 
 @dataclass(frozen=True)
@@ -19,7 +20,7 @@ class Settings:
     ``kv_unified`` and ``op_offload`` mirror llama_context_params and default as llama.cpp does.
     """
 
-    ctx: int = 8192
+    ctx: int = DEFAULT_CTX
     split_mode: str = "layer"
     tensor_split: tuple[float, ...] | None = None
     main_gpu: int = 0

@@ -27,26 +27,19 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from app.core.compute import BACKEND_CUDA, ComputeRole, compute_bytes_cells
 from app.core.errors import RigfitError
-from app.core.memory import (
-    BACKEND_CUDA,
-    KV_CTX_PAD,
-    MIB,
-    PIPELINE_COPIES,
-    ComputeRole,
-    ModelProfile,
-    compute_bytes_cells,
-    kv_cells,
-    profile,
-)
-from app.core.model_spec import ModelSpec
-from app.core.placement import (
-    _gpu_overhead_mib,  # the same per-GPU overhead rule as plan()
-    _kv_rows,  # K+V bytes per cell per layer, as plan() sizes them
+from app.core.layout import (
+    context_candidates,
+    context_limit,
+    gpu_overhead_mib,
+    kv_rows,
     layer_assignment,
-    plan,
-    validate_settings,
+    pipeline_parallel,
 )
+from app.core.memory import MIB, PIPELINE_COPIES, ModelProfile, kv_cells, profile
+from app.core.model_spec import ModelSpec
+from app.core.placement import plan, validate_settings
 from app.core.plan import Plan
 from app.core.rig import Rig
 from app.core.settings import Settings
@@ -96,12 +89,13 @@ class _RangeCost:
         self.s = settings
         self.L = prof.n_layer
         self.cum_w = np.concatenate(([0], np.cumsum(prof.layer_gpu_bytes))).astype(np.float64)
-        rows = _kv_rows(prof, settings)
+        rows = kv_rows(prof, settings)
         swa = prof.is_swa
         self.cum_base = np.concatenate(([0.0], np.cumsum(np.where(swa, 0.0, rows))))
         self.cum_swa = np.concatenate(([0.0], np.cumsum(np.where(swa, rows, 0.0))))
-        # Pipeline parallelism: more than one GPU, all layers offloaded, layer split, KV offloaded.
-        self.copies = PIPELINE_COPIES if rig.n_gpus > 1 and settings.offload_kqv else 1
+        # The optimisers place every layer on the GPUs with the layer split.
+        pipeline = pipeline_parallel(replace(settings, split_mode="layer"), rig.n_gpus, all_offloaded=True)
+        self.copies = PIPELINE_COPIES if pipeline else 1
         self._memo: dict[tuple[int, int, int], float] = {}
         self._compute: dict[tuple[int, int, bool, int], float] = {}
 
@@ -230,7 +224,7 @@ def _check(rig: Rig, spec: ModelSpec, settings: Settings) -> None:
 
 def _limits(rig: Rig, settings: Settings, free_fraction: float = 0.0) -> list[float]:
     return [
-        (g.vram_usable_mib * (1.0 - free_fraction) - _gpu_overhead_mib(g, settings)) * MIB for g in rig.gpus
+        (g.vram_usable_mib * (1.0 - free_fraction) - gpu_overhead_mib(g, settings)) * MIB for g in rig.gpus
     ]
 
 
@@ -280,8 +274,8 @@ def split_for_max_ctx(
     cost = _RangeCost(rig, prof, s)
     n_slots = prof.n_layer + 1
     limits = _limits(rig, s)
-    top = limit or spec.n_ctx_train or 131072
-    cands = list(range(KV_CTX_PAD, top + 1, KV_CTX_PAD)) or [top]
+    top = context_limit(spec.n_ctx_train, limit)
+    cands = context_candidates(top).tolist()
 
     def feasible(ctx: int) -> bool:
         return _greedy(n_slots, limits, lambda a, b: cost.bytes(a, b, ctx)) is not None

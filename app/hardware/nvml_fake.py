@@ -89,6 +89,7 @@ from typing import Any
 
 from app.core import files
 from app.core.errors import RigfitError
+from app.hardware.pci import same_bus_id
 
 FORMAT = "rigfit-nvml/1"
 
@@ -293,7 +294,7 @@ class FakeNvml:
         with self._lock:
             for i, dev in enumerate(self._devices):
                 pci = dev.get("pci")
-                if isinstance(pci, dict) and _same_bus(str(pci.get("busId", "")), bus_id):
+                if isinstance(pci, dict) and same_bus_id(str(pci.get("busId", "")), bus_id):
                     link = dev.get("card_link")
                     if not isinstance(link, dict):
                         return None
@@ -442,7 +443,7 @@ class FakeNvml:
             self._enter("nvmlDeviceGetHandleByPciBusId")
             for i, dev in enumerate(self._devices):
                 pci = dev.get("pci")
-                if isinstance(pci, dict) and _same_bus(str(pci.get("busId", "")), wanted):
+                if isinstance(pci, dict) and same_bus_id(str(pci.get("busId", "")), wanted):
                     handle = FakeHandle(i)
                     self._device(handle, "nvmlDeviceGetHandleByPciBusId")
                     return handle
@@ -620,25 +621,6 @@ class FakeNvml:
                 raise self._nv_error("NotSupported")
             value = self._resolve(matrix[i][j], f"p2p.{names[0]}[{i}][{j}]")
             return P2P_STATUSES[value] if isinstance(value, str) else int(value)
-
-
-def _same_bus(a: str, b: str) -> bool:
-    return normalize_bus_id(a) == normalize_bus_id(b)
-
-
-def normalize_bus_id(bus_id: str | bytes | None) -> str:
-    """``00000000:01:00.0`` and ``0000:01:00.0`` -> ``0000:01:00.0`` (lower case, 4-digit domain)."""
-    if bus_id is None:
-        return ""
-    text = bus_id.decode(errors="replace") if isinstance(bus_id, bytes) else str(bus_id)
-    text = text.strip().lower()
-    parts = text.split(":")
-    if len(parts) == 3:
-        domain = parts[0][-4:].rjust(4, "0")
-        return f"{domain}:{parts[1]}:{parts[2]}"
-    if len(parts) == 2:  # no domain
-        return f"0000:{parts[0]}:{parts[1]}"
-    return text
 
 
 def _opt_int(value: object) -> int | None:

@@ -46,7 +46,7 @@ from app.hardware.nvml import (
     is_fake,
     load_backend,
 )
-from app.hardware.nvml_fake import normalize_bus_id
+from app.hardware.pci import normalize_bus_id
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ STATUS_GPU_LOST = "gpu-lost"
 STATUS_NVML_ERROR = "nvml-error"
 
 
-class _GpuLost(Exception):
+class GpuLost(Exception):
     """A call said GpuIsLost: stop reading that GPU."""
 
 
@@ -98,7 +98,7 @@ class _LostWhileProbing(Exception):
         self.bus_id = bus_id
 
 
-def _call(nv: object, function: str, *args: Any, **kwargs: Any) -> Any:
+def nvml_call(nv: object, function: str, *args: Any, **kwargs: Any) -> Any:
     """One NVML call; ``None`` on any error except a lost GPU (which stops that GPU's probe)."""
     fn = getattr(nv, function, None)
     if fn is None:  # an older nvidia-ml-py without this function
@@ -107,7 +107,7 @@ def _call(nv: object, function: str, *args: Any, **kwargs: Any) -> Any:
         return fn(*args, **kwargs)
     except Exception as exc:  # tolerant probe: every failure is "not available"
         if error_name(exc) == "GpuIsLost":
-            raise _GpuLost from exc
+            raise GpuLost from exc
         log.debug("NVML %s failed: %s", function, error_name(exc))
         return None
 
@@ -181,10 +181,10 @@ class MemoryReading:
 
 def read_memory(nv: object, handle: object) -> MemoryReading | None:
     """Memory v2 (used excludes reserved) with fallback to v1. Raises only for a lost GPU."""
-    info = _call(nv, "nvmlDeviceGetMemoryInfo", handle, version=NVML_MEMORY_V2)
+    info = nvml_call(nv, "nvmlDeviceGetMemoryInfo", handle, version=NVML_MEMORY_V2)
     v2 = info is not None
     if info is None:
-        info = _call(nv, "nvmlDeviceGetMemoryInfo", handle)
+        info = nvml_call(nv, "nvmlDeviceGetMemoryInfo", handle)
     if info is None:
         return None
     try:
@@ -202,26 +202,26 @@ def read_memory(nv: object, handle: object) -> MemoryReading | None:
 
 def read_temperature_c(nv: object, handle: object) -> float | None:
     """GPU temperature: TemperatureV, falling back to the older Temperature call."""
-    value = _call(nv, "nvmlDeviceGetTemperatureV", handle, NVML_TEMPERATURE_GPU)
+    value = nvml_call(nv, "nvmlDeviceGetTemperatureV", handle, NVML_TEMPERATURE_GPU)
     if value is None:
-        value = _call(nv, "nvmlDeviceGetTemperature", handle, NVML_TEMPERATURE_GPU)
+        value = nvml_call(nv, "nvmlDeviceGetTemperature", handle, NVML_TEMPERATURE_GPU)
     number = _int(value)
     return float(number) if number is not None else None
 
 
 def read_clock_event_reasons(nv: object, handle: object) -> int | None:
     """Why clocks are held down (bit mask): ClocksEventReasons, falling back to ClocksThrottleReasons."""
-    value = _call(nv, "nvmlDeviceGetCurrentClocksEventReasons", handle)
+    value = nvml_call(nv, "nvmlDeviceGetCurrentClocksEventReasons", handle)
     if value is None:
-        value = _call(nv, "nvmlDeviceGetCurrentClocksThrottleReasons", handle)
+        value = nvml_call(nv, "nvmlDeviceGetCurrentClocksThrottleReasons", handle)
     return _int(value)
 
 
 def read_power_limit_w(nv: object, handle: object) -> float | None:
     """The power limit in force (enforced limit, else the management limit), in W."""
-    value = _call(nv, "nvmlDeviceGetEnforcedPowerLimit", handle)
+    value = nvml_call(nv, "nvmlDeviceGetEnforcedPowerLimit", handle)
     if value is None:
-        value = _call(nv, "nvmlDeviceGetPowerManagementLimit", handle)
+        value = nvml_call(nv, "nvmlDeviceGetPowerManagementLimit", handle)
     number = _int(value)
     return number / 1000 if number is not None and number > 0 else None
 
@@ -260,7 +260,7 @@ def _read_nvlink(nv: object, handle: object, architecture: str | None) -> NvLink
         except Exception as exc:
             name = error_name(exc)
             if name == "GpuIsLost":
-                raise _GpuLost from exc
+                raise GpuLost from exc
             if name in ("InvalidArgument", "NotSupported", "FunctionNotFound"):
                 if link == 0:
                     supported = False
@@ -269,11 +269,11 @@ def _read_nvlink(nv: object, handle: object, architecture: str | None) -> NvLink
         supported = True
         if not state:
             continue
-        version = _int(_call(nv, "nvmlDeviceGetNvLinkVersion", handle, link))
+        version = _int(nvml_call(nv, "nvmlDeviceGetNvLinkVersion", handle, link))
         if version:
             raw_versions.append(version)
-        remote = _bus_id(_call(nv, "nvmlDeviceGetNvLinkRemotePciInfo", handle, link))
-        kind_id = _int(_call(nv, "nvmlDeviceGetNvLinkRemoteDeviceType", handle, link))
+        remote = _bus_id(nvml_call(nv, "nvmlDeviceGetNvLinkRemotePciInfo", handle, link))
+        kind_id = _int(nvml_call(nv, "nvmlDeviceGetNvLinkRemoteDeviceType", handle, link))
         kind = NVLINK_REMOTE_KINDS.get(kind_id, "unknown") if kind_id is not None else "unknown"
         peers.append(NvLinkPeer(link=link, remote_bus_id=remote, remote_kind=kind))
     version_out: int | None = None
@@ -288,7 +288,7 @@ def _probe_gpu(nv: NvmlApi, index: int, handle: object, card_link: Callable[[str
     seen: dict[str, str | None] = {"name": None, "bus_id": None}
     try:
         return _probe_gpu_fields(nv, index, handle, card_link, seen)
-    except _GpuLost:
+    except GpuLost:
         raise _LostWhileProbing(seen["name"], seen["bus_id"]) from None
 
 
@@ -297,26 +297,26 @@ def _probe_gpu_fields(
 ) -> Gpu:
     from app.hardware.catalog import match_detected
 
-    seen["name"] = _text(_call(nv, "nvmlDeviceGetName", handle))
+    seen["name"] = _text(nvml_call(nv, "nvmlDeviceGetName", handle))
     name = seen["name"] or f"NVIDIA GPU {index}"
-    seen["bus_id"] = bus_id = _bus_id(_call(nv, "nvmlDeviceGetPciInfo", handle))
-    uuid = _text(_call(nv, "nvmlDeviceGetUUID", handle))
+    seen["bus_id"] = bus_id = _bus_id(nvml_call(nv, "nvmlDeviceGetPciInfo", handle))
+    uuid = _text(nvml_call(nv, "nvmlDeviceGetUUID", handle))
     memory = read_memory(nv, handle)
-    cc_raw = _call(nv, "nvmlDeviceGetCudaComputeCapability", handle)
+    cc_raw = nvml_call(nv, "nvmlDeviceGetCudaComputeCapability", handle)
     cc: tuple[int, int] | None = None
     if isinstance(cc_raw, tuple | list) and len(cc_raw) == 2:
         major, minor = _int(cc_raw[0]), _int(cc_raw[1])
         cc = (major, minor) if major is not None and minor is not None else None
-    architecture = architecture_name(_int(_call(nv, "nvmlDeviceGetArchitecture", handle)), cc)
+    architecture = architecture_name(_int(nvml_call(nv, "nvmlDeviceGetArchitecture", handle)), cc)
     power_limit_w = read_power_limit_w(nv, handle)
     temperature_c = read_temperature_c(nv, handle)
-    bus_width = _int(_call(nv, "nvmlDeviceGetMemoryBusWidth", handle))
-    mem_clock = _int(_call(nv, "nvmlDeviceGetMaxClockInfo", handle, NVML_CLOCK_MEM))
-    gen = _int(_call(nv, "nvmlDeviceGetCurrPcieLinkGeneration", handle))
-    max_gen = _int(_call(nv, "nvmlDeviceGetMaxPcieLinkGeneration", handle))
-    gpu_max_gen = _int(_call(nv, "nvmlDeviceGetGpuMaxPcieLinkGeneration", handle))
-    width = _int(_call(nv, "nvmlDeviceGetCurrPcieLinkWidth", handle))
-    max_width = _int(_call(nv, "nvmlDeviceGetMaxPcieLinkWidth", handle))
+    bus_width = _int(nvml_call(nv, "nvmlDeviceGetMemoryBusWidth", handle))
+    mem_clock = _int(nvml_call(nv, "nvmlDeviceGetMaxClockInfo", handle, NVML_CLOCK_MEM))
+    gen = _int(nvml_call(nv, "nvmlDeviceGetCurrPcieLinkGeneration", handle))
+    max_gen = _int(nvml_call(nv, "nvmlDeviceGetMaxPcieLinkGeneration", handle))
+    gpu_max_gen = _int(nvml_call(nv, "nvmlDeviceGetGpuMaxPcieLinkGeneration", handle))
+    width = _int(nvml_call(nv, "nvmlDeviceGetCurrPcieLinkWidth", handle))
+    max_width = _int(nvml_call(nv, "nvmlDeviceGetMaxPcieLinkWidth", handle))
     nvlink = _read_nvlink(nv, handle, architecture)
 
     total_mib = memory.total_mib if memory else None
@@ -395,17 +395,19 @@ def _topology(nv: NvmlApi, gpus: list[Gpu], handles: list[object]) -> tuple[Matr
             label = f"NV{links}" if links else None
             if label is None:
                 try:
-                    level = _int(_call(nv, "nvmlDeviceGetTopologyCommonAncestor", handles[i], handles[j]))
-                except _GpuLost:
+                    level = _int(nvml_call(nv, "nvmlDeviceGetTopologyCommonAncestor", handles[i], handles[j]))
+                except GpuLost:
                     level = None
                 label = TOPOLOGY_LABELS.get(level, "?") if level is not None else "?"
             topo[i][j] = topo[j][i] = label
             for a, b in ((i, j), (j, i)):
                 try:
                     status = _int(
-                        _call(nv, "nvmlDeviceGetP2PStatus", handles[a], handles[b], NVML_P2P_CAPS_INDEX_READ)
+                        nvml_call(
+                            nv, "nvmlDeviceGetP2PStatus", handles[a], handles[b], NVML_P2P_CAPS_INDEX_READ
+                        )
                     )
-                except _GpuLost:
+                except GpuLost:
                     status = None
                 p2p[a][b] = P2P_LABELS.get(status, "U") if status is not None else "U"
     return tuple(tuple(r) for r in topo), tuple(tuple(r) for r in p2p)
@@ -527,14 +529,14 @@ def detect_rig(
     try:
         return _detect_with(nv, host, root)
     finally:
-        _call(nv, "nvmlShutdown")
+        nvml_call(nv, "nvmlShutdown")
 
 
 def _detect_with(nv: NvmlApi, host: Host, sysfs_root: Path) -> Rig:
-    driver = _text(_call(nv, "nvmlSystemGetDriverVersion"))
-    nvml_version = _text(_call(nv, "nvmlSystemGetNVMLVersion"))
-    cuda = cuda_version_text(_int(_call(nv, "nvmlSystemGetCudaDriverVersion")))
-    count = _int(_call(nv, "nvmlDeviceGetCount"))
+    driver = _text(nvml_call(nv, "nvmlSystemGetDriverVersion"))
+    nvml_version = _text(nvml_call(nv, "nvmlSystemGetNVMLVersion"))
+    cuda = cuda_version_text(_int(nvml_call(nv, "nvmlSystemGetCudaDriverVersion")))
+    count = _int(nvml_call(nv, "nvmlDeviceGetCount"))
     others = _other_gpus(sysfs_root, include_nvidia=False)
     if count is None:
         return Rig(
@@ -622,11 +624,11 @@ def nvml_versions() -> dict[str, str | None]:
     except Exception:  # no NVML: no versions
         return out
     try:
-        out["nvml"] = _text(_call(nv, "nvmlSystemGetNVMLVersion"))
-        out["driver"] = _text(_call(nv, "nvmlSystemGetDriverVersion"))
-        out["cuda"] = cuda_version_text(_int(_call(nv, "nvmlSystemGetCudaDriverVersion")))
+        out["nvml"] = _text(nvml_call(nv, "nvmlSystemGetNVMLVersion"))
+        out["driver"] = _text(nvml_call(nv, "nvmlSystemGetDriverVersion"))
+        out["cuda"] = cuda_version_text(_int(nvml_call(nv, "nvmlSystemGetCudaDriverVersion")))
     finally:
-        _call(nv, "nvmlShutdown")
+        nvml_call(nv, "nvmlShutdown")
     return out
 
 
@@ -643,15 +645,15 @@ def vram_used_mib(backend: NvmlApi | None = None) -> dict[int, float] | None:
         return None
     out: dict[int, float] = {}
     try:
-        count = _int(_call(nv, "nvmlDeviceGetCount")) or 0
+        count = _int(nvml_call(nv, "nvmlDeviceGetCount")) or 0
         for index in range(count):
             try:
-                handle = _call(nv, "nvmlDeviceGetHandleByIndex", index)
+                handle = nvml_call(nv, "nvmlDeviceGetHandleByIndex", index)
                 memory = read_memory(nv, handle) if handle is not None else None
-            except _GpuLost:
+            except GpuLost:
                 continue
             if memory is not None:
                 out[index] = memory.used_mib
     finally:
-        _call(nv, "nvmlShutdown")
+        nvml_call(nv, "nvmlShutdown")
     return out

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.core.rig import VENDOR_AMD, VENDOR_INTEL, VENDOR_NVIDIA, Gpu, PcieLink
+from app.hardware.pci import normalize_bus_id
 
 PLANNING_ONLY_NOTE = "planning only: Rigfit runs models on NVIDIA GPUs"
 NO_DRIVER_NOTE = "NVIDIA GPU on the PCI bus, but NVML cannot use it: install or load the NVIDIA driver"
@@ -115,8 +116,6 @@ def _is_pci_device(path: Path) -> bool:
 
 
 def _device_dir(bus_id: str, root: Path) -> Path | None:
-    from app.hardware.nvml_fake import normalize_bus_id
-
     path = root / "bus" / "pci" / "devices" / normalize_bus_id(bus_id)
     return path if path.exists() else None
 

@@ -6,7 +6,6 @@ Shared by ``rigfit run``, ``rigfit bench`` and the GUI. Every problem raises
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 from app.core import files, limits
 from app.core.errors import BadModelFile, RigfitError, one_line
 from app.core.files import show_path
-from app.core.settings import SPLIT_MODES
+from app.core.rules import Problem, first_error, ratio_problems, runtime_problems, split_mode_problem
 
 _GGUF_MAGIC = b"GGUF"
 
@@ -61,9 +60,10 @@ def parse_split(text: str) -> tuple[float, ...]:
             value = float(p)
         except ValueError:
             raise RigfitError(f"bad split '{shown}': '{one_line(p, 40)}' is not a number") from None
-        if not math.isfinite(value) or value < 0:
-            raise RigfitError(f"bad split '{shown}': ratios must be zero or positive")
         ratios.append(value)
+    for problem in ratio_problems(ratios):
+        raise RigfitError(f"bad split '{shown}': {problem.message}")
+    # Then the ranges llama.cpp's float32 split can hold (app/core/limits.py).
     return limits.check_split(ratios, f"bad split '{shown}'")
 
 
@@ -85,27 +85,17 @@ def parse_configs(text: str) -> tuple[BenchConfig, ...]:
     for entry in entries:
         mode, sep, ratios = entry.partition(":")
         mode = mode.strip()
-        if mode not in SPLIT_MODES:
-            raise RigfitError(
-                f"bad --configs entry '{entry}': split mode must be one of {', '.join(SPLIT_MODES)}"
-            )
+        unknown = split_mode_problem(mode)
+        if unknown is not None:
+            raise RigfitError(f"bad --configs entry '{entry}': {unknown.message}")
         split = parse_split(ratios) if sep else None
         configs.append(BenchConfig(text=entry, split_mode=mode, tensor_split=split))
     return tuple(configs)
 
 
-def unsupported_reason(
+def unsupported_problem(
     split_mode: str, tensor_split: tuple[float, ...] | None, main_gpu: int, n_gpus: int
-) -> str | None:
-    """Why this rig cannot run a split (``None`` when it can). ``n_gpus`` is what llama.cpp sees."""
-    if n_gpus == 0:
-        if split_mode in ("row", "tensor"):
-            return f"split mode '{split_mode}' needs GPUs; llama.cpp sees none on this machine"
-        if tensor_split is not None:
-            return f"the split has {len(tensor_split)} entries but llama.cpp sees no GPU on this machine"
-        return None
-    if tensor_split is not None and len(tensor_split) > n_gpus:
-        return f"the split has {len(tensor_split)} entries but this rig has {n_gpus} GPU{'s' if n_gpus != 1 else ''}"
-    if main_gpu >= n_gpus:
-        return f"main GPU {main_gpu} does not exist: this rig has GPUs 0 to {n_gpus - 1}"
-    return None
+) -> Problem | None:
+    """The rule this machine breaks for a split (``None`` when it can run it); ``n_gpus`` is what
+    llama.cpp sees (:func:`app.core.rules.runtime_problems`)."""
+    return first_error(runtime_problems(split_mode, tensor_split, main_gpu, n_gpus))

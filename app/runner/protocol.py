@@ -15,9 +15,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from app.core import limits
+from app.core import limits, rules
 from app.core.errors import RigfitError
-from app.core.settings import KV_TYPES, SPLIT_MODES, Settings
+from app.core.settings import Settings
 from app.runner.logparse import BufferSize
 
 PROTOCOL_VERSION = 1
@@ -144,6 +144,30 @@ class LoadSettings:
             offload_kqv=settings.offload_kqv,
         )
 
+    def to_settings(self) -> Settings:
+        """The planner's :class:`Settings` for this load (what the plan of this run describes)."""
+        return Settings(
+            ctx=self.n_ctx,
+            split_mode=self.split_mode,
+            tensor_split=self.tensor_split,
+            main_gpu=self.main_gpu,
+            n_gpu_layers=self.n_gpu_layers,
+            n_batch=self.n_batch,
+            n_ubatch=self.n_ubatch,
+            flash_attn=self.flash_attn,
+            type_k=self.type_k,
+            type_v=self.type_v,
+            offload_kqv=self.offload_kqv,
+        )
+
+    def problems(self) -> tuple[rules.Problem, ...]:
+        """The values llama.cpp would reject or misread (:func:`app.core.rules.value_problems`; the
+        split is checked against the GPUs by :func:`app.core.rules.runtime_problems`)."""
+        found = rules.value_problems(self.to_settings())
+        if self.tensor_split is not None and not self.tensor_split:
+            found += rules.ratio_problems(self.tensor_split)
+        return found
+
     def validate(self) -> None:
         """Raise :class:`RigfitError` for values llama.cpp would reject or misread.
 
@@ -154,8 +178,8 @@ class LoadSettings:
             raise RigfitError("no model file given")
         if len(self.model_path) > 32768:
             raise RigfitError("the model file's path is too long")
-        if self.split_mode not in SPLIT_MODES:
-            raise RigfitError(f"unknown split mode '{self.split_mode}' (use one of {', '.join(SPLIT_MODES)})")
+        rules.raise_first_error(self.problems())
+        # Then the upper ends, where llama.cpp's C integers would wrap (app/core/limits.py).
         if self.tensor_split is not None:
             limits.check_split(self.tensor_split)
         limits.MAIN_GPU_RANGE.check(self.main_gpu)
@@ -163,9 +187,6 @@ class LoadSettings:
         limits.CTX_RANGE.check(self.n_ctx)
         limits.BATCH_RANGE.check(self.n_batch)
         limits.UBATCH_RANGE.check(self.n_ubatch)
-        for name, kv in (("K", self.type_k), ("V", self.type_v)):
-            if kv not in KV_TYPES:
-                raise RigfitError(f"unknown {name} cache type '{kv}' (use one of {', '.join(KV_TYPES)})")
         if self.n_threads is not None:
             limits.THREADS_RANGE.check(self.n_threads)
         if self.seed is not None:
@@ -419,6 +440,7 @@ class ErrorEvent:
     message: str
     kind: str
     log_tail: tuple[str, ...] = ()
+    code: str | None = None  # the rule's code (app.core.rules) when a rule refused the request
     exit_code: int | None = None  # for "crashed": the process's exit code (negative: the signal)
     pid: int | None = None  # for "crashed": which worker process it was
     id: int | None = None

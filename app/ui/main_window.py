@@ -32,9 +32,9 @@ from app.ui.state import AppState, ModelChoice
 from app.ui.tasks import Task, TaskRunner, TaskSignals
 
 if TYPE_CHECKING:
-    from app.ui.fit_view import FitView
-    from app.ui.hardware_view import HardwareView
-    from app.ui.split_view import SplitView
+    from app.ui.fit.view import FitView
+    from app.ui.hardware.view import HardwareView
+    from app.ui.split.view import SplitView
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +61,10 @@ def _discover_local(folders: Sequence[str]) -> list[str]:
 
 
 def _versions() -> dict[str, object]:
+    from app.ui.qtinfo import qt_version
     from app.versions import version_info
 
-    return version_info()
+    return version_info(qt_version())
 
 
 def model_choice_for(ref: str, quant: str | None = None) -> ModelChoice:
@@ -132,8 +133,7 @@ class LazyTab(QtWidgets.QWidget):
 class MainWindow(QtWidgets.QMainWindow):
     """Rigfit's window. ``planned_rig`` opens on that planned rig (``rigfit --rig EXPR``).
 
-    ``store`` is where the session is remembered (default: the user's settings; in memory under
-    ``RIGFIT_TESTING``); ``restore`` reads the last session back at start. ``discover(folders)``
+    ``store`` is where the session is remembered (default: the user's settings); ``restore`` reads the last session back at start. ``discover(folders)``
     lists the local GGUF files to show in the fit table, run on the pool once the window is shown
     (default: :func:`app.runner.discovery.discover_models`; None: no search).
     """
@@ -170,6 +170,12 @@ class MainWindow(QtWidgets.QMainWindow):
         self._discover = discover
         self._shown_once = False
         self._started_background = False
+        # Starts the background work once the window is on screen; a timer of the window's own, so
+        # closing the window stops it (a bare single shot would outlive a window closed at once).
+        self._first_show_timer = QtCore.QTimer(self)
+        self._first_show_timer.setObjectName("firstShowTimer")
+        self._first_show_timer.setSingleShot(True)
+        self._first_show_timer.timeout.connect(self._after_first_show)
         self._run_folders: tuple[str, ...] = ()
         self._predicted_vram: dict[int, float] | None = None
 
@@ -265,7 +271,7 @@ class MainWindow(QtWidgets.QMainWindow):
         return self._hardware_tab.content()  # type: ignore[return-value]
 
     def _make_hardware_view(self) -> QtWidgets.QWidget:
-        from app.ui.hardware_view import HardwareView
+        from app.ui.hardware.view import HardwareView
 
         view = HardwareView(populate=False)
         view.detect_requested.connect(self.start_detection)
@@ -287,7 +293,7 @@ class MainWindow(QtWidgets.QMainWindow):
         return self._split_tab.content()  # type: ignore[return-value]
 
     def _make_fit_view(self) -> QtWidgets.QWidget:
-        from app.ui.fit_view import FitView
+        from app.ui.fit.view import FitView
 
         view = FitView(self.state, self.tasks)
         view.rig_link_activated.connect(lambda: self.show_tab(TAB_HARDWARE))
@@ -297,7 +303,7 @@ class MainWindow(QtWidgets.QMainWindow):
         return view
 
     def _make_split_view(self) -> QtWidgets.QWidget:
-        from app.ui.split_view import SplitView
+        from app.ui.split.view import SplitView
 
         view = SplitView(self.state)
         view.rig_link_activated.connect(lambda: self.show_tab(TAB_HARDWARE))
@@ -315,7 +321,7 @@ class MainWindow(QtWidgets.QMainWindow):
         return self._run_tab.content() if self._run_tab is not None else None
 
     def _make_monitor_view(self) -> QtWidgets.QWidget:
-        from app.ui.monitor_view import MonitorView
+        from app.ui.monitor.view import MonitorView
 
         view = MonitorView(pool=self._pool)
         if self._predicted_vram is not None:
@@ -323,7 +329,7 @@ class MainWindow(QtWidgets.QMainWindow):
         return view
 
     def _make_run_view(self) -> QtWidgets.QWidget:
-        from app.ui.run_view import RunView
+        from app.ui.run.view import RunView
 
         view = RunView(self.state, tasks=self.tasks, extra_folders=self._run_folders)
         view.predicted_vram_changed.connect(self.set_predicted_vram)
@@ -457,7 +463,7 @@ class MainWindow(QtWidgets.QMainWindow):
         if model is None or plan is None:
             self.plan_status.setText(model.label if model is not None else "")
             return
-        from app.ui.widgets import STATUS_WORDS
+        from app.ui.theme import STATUS_WORDS
 
         status = getattr(plan, "status", "")
         self.plan_status.setText(
@@ -733,19 +739,20 @@ class MainWindow(QtWidgets.QMainWindow):
         handle = self.windowHandle()
         if handle is not None and not handle.isExposed():
             handle.installEventFilter(self)
+            self._first_show_timer.start(500)
         else:
-            QtCore.QTimer.singleShot(0, self, self._after_first_show)
-        QtCore.QTimer.singleShot(500, self, self._after_first_show)
+            self._first_show_timer.start(0)
 
     def eventFilter(self, watched: QtCore.QObject, event: QtCore.QEvent) -> bool:
         handle = self.windowHandle()
         exposed = event.type() == QtCore.QEvent.Type.Expose and handle is not None and handle.isExposed()
         if watched is handle and exposed and handle is not None:
             handle.removeEventFilter(self)
-            QtCore.QTimer.singleShot(0, self, self._after_first_show)
+            self._first_show_timer.start(0)
         return super().eventFilter(watched, event)
 
     def _after_first_show(self) -> None:
+        self._first_show_timer.stop()
         if self._closed or self._started_background:
             return
         self._started_background = True
@@ -776,6 +783,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:
         if not self._closed:
             self._closed = True
+            self._first_show_timer.stop()
             self.save_session()
             monitor = self._monitor_tab.content_if_created()
             if monitor is not None:
@@ -809,7 +817,7 @@ def _run_view_available() -> bool:
     import importlib.util
 
     try:
-        return importlib.util.find_spec("app.ui.run_view") is not None
+        return importlib.util.find_spec("app.ui.run.view") is not None
     except (ImportError, ValueError):
         return False
 

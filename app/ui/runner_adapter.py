@@ -28,7 +28,7 @@ from PySide6 import QtCore
 
 from app.core.errors import RigfitError
 from app.runner import protocol as P
-from app.runner.options import unsupported_reason
+from app.runner.options import unsupported_problem
 
 if TYPE_CHECKING:
     from app.core.plan import Plan
@@ -267,10 +267,10 @@ class RunnerAdapter(QtCore.QObject):
         settings, plan = pending
         ready = client.ready_info
         n_gpus = len(ready.gpus) if ready is not None else 0
-        reason = unsupported_reason(settings.split_mode, settings.tensor_split, settings.main_gpu, n_gpus)
-        if reason:
+        refused = unsupported_problem(settings.split_mode, settings.tensor_split, settings.main_gpu, n_gpus)
+        if refused is not None:
             self._set_state(STATE_LOADED if self._loaded is not None else STATE_IDLE)
-            self.error.emit(P.ErrorEvent(message=reason, kind=P.ERR_BAD_REQUEST))
+            self.error.emit(P.ErrorEvent(message=refused.message, kind=P.ERR_BAD_REQUEST, code=refused.code))
             return
         try:
             self._load_id = client.load(settings, plan)

@@ -60,9 +60,10 @@ class _Session:
 
 
 def _versions(s: _Session) -> str:
+    from app.ui.qtinfo import qt_version
     from app.versions import version_info
 
-    info = version_info()
+    info = version_info(qt_version())
     llama = info.get("llama_cpp")
     if not isinstance(llama, dict) or not llama.get("version"):
         error = llama.get("error") if isinstance(llama, dict) else None
@@ -165,7 +166,7 @@ def _plan(s: _Session) -> str:
     from app.core.placement import plan
     from app.core.settings import Settings
     from app.hardware.catalog import parse_rig_expression
-    from app.ui.hardware_view import DEMO_RIG_EXPRESSION
+    from app.ui.hardware.view import DEMO_RIG_EXPRESSION
 
     assert s.rig is not None
     spec = load_model_spec("demo")

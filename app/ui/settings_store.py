@@ -11,9 +11,9 @@ Nothing the user saved is lost: a settings file written by a newer Rigfit (a hig
 read as empty and never written (:attr:`SettingsStore.read_only`); an entry this version cannot read
 is kept as it was when the window saves, unless the user chose a new value for it (the window's
 fallback default does not count). :attr:`Session.problems` says, in one line each, what could not
-be read, for the window to tell the user once. Tests point the store at a temporary INI file (:meth:`SettingsStore.at`);
-under ``RIGFIT_TESTING`` the default store keeps everything in memory, so no test touches the
-user's settings.
+be read, for the window to tell the user once. Tests point the store at a temporary INI file
+(:meth:`SettingsStore.at`), and tests/conftest.py points the user's configuration folder at a
+temporary one for every test.
 """
 
 from __future__ import annotations
@@ -151,9 +151,8 @@ class SettingsStore:
     # -- where ------------------------------------------------------------------------------------
     @classmethod
     def default(cls) -> SettingsStore:
-        """The user's settings; in memory only when ``RIGFIT_TESTING`` is set (tests, benchmarks)."""
-        if os.environ.get("RIGFIT_TESTING"):
-            return cls.memory()
+        """The user's settings (Rigfit/Rigfit.ini in the user's configuration folder: XDG_CONFIG_HOME or
+        ~/.config on Linux)."""
         return cls(
             QtCore.QSettings(
                 QtCore.QSettings.Format.IniFormat, QtCore.QSettings.Scope.UserScope, ORGANISATION, APPLICATION

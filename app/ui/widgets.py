@@ -1,8 +1,7 @@
-"""Small widgets the Fit and Split tabs share: the stacked memory bar, status colours, the rig header.
+"""Small widgets the tabs share: the stacked memory bar, colour swatches and legends, the rig header.
 
-Everything takes its colours from the widget's palette (blended towards a hue), so light and dark
-themes both read well without a hard-coded black or white, and everything is painted with QPainter
-(no raster images), so it stays sharp at any device pixel ratio.
+Colours come from :mod:`app.ui.theme` (palette roles), so light and dark themes both read well;
+everything is painted with QPainter (no raster images), so it stays sharp at any device pixel ratio.
 """
 
 from __future__ import annotations
@@ -16,28 +15,16 @@ from PySide6 import QtCore, QtGui, QtWidgets
 from app.core.plan import STATUS_FITS, STATUS_NO, STATUS_OFFLOAD, STATUS_TIGHT
 from app.core.rig import Rig
 from app.ui.glossary import tip
+from app.ui.theme import (
+    STATUS_WORDS,
+    fmt_gib,
+    over_capacity_color,
+    segment_color,
+    status_background,
+    status_foreground,
+    track_color,
+)
 
-# Hues for the plan statuses; blended with the palette's base colour for backgrounds.
-STATUS_HUES: dict[str, str] = {
-    STATUS_FITS: "#2e9d57",
-    STATUS_TIGHT: "#d6a300",
-    STATUS_OFFLOAD: "#e0701a",
-    STATUS_NO: "#d0393e",
-}
-STATUS_WORDS: dict[str, str] = {
-    STATUS_FITS: "Fits",
-    STATUS_TIGHT: "Tight",
-    STATUS_OFFLOAD: "Offload",
-    STATUS_NO: "Does not fit",
-}
-
-# Segment hues of the memory bar: one per kind of buffer, distinct from each other in both themes.
-SEGMENT_HUES: dict[str, str] = {
-    "weights": "#4f86d9",
-    "kv": "#e39b2d",
-    "compute": "#4caf7a",
-    "overhead": "",  # empty: a muted mix of the palette's text and base colours
-}
 SEGMENT_LABELS: dict[str, str] = {
     "weights": "Weights",
     "kv": "KV cache",
@@ -52,60 +39,10 @@ SEGMENT_TIPS: dict[str, str] = {
 }
 
 
-def is_dark(palette: QtGui.QPalette) -> bool:
-    return palette.color(QtGui.QPalette.ColorRole.Window).lightness() < 128
-
-
-def blend(a: QtGui.QColor, b: QtGui.QColor, t: float) -> QtGui.QColor:
-    """``a`` moved a fraction ``t`` towards ``b``."""
-    return QtGui.QColor(
-        round(a.red() + (b.red() - a.red()) * t),
-        round(a.green() + (b.green() - a.green()) * t),
-        round(a.blue() + (b.blue() - a.blue()) * t),
-    )
-
-
-def status_background(status: str, palette: QtGui.QPalette) -> QtGui.QColor:
-    """A cell background for a plan status: its hue mixed into the palette's base colour."""
-    base = palette.color(QtGui.QPalette.ColorRole.Base)
-    hue = QtGui.QColor(STATUS_HUES.get(status, "#888888"))
-    return blend(base, hue, 0.42 if is_dark(palette) else 0.30)
-
-
-def status_foreground(status: str, palette: QtGui.QPalette) -> QtGui.QColor:
-    """Text in a status colour that stays readable on the window background."""
-    hue = QtGui.QColor(STATUS_HUES.get(status, "#888888"))
-    text = palette.color(QtGui.QPalette.ColorRole.WindowText)
-    return blend(hue, text, 0.15 if is_dark(palette) else 0.35)
-
-
-def segment_color(kind: str, palette: QtGui.QPalette) -> QtGui.QColor:
-    hue = SEGMENT_HUES.get(kind, "")
-    if not hue:
-        return blend(
-            palette.color(QtGui.QPalette.ColorRole.Text), palette.color(QtGui.QPalette.ColorRole.Base), 0.5
-        )
-    return QtGui.QColor(hue)
-
-
-def muted_text(palette: QtGui.QPalette) -> QtGui.QColor:
-    return blend(
-        palette.color(QtGui.QPalette.ColorRole.WindowText),
-        palette.color(QtGui.QPalette.ColorRole.Window),
-        0.4,
-    )
-
-
 def short_gpu_name(name: str) -> str:
     """``NVIDIA GeForce RTX 3090`` → ``RTX 3090``: the vendor and brand words every card repeats."""
     words = [w for w in name.split() if w.lower() not in ("nvidia", "geforce", "amd", "radeon", "intel")]
     return " ".join(words) or name
-
-
-def gib(mib: float | None, digits: int = 1) -> str:
-    if mib is None:
-        return "?"
-    return f"{mib / 1024:.{digits}f} GiB"
 
 
 @dataclass(frozen=True)
@@ -188,8 +125,8 @@ class MemoryBar(QtWidgets.QWidget):
     def text(self) -> str:
         v = self._values
         if v.capacity_mib is None:
-            return gib(v.total_mib)
-        return f"{gib(v.total_mib)} of {gib(v.capacity_mib)}"
+            return fmt_gib(v.total_mib)
+        return f"{fmt_gib(v.total_mib)} of {fmt_gib(v.capacity_mib)}"
 
     def describe(self) -> str:
         return describe_bar(self._values)
@@ -208,10 +145,7 @@ class MemoryBar(QtWidgets.QWidget):
         cap_w = width * capacity / scale if capacity is not None else width
         track = QtGui.QPainterPath()
         track.addRoundedRect(QtCore.QRectF(rect.left(), rect.top(), cap_w, rect.height()), 3, 3)
-        painter.fillPath(
-            track,
-            blend(pal.color(QtGui.QPalette.ColorRole.Base), pal.color(QtGui.QPalette.ColorRole.Text), 0.06),
-        )
+        painter.fillPath(track, track_color(pal))
         outline = QtGui.QPainterPath()
         outline.addRoundedRect(rect, 3, 3)
         painter.save()
@@ -227,14 +161,14 @@ class MemoryBar(QtWidgets.QWidget):
         if capacity is not None and x > cap_x:
             over = QtCore.QRectF(cap_x, rect.top(), x - cap_x, rect.height())
             painter.fillRect(over, QtGui.QBrush(pal.color(QtGui.QPalette.ColorRole.Base)))
-            brush = QtGui.QBrush(QtGui.QColor(STATUS_HUES[STATUS_NO]), QtCore.Qt.BrushStyle.BDiagPattern)
+            brush = QtGui.QBrush(over_capacity_color(), QtCore.Qt.BrushStyle.BDiagPattern)
             painter.fillRect(over, brush)
         painter.restore()
         painter.setPen(QtGui.QPen(pal.color(QtGui.QPalette.ColorRole.Mid), 1))
         painter.setBrush(QtCore.Qt.BrushStyle.NoBrush)
         painter.drawPath(track)
         if capacity is not None and x > cap_x:
-            painter.setPen(QtGui.QPen(QtGui.QColor(STATUS_HUES[STATUS_NO]), 2))
+            painter.setPen(QtGui.QPen(over_capacity_color(), 2))
             painter.drawLine(QtCore.QPointF(cap_x, rect.top() - 1), QtCore.QPointF(cap_x, rect.bottom() + 1))
         if not self.show_text:
             painter.end()
@@ -326,7 +260,7 @@ def rig_summary(rig: Rig | None) -> str:
     name = rig.name or (", ".join(g.name for g in rig.gpus) if rig.gpus else "")
     if not rig.gpus:
         return f"{name or 'no GPU'} ({where}): runs on the CPU"
-    return f"{name} ({where}) · {rig.n_gpus} GPU{'s' if rig.n_gpus != 1 else ''}, {gib(rig.vram_total_mib, 0)} VRAM"
+    return f"{name} ({where}) · {rig.n_gpus} GPU{'s' if rig.n_gpus != 1 else ''}, {fmt_gib(rig.vram_total_mib, 0)} VRAM"
 
 
 class LinkHeader(QtWidgets.QLabel):
@@ -361,23 +295,15 @@ class LinkHeader(QtWidgets.QLabel):
 
 
 __all__ = [
-    "STATUS_HUES",
-    "STATUS_WORDS",
+    "SEGMENT_LABELS",
     "BarValues",
     "LinkHeader",
     "MemoryBar",
     "Swatch",
-    "blend",
     "describe_bar",
-    "gib",
-    "is_dark",
     "legend",
-    "muted_text",
     "rig_summary",
-    "segment_color",
     "segment_legend",
     "short_gpu_name",
-    "status_background",
-    "status_foreground",
     "status_legend",
 ]

@@ -11,7 +11,8 @@ import time
 from dataclasses import replace
 
 from app.core.catalog import catalog_spec, load_model_catalog
-from app.core.quant import COMMON_FILE_TYPES, apply_file_type
+from app.core.quant import COMMON_FILE_TYPES
+from app.core.quantizer import apply_file_type
 from tests.bench.harness import Bench
 
 

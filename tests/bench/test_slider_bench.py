@@ -17,7 +17,7 @@ from PySide6 import QtWidgets
 
 from app.hardware.catalog import parse_rig_expression
 from app.ui.main_window import model_choice_for
-from app.ui.split_view import SplitView
+from app.ui.split.view import SplitView
 from app.ui.state import AppState
 from tests.bench.harness import Bench
 
@@ -40,8 +40,8 @@ def test_slider_to_repainted_bars_within_half_a_frame(qtbot: QtBot, bench: Bench
     qtbot.waitExposed(view)
     QtWidgets.QApplication.processEvents()
     view.flush()
-    slider = view.rows[0].slider
-    painted = view.grid_host  # the sliders, number boxes, bars, memory and layer labels
+    slider = view.gpus.rows[0].slider
+    painted = view.gpus.grid_host  # the sliders, number boxes, bars, memory and layer labels
 
     # Values that move whole layers back and forth between GPU 0 and the others.
     values = [150 + (i * 37) % 500 for i in range(MOVES)]

@@ -66,7 +66,7 @@ BARE = (
 
 def _time_to_shown(script: str) -> tuple[float, float]:
     """(wall seconds from start to "shown", CPU seconds the process used until then)."""
-    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", RIGFIT_TESTING="1", PYTHONPATH=str(ROOT))
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", PYTHONPATH=str(ROOT))
     start = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-c", script],

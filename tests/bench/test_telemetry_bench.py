@@ -25,7 +25,7 @@ from PySide6 import QtCore, QtWidgets
 from app.hardware.nvml import scenario_path
 from app.hardware.nvml_fake import FakeNvml, load_scenario
 from app.hardware.telemetry import TelemetrySampler, TelemetrySnapshot
-from app.ui.monitor_view import REPAINT_INTERVAL_MS, MonitorView
+from app.ui.monitor.view import REPAINT_INTERVAL_MS, MonitorView
 from tests.bench.harness import Bench
 
 pytestmark = pytest.mark.qt_log_ignore(r"This plugin does not support propagateSizeHints\(\)")

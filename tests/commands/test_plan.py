@@ -184,3 +184,15 @@ def test_bad_input_is_one_line_and_exit_2(
     capsys: pytest.CaptureFixture[str], args: tuple[str, ...], needle: str
 ) -> None:
     assert needle in _error(capsys, *args)
+
+
+def test_json_carries_the_plans_problems_with_their_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    row = _plan_json(capsys, "--model", "llama-3.1-8b", "--rig", "2x RTX 3090", "--split-mode", "row")
+    problem = next(p for p in row["problems"] if p["code"] == "row-split-unavailable")
+    assert problem["severity"] == "error" and problem["concerns"] == ["split_mode"]
+    assert problem["message"] in row["notes"] and row["status"] == "no"
+    big = _plan_json(capsys, "--model", "llama-3.3-70b", "--quant", "Q8_0", "--rig", "RTX 3060")
+    over = [p for p in big["problems"] if p["code"] == "gpu-over-capacity"]
+    assert over and over[0]["gpu"] == 0 and over[0]["severity"] == "error"
+    fine = _plan_json(capsys, "--model", "llama-3.1-8b", "--rig", "2x RTX 3090", "--ctx", "4096")
+    assert fine["problems"] == [] and fine["status"] == "fits"

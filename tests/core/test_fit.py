@@ -63,6 +63,14 @@ def test_every_sampled_cell_agrees_with_plan(name: str, ctx: int) -> None:
         _assert_row_matches_plan(rig, row, Settings(ctx=ctx))
 
 
+def test_every_cell_of_a_two_gpu_rig_agrees_with_plan() -> None:
+    # The vectorised table is a second planner: every one of its cells, not a sample, must be plan()'s.
+    rig = RIGS["3090+3060"]
+    table = fit_table(rig, 8192)
+    for row in table.rows:
+        _assert_row_matches_plan(rig, row, Settings(ctx=8192))
+
+
 @pytest.mark.parametrize(
     "settings",
     [
@@ -72,6 +80,8 @@ def test_every_sampled_cell_agrees_with_plan(name: str, ctx: int) -> None:
         Settings(ctx=8192, split_mode="none", main_gpu=1),
         Settings(ctx=8192, tensor_split=(3.0, 1.0)),
         Settings(ctx=300, op_offload=False),
+        # Below 32 tokens the micro-batch is too small for op_offload (layout.op_offload_active).
+        Settings(ctx=16, n_gpu_layers=10),
     ],
     ids=[
         "q8-kv-unpadded-ctx",
@@ -80,6 +90,7 @@ def test_every_sampled_cell_agrees_with_plan(name: str, ctx: int) -> None:
         "split-none",
         "tensor-split-3-1",
         "tiny-ctx",
+        "ctx-below-op-offload-batch",
     ],
 )
 def test_settings_are_honoured_cell_for_cell(settings: Settings) -> None:
@@ -170,6 +181,7 @@ def test_a_setting_one_model_cannot_use_marks_only_its_rows(tmp_path: Path) -> N
     table = fit_table(RIGS["3060"], 4096, settings, extra_specs=[spec], models=["llama-3.2-1b"])
     odd = next(r for r in table.rows if r.source == "gguf")
     assert odd.status == "no" and "head size" in odd.note and odd.decode_tok_s is None
+    assert odd.code == "kv-type-head-size"
     with pytest.raises(RigfitError):
         plan(RIGS["3060"], spec, replace(settings, ctx=4096))
     assert all(r.status != "no" for r in table.rows if r.model == "llama-3.2-1b")

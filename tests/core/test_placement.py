@@ -495,7 +495,7 @@ def test_tensor_split_rounds_kv_heads_to_whole_heads_and_rotates_the_remainder()
     ("settings_kw", "message"),
     [
         ({"tensor_split": (1.0,)}, "one ratio per GPU"),
-        ({"tensor_split": (1.0, -1.0)}, "non-negative"),
+        ({"tensor_split": (1.0, -1.0)}, "zero or positive"),
         ({"tensor_split": (0.0, 0.0)}, "all zero"),
         ({"main_gpu": 2}, "does not exist"),
         ({"ctx": 0}, "at least 1"),

@@ -2,7 +2,7 @@
 
 The strongest checks run llama.cpp's own quantizer (``llama_model_quantize`` in llama-cpp-python,
 CPU) on small F16 models written with ``gguf`` and compare every tensor's type with
-:func:`app.core.quant.tensor_types`.
+:func:`app.core.quantizer.tensor_types`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from gguf.constants import GGML_QUANT_SIZES, LlamaFileType
 
-from app.core import quant
+from app.core import quant, quantizer
 from app.core.errors import RigfitError, UnknownName
 from app.core.gguf_reader import read_gguf
 from app.core.gguf_spec import spec_from_gguf
@@ -55,7 +55,7 @@ ISSUE_FILE_TYPES = [
 def _types(spec: ModelSpec, ftype: str, **kw: bool | None) -> dict[str, str]:
     return {
         t.name: quant.type_name(ty)
-        for t, ty in zip(spec.tensors, quant.tensor_types(spec, ftype, **kw), strict=True)
+        for t, ty in zip(spec.tensors, quantizer.tensor_types(spec, ftype, **kw), strict=True)
     }
 
 
@@ -118,7 +118,7 @@ def test_file_type_names_are_case_insensitive_with_aliases() -> None:
 
 def test_unknown_file_type_raises_with_the_closest_names() -> None:
     with pytest.raises(UnknownName, match=r"did you mean .*Q4_K_M"):
-        quant.apply_file_type(small_spec("llama")[1], "Q4_KM")
+        quantizer.apply_file_type(small_spec("llama")[1], "Q4_KM")
 
 
 # --- the rules, on known shapes ------------------------------------------------------------------
@@ -126,7 +126,7 @@ def test_unknown_file_type_raises_with_the_closest_names() -> None:
 
 def test_applying_q4_1_to_the_demo_models_shapes_reproduces_its_tensor_types(demo_model_path: str) -> None:
     spec = spec_from_gguf(read_gguf(demo_model_path))
-    redone = quant.apply_file_type(spec, "Q4_1")
+    redone = quantizer.apply_file_type(spec, "Q4_1")
     assert [t.ggml_type for t in redone.tensors] == [t.ggml_type for t in spec.tensors]
     # token_embd is tied (no output.weight): it gets the output's Q6_K, which falls back to Q8_0
     # because 576 is not a multiple of 256.
@@ -215,21 +215,22 @@ def test_an_importance_matrix_changes_iq4_xs_ffn_down_on_the_first_layers() -> N
 def test_iq2_and_iq1_mixes_need_an_importance_matrix_but_k_quants_do_not() -> None:
     _, spec = small_spec("llama")
     for ftype in ("IQ1_S", "IQ2_XXS", "IQ2_M", "IQ3_XXS", "IQ3_XS", "Q2_K_S"):
-        assert quant.file_type_requires_imatrix(spec, ftype), ftype
+        assert quantizer.file_type_requires_imatrix(spec, ftype), ftype
     for ftype in ("Q2_K", "Q4_K_M", "IQ4_XS", "IQ3_S", "IQ3_M"):
-        assert not quant.file_type_requires_imatrix(spec, ftype), ftype
+        assert not quantizer.file_type_requires_imatrix(spec, ftype), ftype
 
 
 def test_a_block_type_without_fallback_is_refused_like_llama_cpp_does() -> None:
     _, spec = small_spec("llama", n_layer=2, n_embd=320, n_ff=320)
     with pytest.raises(RigfitError, match="no fallback"):
-        quant.apply_file_type(spec, "Q1_0")
+        quantizer.apply_file_type(spec, "Q1_0")
 
 
 def test_sizes_follow_the_mix_order_for_a_dense_model() -> None:
     _, spec = small_spec("llama", n_layer=8)
     sizes = {
-        ft: quant.spec_nbytes(quant.apply_file_type(spec, ft)) for ft in ("Q8_0", "Q6_K", "Q4_K_M", "Q2_K")
+        ft: quant.spec_nbytes(quantizer.apply_file_type(spec, ft))
+        for ft in ("Q8_0", "Q6_K", "Q4_K_M", "Q2_K")
     }
     assert sizes["Q8_0"] > sizes["Q6_K"] > sizes["Q4_K_M"] > sizes["Q2_K"]
 
@@ -239,8 +240,8 @@ def test_sizes_follow_the_mix_order_for_a_dense_model() -> None:
 
 def test_apply_file_type_returns_the_cached_spec_for_the_same_spec_and_mix() -> None:
     _, spec = small_spec("llama")
-    first = quant.apply_file_type(spec, "Q4_K_M")
-    assert quant.apply_file_type(spec, "q4_k_m") is first
+    first = quantizer.apply_file_type(spec, "Q4_K_M")
+    assert quantizer.apply_file_type(spec, "q4_k_m") is first
     assert first.file_type == "Q4_K_M"
     assert first.id == spec.id
 
@@ -249,15 +250,15 @@ def test_cached_types_never_leak_between_specs_with_the_same_id() -> None:
     _, a = small_spec("llama", n_layer=8)
     _, b = small_spec("llama", n_layer=8, n_embd=320)
     assert a.id == b.id
-    ta = Counter(t.ggml_type for t in quant.apply_file_type(a, "Q4_K_M").tensors)
-    tb = Counter(t.ggml_type for t in quant.apply_file_type(b, "Q4_K_M").tensors)
+    ta = Counter(t.ggml_type for t in quantizer.apply_file_type(a, "Q4_K_M").tensors)
+    tb = Counter(t.ggml_type for t in quantizer.apply_file_type(b, "Q4_K_M").tensors)
     assert ta != tb
 
 
 def test_reapplying_a_mix_to_a_quantized_spec_gives_the_same_types_as_from_f16() -> None:
     _, spec = small_spec("qwen3moe", n_layer=4)
-    via_q8 = quant.apply_file_type(quant.apply_file_type(spec, "Q8_0"), "Q3_K_M")
-    direct = quant.apply_file_type(spec, "Q3_K_M")
+    via_q8 = quantizer.apply_file_type(quantizer.apply_file_type(spec, "Q8_0"), "Q3_K_M")
+    direct = quantizer.apply_file_type(spec, "Q3_K_M")
     assert [t.ggml_type for t in via_q8.tensors] == [t.ggml_type for t in direct.tensors]
 
 
@@ -311,7 +312,7 @@ def _compare_with_llama_cpp(
     models: dict[str, tuple[Path, ModelSpec]], key: str, ftype: str, tmp: Path
 ) -> None:
     src, spec = models[key]
-    needs = quant.file_type_requires_imatrix(spec, ftype)
+    needs = quantizer.file_type_requires_imatrix(spec, ftype)
     out = llama_quantize(src, tmp / f"{key}-{ftype}.gguf", ftype, imatrix=needs, tensors=spec)
     written = {t.name: quant.type_name(t.ggml_type) for t in read_gguf(out).tensors}
     predicted = _types(spec, ftype)

@@ -10,7 +10,8 @@ import pytest
 
 from app.core.errors import RigfitError
 from app.hardware.nvml import ENV_FAKE, builtin_scenarios, load_backend, load_fake, scenario_path
-from app.hardware.nvml_fake import FakeNvml, error_class, load_scenario, normalize_bus_id
+from app.hardware.nvml_fake import FakeNvml, error_class, load_scenario
+from app.hardware.pci import normalize_bus_id
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "nvml"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from app.core.errors import BadModelFile, RigfitError
-from app.runner.options import BenchConfig, parse_configs, parse_split, resolve_model, unsupported_reason
+from app.runner.options import BenchConfig, parse_configs, parse_split, resolve_model, unsupported_problem
 
 
 def test_split_parses_ratios() -> None:
@@ -46,14 +46,24 @@ def test_bad_configs_are_refused(text: str) -> None:
         parse_configs(text)
 
 
+def _refused(split_mode: str, split: tuple[float, ...] | None, main_gpu: int, n_gpus: int) -> tuple[str, str]:
+    problem = unsupported_problem(split_mode, split, main_gpu, n_gpus)
+    return ("", "") if problem is None else (problem.code, problem.message)
+
+
 def test_what_a_rig_cannot_run() -> None:
-    assert unsupported_reason("layer", None, 0, 0) is None  # CPU only, llama.cpp's own split: runs
-    assert "no GPU" in (unsupported_reason("layer", (1.0, 1.0), 0, 0) or "")
-    assert "needs GPUs" in (unsupported_reason("row", None, 0, 0) or "")
-    assert "needs GPUs" in (unsupported_reason("tensor", None, 0, 0) or "")
-    assert "3 entries but this rig has 2 GPUs" in (unsupported_reason("layer", (1.0, 1.0, 1.0), 0, 2) or "")
-    assert unsupported_reason("row", (1.0, 1.0), 1, 2) is None
-    assert "main GPU 2" in (unsupported_reason("none", None, 2, 2) or "")
+    assert unsupported_problem("layer", None, 0, 0) is None  # CPU only, llama.cpp's own split: runs
+    code, message = _refused("layer", (1.0, 1.0), 0, 0)
+    assert code == "split-length" and "no GPU" in message
+    assert (
+        _refused("row", None, 0, 0)[0] == "split-needs-gpu" and "needs GPUs" in _refused("row", None, 0, 0)[1]
+    )
+    assert "needs GPUs" in _refused("tensor", None, 0, 0)[1]
+    code, message = _refused("layer", (1.0, 1.0, 1.0), 0, 2)
+    assert code == "split-length" and "3 entries but the rig has 2 GPUs" in message
+    assert unsupported_problem("row", (1.0, 1.0), 1, 2) is None
+    code, message = _refused("none", None, 2, 2)
+    assert code == "main-gpu-missing" and "main GPU 2" in message
 
 
 def test_model_file_checks(tmp_path: Path) -> None:

@@ -15,15 +15,9 @@ from app.core.model_source import load_gguf_spec
 from app.core.plan import STATUS_FITS, STATUS_NO, STATUS_TIGHT
 from app.core.settings import Settings
 from app.hardware.catalog import parse_rig_expression
-from app.ui.fit_view import (
-    COL_BEST,
-    COL_MODEL,
-    FAMILY_LOCAL,
-    QUANT_ROLE,
-    STATUS_ROLE,
-    FitResult,
-    FitView,
-)
+from app.ui.fit.filters import FAMILY_LOCAL
+from app.ui.fit.table import COL_BEST, COL_MODEL, QUANT_ROLE, STATUS_ROLE, FitResult
+from app.ui.fit.view import FitView
 from app.ui.state import AppState
 from app.ui.tasks import TaskRunner
 from tests.ui.ui_guard import assert_quiet
@@ -105,27 +99,27 @@ def test_search_and_filters_narrow_the_rows(view: FitView) -> None:
         ]
 
     total = view.proxy.rowCount()
-    view.search.setText("qwen3")
+    view.filters.search.setText("qwen3")
     assert shown() and all("qwen3" in name.lower() for name in shown())
-    view.search.clear()
+    view.filters.search.clear()
     assert view.proxy.rowCount() == total
 
-    view.status_filter.setCurrentIndex(view.status_filter.findData("fits"))
+    view.filters.status_filter.setCurrentIndex(view.filters.status_filter.findData("fits"))
     names = shown()
     assert "Llama 3.1 405B Instruct" not in names and names
     for r in range(view.proxy.rowCount()):
         row = view.model.row_at(view.proxy.mapToSource(view.proxy.index(r, 0)).row())
         assert any(c.status in (STATUS_FITS, STATUS_TIGHT) for c in row.cells.values())
-    view.status_filter.setCurrentIndex(0)
+    view.filters.status_filter.setCurrentIndex(0)
 
-    view.size_filter.setCurrentIndex(view.size_filter.findData("small"))
+    view.filters.size_filter.setCurrentIndex(view.filters.size_filter.findData("small"))
     assert shown() and all(view.model.row_at(i).params_b is not None for i in range(view.model.rowCount()))
     for r in range(view.proxy.rowCount()):
         row = view.model.row_at(view.proxy.mapToSource(view.proxy.index(r, 0)).row())
         assert row.params_b is not None and row.params_b < 4.5
-    view.size_filter.setCurrentIndex(0)
+    view.filters.size_filter.setCurrentIndex(0)
 
-    view.family_filter.setCurrentIndex(view.family_filter.findData("Gemma"))
+    view.filters.family_filter.setCurrentIndex(view.filters.family_filter.findData("Gemma"))
     assert shown() and all(name.lower().startswith("gemma") for name in shown())
 
 
@@ -195,8 +189,8 @@ def test_local_gguf_files_become_rows(view: FitView, qtbot: QtBot, demo_model_pa
     assert [r.ref for r in local] == [demo_model_path]
     spec = load_gguf_spec(demo_model_path)
     assert list(local[0].cells) == [spec.file_type]
-    assert view.family_filter.findData(FAMILY_LOCAL) >= 0
-    view.family_filter.setCurrentIndex(view.family_filter.findData(FAMILY_LOCAL))
+    assert view.filters.family_filter.findData(FAMILY_LOCAL) >= 0
+    view.filters.family_filter.setCurrentIndex(view.filters.family_filter.findData(FAMILY_LOCAL))
     assert view.proxy.rowCount() == 1
     # The same file again (as a spec) adds nothing.
     view.add_local_models([replace(spec)])

@@ -15,7 +15,8 @@ from app.core.rig import Rig
 from app.hardware.nvml import load_fake
 from app.hardware.probe import detect_rig
 from app.ui.app import has_display, run_gui
-from app.ui.hardware_view import MODE_DETECTED, MODE_PLANNED, GpuCard, HardwareView
+from app.ui.hardware.gpu_card import GpuCard
+from app.ui.hardware.view import MODE_DETECTED, MODE_PLANNED, HardwareView
 from app.ui.main_window import MainWindow
 
 # The offscreen platform warns whenever a shown top-level window gets size constraints; it is not a

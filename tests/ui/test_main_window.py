@@ -17,7 +17,7 @@ from app.hardware.catalog import parse_rig_expression
 from app.hardware.nvml import load_fake
 from app.hardware.probe import detect_rig
 from app.ui.app import run_gui
-from app.ui.hardware_view import MODE_DETECTED, MODE_PLANNED
+from app.ui.hardware.view import MODE_DETECTED, MODE_PLANNED
 from app.ui.main_window import TAB_NAMES, MainWindow
 from app.ui.settings_store import SettingsStore
 from app.ui.state import ModelChoice
@@ -96,7 +96,7 @@ def test_detection_feeds_every_tab_and_the_status_bar(
     assert window.status_text.text().startswith("2 NVIDIA GPUs detected")
     assert "this computer" in window.fit_view.rig_header.summary
     assert "this computer" in window.split_view.rig_header.summary
-    assert len(window.split_view.rows) == 2
+    assert len(window.split_view.gpus.rows) == 2
     assert window.fit_view.result is not None and window.fit_view.result.rig == rig
 
 
@@ -124,7 +124,7 @@ def test_fit_double_click_selects_model_and_quant_and_opens_split(
     assert model is not None and (model.ref, model.quant) == ("llama-3.1-8b", "Q6_K")
     assert model.spec.file_type == "Q6_K"
     assert window.tab_name() == "split"
-    assert window.state.plan is not None and window.split_view.status
+    assert window.state.plan is not None and window.split_view.banner.status
     assert "Q6_K" in window.split_view.model_header.summary
 
 
@@ -318,7 +318,7 @@ def test_screenshot_of_a_chosen_tab_waits_for_the_model_and_the_table(
     (window,) = windows
     assert window.tab_name() == "split"
     assert window.state.model is not None and window.state.model.ref == "llama-3.1-8b"
-    assert window.fit_view.result is not None and window.split_view.status
+    assert window.fit_view.result is not None and window.split_view.banner.status
     assert not window.store.persistent  # a screenshot neither reads nor writes the user's settings
     window.wait_for_tasks()
     assert_quiet(window)
@@ -340,7 +340,7 @@ def test_every_term_the_tabs_explain_has_a_glossary_entry() -> None:
 
     root = Path(__file__).resolve().parents[2] / "app" / "ui"
     used = set()
-    for path in root.glob("*.py"):
+    for path in root.rglob("*.py"):
         used |= set(re.findall(r'\btip\("([a-z_]+)"\)', path.read_text(encoding="utf-8")))
     used |= {f"mode_{m}" for m in SPLIT_MODES} | {f"status_{s}" for s in STATUSES}
     assert used - set(GLOSSARY) == set()

@@ -31,9 +31,11 @@ from app.hardware.telemetry import (
     TelemetrySampler,
     TelemetrySnapshot,
 )
-from app.ui.colors import GPU_COLORS, gpu_color, gpu_color_name
 from app.ui.main_window import MainWindow
-from app.ui.monitor_view import PLOT_KEYS, AgoAxis, MonitorView, TelemetryBridge, predicted_from_plan
+from app.ui.monitor.bridge import TelemetryBridge
+from app.ui.monitor.charts import PLOT_KEYS, AgoAxis
+from app.ui.monitor.view import MonitorView, predicted_from_plan
+from app.ui.theme import GPU_COLORS, gpu_color, gpu_color_name
 
 pytestmark = pytest.mark.qt_log_ignore(r"This plugin does not support propagateSizeHints\(\)")
 
@@ -118,7 +120,7 @@ def test_the_plot_receives_samples_from_the_sampler_thread_and_updates(
     assert view.sampling and view.timers_active()
     qtbot.waitUntil(lambda: view.history is not None and view.history.count >= 3, timeout=10000)
     qtbot.waitUntil(lambda: view.repaints >= 1, timeout=10000)
-    x, y = view.curves[("vram_used_mib", 0)].getData()
+    x, y = view.charts.curves[("vram_used_mib", 0)].getData()
     assert x is not None and len(x) >= 1
     assert x[-1] == 0.0 and np.all(np.diff(x) > 0)  # seconds before the newest sample
     assert y[-1] == pytest.approx(210 / 1024)  # GiB
@@ -167,12 +169,12 @@ def test_hidden_plots_are_not_updated(make_view: Callable[..., MonitorView]) -> 
     assert not view.metric_actions["temperature"].isChecked()
     _feed(view, "3090+3060-x4", 4)
     view.refresh()
-    x, _ = view.curves[("temperature_c", 0)].getData()
+    x, _ = view.charts.curves[("temperature_c", 0)].getData()
     assert x is None or len(x) == 0
-    assert len(view.curves[("power_w", 0)].getData()[0]) == 4
+    assert len(view.charts.curves[("power_w", 0)].getData()[0]) == 4
     view.metric_actions["temperature"].setChecked(True)  # the menu, as a user would
     assert "temperature" in view.visible_plots
-    assert len(view.curves[("temperature_c", 0)].getData()[0]) == 4
+    assert len(view.charts.curves[("temperature_c", 0)].getData()[0]) == 4
     with pytest.raises(RigfitError, match="no plot named"):
         view.set_plot_visible("nonsense", True)
 
@@ -181,10 +183,10 @@ def test_the_plot_shows_only_the_chosen_span(make_view: Callable[..., MonitorVie
     view = make_view(span_s=60.0)
     _feed(view, "3090+3060-x4", 200, step_s=1.0)  # 200 s of history
     view.refresh()
-    x, _ = view.curves[("power_w", 1)].getData()
+    x, _ = view.charts.curves[("power_w", 1)].getData()
     assert x[0] >= -61.0 and len(x) <= 62  # one sample before the span reaches the left edge
     view.set_span(900.0)
-    x, _ = view.curves[("power_w", 1)].getData()
+    x, _ = view.charts.curves[("power_w", 1)].getData()
     assert len(x) == 200
 
 
@@ -192,14 +194,18 @@ def test_vram_plot_draws_capacity_and_the_planned_usage(make_view: Callable[...,
     view = make_view()
     view.set_predicted_vram({0: 12288.0})  # before any sample: applied once the curves exist
     _feed(view, "3090+3060-x4", 2)
-    assert view.capacity_lines[0].value() == pytest.approx(24.0)
-    assert view.capacity_lines[1].value() == pytest.approx(12.0)
-    assert view.predicted_lines[0].isVisible() and view.predicted_lines[0].value() == pytest.approx(12.0)
-    assert not view.predicted_lines[1].isVisible()
+    assert view.charts.capacity_lines[0].value() == pytest.approx(24.0)
+    assert view.charts.capacity_lines[1].value() == pytest.approx(12.0)
+    assert view.charts.predicted_lines[0].isVisible() and view.charts.predicted_lines[
+        0
+    ].value() == pytest.approx(12.0)
+    assert not view.charts.predicted_lines[1].isVisible()
     view.set_predicted_vram({0: 1024.0, 1: 6144.0})
-    assert view.predicted_lines[1].isVisible() and view.predicted_lines[1].value() == pytest.approx(6.0)
+    assert view.charts.predicted_lines[1].isVisible() and view.charts.predicted_lines[
+        1
+    ].value() == pytest.approx(6.0)
     view.clear_predicted_vram()
-    assert not any(line.isVisible() for line in view.predicted_lines.values())
+    assert not any(line.isVisible() for line in view.charts.predicted_lines.values())
 
 
 def test_predicted_usage_comes_from_a_plan_plus_what_was_used_before() -> None:
@@ -216,7 +222,7 @@ def test_predicted_usage_comes_from_a_plan_plus_what_was_used_before() -> None:
 def test_each_gpu_has_one_colour_in_every_plot(make_view: Callable[..., MonitorView]) -> None:
     view = make_view()
     _feed(view, "3090+3060-x4", 2)
-    for (metric, gpu), curve in view.curves.items():
+    for (metric, gpu), curve in view.charts.curves.items():
         assert curve.opts["pen"].color().name() == gpu_color_name(gpu), metric
     assert gpu_color(1).name() == GPU_COLORS[1] and gpu_color_name(11) == GPU_COLORS[1]
     assert len(set(GPU_COLORS[:8])) == 8  # an 8-GPU rig never shares a colour
@@ -254,9 +260,11 @@ def test_alerts_appear_and_clear_in_plain_words(make_view: Callable[..., Monitor
         (ALERT_PCIE_DEGRADED, 1),
     }
     assert listed[4] == set() and listed[5] == set()
-    assert view.alert_list.item(0).text().startswith("No alerts")
+    assert view.alert_panel.alert_list.item(0).text().startswith("No alerts")
     assert len(changes) == 3  # appeared, changed, cleared
-    messages = [view.message_list.item(i).text() for i in range(view.message_list.count())]
+    messages = [
+        view.alert_panel.message_list.item(i).text() for i in range(view.alert_panel.message_list.count())
+    ]
     assert any("GPU 0 (NVIDIA GeForce RTX 3090) is too hot (92 °C)" in m for m in messages)
     assert any("Cleared: GPU 0 is no longer slowed down by heat" in m for m in messages)
 
@@ -265,7 +273,9 @@ def test_a_lost_gpu_becomes_a_message_an_alert_and_a_gap(make_view: Callable[...
     view = make_view()
     _feed(view, "telemetry-lost-midrun", 12)
     view.refresh()
-    messages = [view.message_list.item(i).text() for i in range(view.message_list.count())]
+    messages = [
+        view.alert_panel.message_list.item(i).text() for i in range(view.alert_panel.message_list.count())
+    ]
     assert sum("GPU 1" in m and "was lost" in m for m in messages) == 1
     assert ("gpu-lost", 1) in view.alert_codes()
     assert view.history is not None
@@ -289,9 +299,9 @@ def test_no_gpu_shows_the_reason_and_runs_nothing(
 def test_messages_are_bounded(make_view: Callable[..., MonitorView]) -> None:
     view = make_view()
     for k in range(260):
-        view._add_message(f"message {k}", 1.7e9)
-    assert view.message_list.count() == 200
-    assert view.message_list.item(199).text().endswith("message 259")
+        view.alert_panel.add_message(f"message {k}", 1.7e9)
+    assert view.alert_panel.message_list.count() == 200
+    assert view.alert_panel.message_list.item(199).text().endswith("message 259")
 
 
 # ------------------------------------------------------------------------------------------ controls
@@ -372,7 +382,7 @@ def test_main_window_has_the_monitor_tab_and_stops_it_on_close(
     qtbot.waitUntil(lambda: monitor.history is not None and monitor.history.count >= 1, timeout=10000)
     assert monitor.sampling
     window.set_predicted_vram({0: 20480.0})
-    assert monitor.predicted_lines[0].isVisible()
+    assert monitor.charts.predicted_lines[0].isVisible()
     window.wait_for_tasks()
     window.close()
     assert not monitor.sampling and not _telemetry_threads()
@@ -450,10 +460,10 @@ def test_an_hour_at_10_hz_for_8_gpus_keeps_the_view_flat(make_view: Callable[...
     objects_end, rss_end = len(gc.get_objects()), process.memory_info().rss
     print(
         f"\nview soak: objects {objects_full} -> {objects_end}, RSS {rss_full / 2**20:.1f} -> "
-        f"{rss_end / 2**20:.1f} MiB, {view.message_list.count()} messages kept, {view.repaints} refreshes"
+        f"{rss_end / 2**20:.1f} MiB, {view.alert_panel.message_list.count()} messages kept, {view.repaints} refreshes"
     )
     assert view.history is not None and view.history.count == view.history.capacity
-    assert view.message_list.count() == 200
+    assert view.alert_panel.message_list.count() == 200
     assert objects_end - objects_full < 500
     assert rss_end - rss_full < 8 * 2**20
 

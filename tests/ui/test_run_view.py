@@ -34,7 +34,10 @@ from app.runner import protocol as P
 from app.runner.compare import compare_load
 from app.runner.discovery import SOURCE_OLLAMA, ScanResult, SearchRoot, discover_models
 from app.runner.logparse import BufferSize
-from app.ui.run_view import DEMO_LABEL, RunView, describe_settings, predicted_vram
+from app.ui.run.load_panel import describe_settings
+from app.ui.run.memory import predicted_vram
+from app.ui.run.picker import DEMO_LABEL
+from app.ui.run.view import RunView
 from app.ui.runner_adapter import STATE_CLOSED, STATE_GENERATING, STATE_IDLE, STATE_LOADED, RunnerAdapter
 from app.ui.state import AppState, ModelChoice
 from tests.synth_gguf import SynthShape, write_llama_gguf
@@ -91,7 +94,7 @@ def make_view(qtbot: QtBot, tmp_path: Path) -> Iterator[Callable[..., RunView]]:
 
 
 def _pick_demo(view: RunView, qtbot: QtBot) -> ModelChoice:
-    qtbot.mouseClick(view.demo_button, QtCore.Qt.MouseButton.LeftButton)
+    qtbot.mouseClick(view.picker.demo_button, QtCore.Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: view.state.model is not None, timeout=30000)
     choice = view.state.model
     assert choice is not None
@@ -100,16 +103,16 @@ def _pick_demo(view: RunView, qtbot: QtBot) -> ModelChoice:
 
 def _load(view: RunView, qtbot: QtBot) -> P.LoadedEvent:
     with qtbot.waitSignal(view.adapter.loaded, timeout=60000) as blocker:
-        qtbot.mouseClick(view.load_button, QtCore.Qt.MouseButton.LeftButton)
+        qtbot.mouseClick(view.load_panel.load_button, QtCore.Qt.MouseButton.LeftButton)
     event = blocker.args[0]
     assert isinstance(event, P.LoadedEvent)
     return event
 
 
 def _type_and_send(view: RunView, qtbot: QtBot, text: str) -> None:
-    view.input.setFocus()
-    view.input.setPlainText(text)
-    qtbot.keyClick(view.input, QtCore.Qt.Key.Key_Return, QtCore.Qt.KeyboardModifier.ControlModifier)
+    view.chat.input.setFocus()
+    view.chat.input.setPlainText(text)
+    qtbot.keyClick(view.chat.input, QtCore.Qt.Key.Key_Return, QtCore.Qt.KeyboardModifier.ControlModifier)
 
 
 # -- the demo model, end to end ----------------------------------------------------------------------
@@ -124,39 +127,41 @@ def test_the_demo_model_loads_streams_a_reply_keeps_the_history_and_stops(
     view.activateWindow()
     choice = _pick_demo(view, qtbot)
     assert choice.label == DEMO_LABEL and choice.is_file
-    assert "SmolLM2-135M-Instruct (demo)" in view.model_label.text()
-    assert view.state.plan is not None and view.load_button.isEnabled()
-    assert "No NVIDIA GPU here: llama.cpp runs the model on the CPU." in view.hardware_label.text()
+    assert "SmolLM2-135M-Instruct (demo)" in view.picker.model_label.text()
+    assert view.state.plan is not None and view.load_panel.load_button.isEnabled()
+    assert "No NVIDIA GPU here: llama.cpp runs the model on the CPU." in view.load_panel.hardware_label.text()
 
     loaded = _load(view, qtbot)
-    assert view.progress.value() == 100
-    assert view.load_status.text().startswith("Loaded SmolLM2-135M-Instruct (demo) in ")
-    assert "on the CPU" in view.load_status.text()
+    assert view.load_panel.progress.value() == 100
+    assert view.load_panel.load_status.text().startswith("Loaded SmolLM2-135M-Instruct (demo) in ")
+    assert "on the CPU" in view.load_panel.load_status.text()
     # The plan beside llama.cpp's buffers: every host buffer has a predicted and a measured figure.
     rows = [
-        [view.memory_table.item(r, c).text() for c in range(5)] for r in range(view.memory_table.rowCount())
+        [view.memory.memory_table.item(r, c).text() for c in range(5)]
+        for r in range(view.memory.memory_table.rowCount())
     ]
     assert loaded.compare and len(rows) == len(loaded.compare)
     weights = next(r for r in rows if r[1] == "Weights")
     assert weights[0] == "RAM" and weights[3] == "92.1" and weights[2] != "—" and weights[4].endswith("%")
-    assert view.figures["load"].text().endswith(" s")
-    assert not view.send_button.isEnabled() or view.adapter.state == STATE_LOADED
+    assert view.memory.figures["load"].text().endswith(" s")
+    assert not view.chat.send_button.isEnabled() or view.adapter.state == STATE_LOADED
 
     # Stream: each token is appended at the end of the transcript, nothing is removed or re-rendered.
-    view.temperature.setValue(0.0)
-    view.max_tokens.setValue(24)
+    view.chat.temperature.setValue(0.0)
+    view.chat.max_tokens.setValue(24)
     changes: list[tuple[int, int, int]] = []
-    view.transcript.document().contentsChange.connect(
+    view.chat.transcript.document().contentsChange.connect(
         lambda pos, removed, added: changes.append((pos, removed, added))
     )
     seen_while_streaming: list[bool] = []
     marks: list[int] = []  # len(changes) right after the view handled each token
-    texts: list[str] = []
+    texts: list[str] = []  # each token's text ("" for a token that holds part of a UTF-8 character)
 
     def after_view_handled(event: object) -> None:
-        seen_while_streaming.append(view.transcript.toPlainText().endswith(view.reply_text))
+        assert isinstance(event, P.TokenEvent)
+        seen_while_streaming.append(view.chat.transcript.toPlainText().endswith(view.chat.reply_text))
         marks.append(len(changes))
-        texts.append(getattr(event, "text", ""))
+        texts.append(event.text)
 
     view.adapter.token.connect(after_view_handled)
     requests: list[P.ChatRequest] = []
@@ -169,25 +174,27 @@ def test_the_demo_model_loads_streams_a_reply_keeps_the_history_and_stops(
     view.adapter.chat = spy  # type: ignore[method-assign]
     with qtbot.waitSignal(view.adapter.done, timeout=60000) as blocker:
         _type_and_send(view, qtbot, "Say hello to me.")  # Ctrl+Enter
-        assert view.adapter.state == STATE_GENERATING and view.input.toPlainText() == ""
+        assert view.adapter.state == STATE_GENERATING and view.chat.input.toPlainText() == ""
     first = blocker.args[0]
     assert isinstance(first, P.DoneEvent) and first.completion_tokens > 1
     assert seen_while_streaming and all(seen_while_streaming)
     # One insertion per token, each where the previous one ended; nothing removed, nothing redrawn.
-    per_token = [changes[a:b] for a, b in itertools.pairwise([marks[0] - 1, *marks])]
-    assert all(len(c) <= 1 for c in per_token)
+    per_token = [changes[a:b] for a, b in itertools.pairwise(marks)]  # from the second token on
+    # A token with text is one insertion; one that holds only part of a character (an emoji is
+    # several byte tokens) inserts nothing until the character is whole.
+    assert [len(c) for c in per_token] == [1 if text else 0 for text in texts[1:]]
+    assert len(texts) >= first.completion_tokens - 1 and "".join(texts) == first.text
     token_changes = [c[0] for c in per_token if c]
-    # A token holding only part of a UTF-8 character (an emoji is several tokens) inserts nothing.
-    assert len(token_changes) >= sum(1 for t in texts if t)
     assert all(removed == 0 for _, removed, _ in token_changes)
     assert all(b[0] == a[0] + a[2] for a, b in itertools.pairwise(token_changes))
-    assert view.reply_text == first.text and first.text in view.transcript.toPlainText()
-    assert view.figures["ttft"].text().endswith(" ms")
-    assert view.figures["generation"].text().endswith(" tok/s")
+    assert view.chat.reply_text == first.text and first.text in view.chat.transcript.toPlainText()
+    assert view.memory.figures["ttft"].text().endswith(" ms")
+    assert view.memory.figures["generation"].text().endswith(" tok/s")
     assert (
-        view.figures["tokens"].text() == f"{first.prompt_tokens} prompt, {first.completion_tokens} generated"
+        view.memory.figures["tokens"].text()
+        == f"{first.prompt_tokens} prompt, {first.completion_tokens} generated"
     )
-    assert view.figures["predicted"].text() != "—"  # the speed model's figure beside the measured one
+    assert view.memory.figures["predicted"].text() != "—"  # the speed model's figure beside the measured one
 
     # Second turn: the whole conversation goes along; Esc stops it within one token.
     tokens_after_stop: list[int] = []
@@ -195,12 +202,12 @@ def test_the_demo_model_loads_streams_a_reply_keeps_the_history_and_stops(
     def escape_at_third(event: object) -> None:
         assert isinstance(event, P.TokenEvent)
         if event.index == 2:
-            qtbot.keyClick(view.input, QtCore.Qt.Key.Key_Escape)
+            qtbot.keyClick(view.chat.input, QtCore.Qt.Key.Key_Escape)
         elif event.index > 2:
             tokens_after_stop.append(event.index)
 
     view.adapter.token.connect(escape_at_third)
-    view.max_tokens.setValue(300)
+    view.chat.max_tokens.setValue(300)
     with qtbot.waitSignal(view.adapter.done, timeout=60000) as blocker:
         _type_and_send(view, qtbot, "Now tell me a very long story about the sea, with many chapters.")
     second = blocker.args[0]
@@ -208,16 +215,16 @@ def test_the_demo_model_loads_streams_a_reply_keeps_the_history_and_stops(
     assert second.stop_reason == "stopped" and len(tokens_after_stop) <= 1
     assert [m.role for m in requests[1].messages] == ["user", "assistant", "user"]
     assert requests[1].messages[1].content == first.text
-    assert [m.role for m in view.messages] == ["user", "assistant", "user", "assistant"]
-    assert view.transcript.toPlainText().rstrip().endswith("[stopped]")
+    assert [m.role for m in view.chat.messages] == ["user", "assistant", "user", "assistant"]
+    assert view.chat.transcript.toPlainText().rstrip().endswith("[stopped]")
 
-    qtbot.mouseClick(view.clear_button, QtCore.Qt.MouseButton.LeftButton)
-    assert view.messages == [] and view.transcript.toPlainText() == ""
+    qtbot.mouseClick(view.chat.clear_button, QtCore.Qt.MouseButton.LeftButton)
+    assert view.chat.messages == [] and view.chat.transcript.toPlainText() == ""
 
     # The Split tab moves on: the tab says the loaded model runs with the old settings until reloaded.
-    assert "changed since this load" not in view.hardware_label.text()
+    assert "changed since this load" not in view.load_panel.hardware_label.text()
     view.state.update_settings(ctx=view.state.settings.ctx // 2)
-    assert "changed since this load: Load again" in view.hardware_label.text()
+    assert "changed since this load: Load again" in view.load_panel.hardware_label.text()
 
 
 def test_cancel_stops_a_load_and_a_bad_load_is_explained_in_place(
@@ -230,31 +237,33 @@ def test_cancel_stops_a_load_and_a_bad_load_is_explained_in_place(
     def cancel_when_loading(state: str) -> None:
         if state == "loading" and not cancelled_once:
             cancelled_once.append(state)
-            qtbot.mouseClick(view.cancel_button, QtCore.Qt.MouseButton.LeftButton)
+            qtbot.mouseClick(view.load_panel.cancel_button, QtCore.Qt.MouseButton.LeftButton)
 
     view.adapter.state_changed.connect(cancel_when_loading)
     with qtbot.waitSignal(view.adapter.error, timeout=60000) as blocker:
-        qtbot.mouseClick(view.load_button, QtCore.Qt.MouseButton.LeftButton)
+        qtbot.mouseClick(view.load_panel.load_button, QtCore.Qt.MouseButton.LeftButton)
     assert blocker.args[0].kind == P.ERR_CANCELLED
-    assert view.load_status.text() == "Loading was cancelled."
+    assert view.load_panel.load_status.text() == "Loading was cancelled."
     assert (
         view.adapter.state == STATE_IDLE
-        and view.load_button.isEnabled()
-        and not view.cancel_button.isEnabled()
+        and view.load_panel.load_button.isEnabled()
+        and not view.load_panel.cancel_button.isEnabled()
     )
     assert not view.problem.isVisibleTo(view)
 
     # Settings llama.cpp refuses: the planner says so first, and when the user loads anyway, the
     # worker's reason and the log's last lines show in the tab, no dialog.
     view.state.update_settings(type_v="q4_0", flash_attn=False, ctx=512)
-    assert view.load_model() is False
-    assert view.confirm_label.text().startswith("Rigfit could not plan this: a quantized V cache needs flash")
-    qtbot.mouseClick(view.load_anyway_button, QtCore.Qt.MouseButton.LeftButton)
+    assert view.load_panel.load_model() is False
+    assert view.load_panel.confirm_label.text().startswith(
+        "Rigfit could not plan this: a quantized V cache needs flash"
+    )
+    qtbot.mouseClick(view.load_panel.load_anyway_button, QtCore.Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: view.problem.isVisibleTo(view), timeout=60000)
-    assert "quantized V cache requires flash_attn" in view.problem_label.text()
-    assert view.load_status.text() == "No model loaded."
-    qtbot.mouseClick(view.log_toggle, QtCore.Qt.MouseButton.LeftButton)
-    assert view.log_view.isVisibleTo(view) and view.log_view.toPlainText().strip()
+    assert "quantized V cache requires flash_attn" in view.problem.label.text()
+    assert view.load_panel.load_status.text() == "No model loaded."
+    qtbot.mouseClick(view.problem.log_toggle, QtCore.Qt.MouseButton.LeftButton)
+    assert view.problem.log_view.isVisibleTo(view) and view.problem.log_view.toPlainText().strip()
     assert not [w for w in QtWidgets.QApplication.topLevelWidgets() if isinstance(w, QtWidgets.QMessageBox)]
     assert view.adapter.pid is not None  # the worker survived and waits for the next load
 
@@ -281,26 +290,26 @@ def test_a_killed_model_process_is_reported_and_the_model_loads_again(
             os.kill(pid, signal.SIGKILL)
 
     view.adapter.token.connect(kill_on_first_token)
-    view.max_tokens.setValue(400)
+    view.chat.max_tokens.setValue(400)
     with qtbot.waitSignal(view.adapter.exited, timeout=60000):
         _type_and_send(view, qtbot, "Write a long poem about mountains.")
     view.adapter.token.disconnect(kill_on_first_token)
     qtbot.waitUntil(lambda: view.problem.isVisibleTo(view), timeout=10000)
-    assert view.problem_label.text().startswith("The model process stopped (signal 9)")
-    assert "load the model again" in view.problem_label.text()
-    assert view.log_toggle.isVisibleTo(view)
-    assert "[no reply: the model process stopped (signal 9)" in view.transcript.toPlainText()
+    assert view.problem.label.text().startswith("The model process stopped (signal 9)")
+    assert "load the model again" in view.problem.label.text()
+    assert view.problem.log_toggle.isVisibleTo(view)
+    assert "[no reply: the model process stopped (signal 9)" in view.chat.transcript.toPlainText()
     # The unanswered message is back in the box and out of the history.
-    assert view.input.toPlainText() == "Write a long poem about mountains." and view.messages == []
-    assert view.load_button.isEnabled() and not view.send_button.isEnabled()
+    assert view.chat.input.toPlainText() == "Write a long poem about mountains." and view.chat.messages == []
+    assert view.load_panel.load_button.isEnabled() and not view.chat.send_button.isEnabled()
     assert vram and vram[-1] == {}
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
 
     _load(view, qtbot)
     assert view.adapter.pid not in (None, pid)
-    view.max_tokens.setValue(4)
+    view.chat.max_tokens.setValue(4)
     with qtbot.waitSignal(view.adapter.done, timeout=60000) as blocker:
-        qtbot.mouseClick(view.send_button, QtCore.Qt.MouseButton.LeftButton)
+        qtbot.mouseClick(view.chat.send_button, QtCore.Qt.MouseButton.LeftButton)
     assert blocker.args[0].completion_tokens >= 1
 
 
@@ -322,12 +331,12 @@ def test_bad_files_are_explained_inline_and_the_last_good_choice_stays(
         (str(tmp_path / "gone.gguf"), "model file not found"),
     ]
     for path, words in cases:
-        with qtbot.waitSignal(view.model_read_failed, timeout=30000) as blocker:
+        with qtbot.waitSignal(view.picker.model_read_failed, timeout=30000) as blocker:
             view.open_model_file(path)
         assert words in blocker.args[0]
-        assert view.model_error.isVisibleTo(view)
-        assert view.model_error.text().startswith("Could not open that model: ")
-        assert words in view.model_error.text()
+        assert view.picker.model_error.isVisibleTo(view)
+        assert view.picker.model_error.text().startswith("Could not open that model: ")
+        assert words in view.picker.model_error.text()
         assert view.state.model == choice  # the last good model is still the one Load uses
     assert not [w for w in QtWidgets.QApplication.topLevelWidgets() if isinstance(w, QtWidgets.QMessageBox)]
     assert view.adapter.pid is None  # nothing was started for a bad file
@@ -337,11 +346,11 @@ def test_a_catalog_model_can_be_planned_but_not_run(make_view: Callable[..., Run
     view = make_view()
     spec = load_model_spec("llama-3.1-8b", "Q4_K_M")
     view.state.set_model(ModelChoice(ref="llama-3.1-8b", spec=spec, quant="Q4_K_M", label="Llama 3.1 8B"))
-    assert "Download the GGUF, then open it" in view.model_label.text()
-    assert not view.load_button.isEnabled()
-    assert "download the GGUF" in view.load_button.toolTip()
-    assert view.load_model() is False
-    assert "catalog model with no file" in view.load_status.text()
+    assert "Download the GGUF, then open it" in view.picker.model_label.text()
+    assert not view.load_panel.load_button.isEnabled()
+    assert "download the GGUF" in view.load_panel.load_button.toolTip()
+    assert view.load_panel.load_model() is False
+    assert "catalog model with no file" in view.load_panel.load_status.text()
     assert view.adapter.pid is None
 
 
@@ -370,21 +379,21 @@ def test_discovered_models_are_listed_and_clicking_one_picks_it(
     view = make_view(discover=discover)
     found: list[object] = []
     view.models_discovered.connect(found.append)
-    with qtbot.waitSignal(view.scan_finished, timeout=30000):
+    with qtbot.waitSignal(view.picker.scan_finished, timeout=30000):
         view.show()  # the first show searches
-    tree = view.found_tree
+    tree = view.picker.found_tree
     assert tree.topLevelItemCount() == 2
     assert [tree.topLevelItem(0).text(c) for c in (0, 2, 3)] == [DEMO_LABEL, "Q4_1", "bundled with Rigfit"]
     ollama = tree.topLevelItem(1)
     assert ollama.text(0) == "tiny:latest" and ollama.text(3) == "Ollama · ~/ollama"
     assert found == [[str(models / "blobs" / digest)]]
-    assert "1 model file found (Ollama)." in view.scan_label.text()
+    assert "1 model file found (Ollama)." in view.picker.scan_label.text()
 
     # A folder of the user's own: remembered (for the window's session store) and searched.
     folders: list[object] = []
     view.extra_folders_changed.connect(folders.append)
-    with qtbot.waitSignal(view.scan_finished, timeout=30000):
-        view.add_folder(str(extra))
+    with qtbot.waitSignal(view.picker.scan_finished, timeout=30000):
+        view.picker.add_folder(str(extra))
     assert folders == [[str(extra)]] and calls[-1] == [str(extra)]
     assert tree.topLevelItemCount() == 3
     assert tree.findItems("tiny-Q4_0", QtCore.Qt.MatchFlag.MatchExactly)[0].text(2) == "Q4_0"
@@ -395,7 +404,7 @@ def test_discovered_models_are_listed_and_clicking_one_picks_it(
     qtbot.waitUntil(lambda: view.state.model is not None, timeout=30000)
     assert view.state.model.label == "tiny:latest"
     assert view.state.model.path == str(models / "blobs" / digest)
-    assert "<b>tiny:latest</b>" in view.model_label.text()
+    assert "<b>tiny:latest</b>" in view.picker.model_label.text()
 
 
 def test_a_dropped_gguf_and_the_open_dialog_both_pick_the_file(
@@ -437,7 +446,7 @@ def test_a_dropped_gguf_and_the_open_dialog_both_pick_the_file(
     assert not refused.isAccepted()
 
     view.open_model_dialog()  # Ctrl+O: opens without blocking
-    dialog = view.file_dialog
+    dialog = view.picker.file_dialog
     assert dialog is not None and dialog.isVisible()
     assert "GGUF models (*.gguf)" in dialog.nameFilters()
     dialog.setDirectory(str(tmp_path))
@@ -460,12 +469,12 @@ def test_the_settings_line_follows_the_split_tab_and_says_where_it_comes_from(
     state.set_rig(rig)
     view = make_view(state)
     state.update_settings(tensor_split=(3.0, 1.0), ctx=4096, type_k="q8_0", type_v="q8_0", flash_attn=False)
-    text = view.settings_label.text()
+    text = view.load_panel.settings_label.text()
     assert text.startswith("<b>From the Split tab:</b> ")
     assert "layer split: GPU 0 75% / GPU 1 25%" in text
     assert "all layers on the GPUs" in text and "context 4,096" in text
     assert "KV cache q8_0" in text and "flash attention off" in text
-    assert "Split tab" in view.settings_label.toolTip()
+    assert "Split tab" in view.load_panel.settings_label.toolTip()
     assert describe_settings(Settings(n_gpu_layers=20, split_mode="none"), rig).startswith(
         "all on GPU 0 · 20 layers"
     )
@@ -483,20 +492,22 @@ def test_a_plan_that_does_not_fit_asks_before_loading(
     view = make_view(state)
     _pick_demo(view, qtbot)
     assert state.plan is not None and not state.plan.fits
-    assert "The plan is for 1x Tiny GPU" in view.hardware_label.text()
-    qtbot.mouseClick(view.load_button, QtCore.Qt.MouseButton.LeftButton)
-    assert view.confirm_bar.isVisibleTo(view)
-    assert view.confirm_label.text().startswith("The plan says this does not fit as set: GPU 0 needs ")
-    assert "and has 64 MiB" in view.confirm_label.text()
+    assert "The plan is for 1x Tiny GPU" in view.load_panel.hardware_label.text()
+    qtbot.mouseClick(view.load_panel.load_button, QtCore.Qt.MouseButton.LeftButton)
+    assert view.load_panel.confirm_bar.isVisibleTo(view)
+    assert view.load_panel.confirm_label.text().startswith(
+        "The plan says this does not fit as set: GPU 0 needs "
+    )
+    assert "and has 64 MiB" in view.load_panel.confirm_label.text()
     assert view.adapter.state == STATE_IDLE and view.adapter.pid is None  # nothing started yet
-    qtbot.mouseClick(view.dont_load_button, QtCore.Qt.MouseButton.LeftButton)
-    assert not view.confirm_bar.isVisibleTo(view) and view.adapter.pid is None
+    qtbot.mouseClick(view.load_panel.dont_load_button, QtCore.Qt.MouseButton.LeftButton)
+    assert not view.load_panel.confirm_bar.isVisibleTo(view) and view.adapter.pid is None
 
-    qtbot.mouseClick(view.load_button, QtCore.Qt.MouseButton.LeftButton)
+    qtbot.mouseClick(view.load_panel.load_button, QtCore.Qt.MouseButton.LeftButton)
     with qtbot.waitSignal(view.adapter.state_changed, timeout=30000):
-        qtbot.mouseClick(view.load_anyway_button, QtCore.Qt.MouseButton.LeftButton)
-    assert not view.confirm_bar.isVisibleTo(view)
-    view.cancel_load()
+        qtbot.mouseClick(view.load_panel.load_anyway_button, QtCore.Qt.MouseButton.LeftButton)
+    assert not view.load_panel.confirm_bar.isVisibleTo(view)
+    view.load_panel.cancel_load()
     qtbot.waitUntil(lambda: view.adapter.state == STATE_IDLE, timeout=60000)
 
 
@@ -562,7 +573,7 @@ def test_predicted_and_measured_memory_per_gpu_and_the_monitor_prediction(
     predicted: list[object] = []
     view.predicted_vram_changed.connect(predicted.append)
     with qtbot.waitSignal(adapter.state_changed, timeout=5000, check_params_cb=lambda s: s == "loading"):
-        view.load_model()
+        view.load_panel.load_model()
     settings, sent_plan = clients[0].loads[0]
     assert sent_plan is plan and settings.model_path == view.state.model.path
     assert settings.n_threads == 1 and settings.n_ctx == state.settings.ctx
@@ -590,25 +601,28 @@ def test_predicted_and_measured_memory_per_gpu_and_the_monitor_prediction(
         clients[0].on_event(loaded)
 
     rows = [
-        [view.memory_table.item(r, c).text() for c in range(5)] for r in range(view.memory_table.rowCount())
+        [view.memory.memory_table.item(r, c).text() for c in range(5)]
+        for r in range(view.memory.memory_table.rowCount())
     ]
     gpu0 = {r[1]: r for r in rows if r[0] == "GPU 0"}
     assert set(gpu0) >= {"Weights", "KV cache", "Compute", "Total", "NVML total"}
     assert gpu0["Weights"][2] == f"{d0.weights_mib:,.1f}" and gpu0["Weights"][4] == "-20.0%"
-    error_cell = view.memory_table.item(rows.index(gpu0["Weights"]), 4)
+    error_cell = view.memory.memory_table.item(rows.index(gpu0["Weights"]), 4)
     assert "more than 10% off" in error_cell.toolTip()
     assert gpu0["NVML total"][3] == "600.0"
-    assert view.memory_table.item(rows.index(gpu0["Weights"]), 0).icon().isNull() is False  # GPU colour
-    assert "GPU 0: NVML saw +600 MiB" in view.memory_note.text()
-    assert "on CUDA0 (15 layers), CUDA1 (16 layers)" in view.load_status.text()
+    assert (
+        view.memory.memory_table.item(rows.index(gpu0["Weights"]), 0).icon().isNull() is False
+    )  # GPU colour
+    assert "GPU 0: NVML saw +600 MiB" in view.memory.memory_note.text()
+    assert "on CUDA0 (15 layers), CUDA1 (16 layers)" in view.load_panel.load_status.text()
     assert predicted[-1] == predicted_vram(plan, loaded)
     assert predicted[-1] == {0: round(300.0 + d0.total_mib, 1), 1: round(10.0 + d1.total_mib, 1)}
 
-    view.unload()
+    view.load_panel.unload()
     with qtbot.waitSignal(adapter.unloaded, timeout=5000):
         clients[0].on_event(P.UnloadedEvent(id=2))
     assert predicted[-1] == {}
-    assert view.load_status.text().startswith("Unloaded")
+    assert view.load_panel.load_status.text().startswith("Unloaded")
 
 
 def test_window_close_shuts_the_worker_down(make_view: Callable[..., RunView], qtbot: QtBot) -> None:
@@ -624,7 +638,7 @@ def test_window_close_shuts_the_worker_down(make_view: Callable[..., RunView], q
     view.shutdown()  # what the main window's closeEvent calls
     window.close()
     assert not psutil.pid_exists(pid)
-    assert not view.load_button.isEnabled()
+    assert not view.load_panel.load_button.isEnabled()
 
 
 def test_closing_the_main_window_leaves_no_worker_thread_or_timer(

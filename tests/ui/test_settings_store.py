@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -78,12 +79,22 @@ def test_a_store_written_by_a_newer_format_is_ignored(ini: Path) -> None:
     assert store.load_session() == Session()
 
 
-def test_memory_store_forgets_and_testing_default_never_touches_disk(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RIGFIT_TESTING", "1")
-    store = SettingsStore.default()
+def test_memory_store_forgets() -> None:
+    store = SettingsStore.memory()
     assert not store.persistent
     store.save_session(Session(model_ref="demo"))
     assert store.load_session().model_ref == "demo"
     assert SettingsStore.memory().load_session() == Session()
-    monkeypatch.delenv("RIGFIT_TESTING")
-    assert SettingsStore.default().persistent
+
+
+def test_the_default_store_lives_in_the_configuration_folder_tests_make_private() -> None:
+    # tests/conftest.py gives every test its own configuration folder: the user's is never touched.
+    config = Path(os.environ["XDG_CONFIG_HOME"])
+    store = SettingsStore.default()
+    assert store.persistent and Path(store.location).is_relative_to(config)
+    store.save_session(Session(model_ref="demo"))
+    assert SettingsStore.default().load_session().model_ref == "demo"
+
+
+def test_each_test_starts_with_no_saved_session() -> None:
+    assert SettingsStore.default().load_session() == Session()

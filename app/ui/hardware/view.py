@@ -3,26 +3,30 @@
 The view shows either the detected rig ("This computer") or a planned one. When no NVIDIA GPU is
 detected it says why (the rig's status) and shows the planned demo rig ``2x RTX 3090``, which the
 user edits: add a catalog GPU (searchable), remove one, set a slot width, join cards with NVLink,
-save and load rig files. Every change builds a new frozen :class:`~app.core.rig.Rig` and emits
-:attr:`HardwareView.rig_changed`, so later tabs (Fit, Split, Run) follow the rig shown here.
+save and load rig files. The edits go to a :class:`~app.ui.hardware.planned_rig.PlannedRigEditor`
+(no widgets), which builds a new frozen :class:`~app.core.rig.Rig`; each card is a
+:class:`~app.ui.hardware.gpu_card.GpuCard`. Every change emits :attr:`HardwareView.rig_changed`, so
+later tabs (Fit, Split, Run) follow the rig shown here.
 
-The view never detects anything itself: the main window runs detection off the GUI thread and
-hands the result to :meth:`HardwareView.set_detected`.
+This class still lays out and fills the topology matrix, the warnings and the host line itself: each
+is a few lines of filling a stock Qt widget from the rig, and they change together with the rig.
+The view never detects anything itself: the main window runs detection off the GUI thread and hands
+the result to :meth:`HardwareView.set_detected`.
 """
 
 from __future__ import annotations
 
-import html
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from PySide6 import QtCore, QtGui, QtWidgets
+from PySide6 import QtCore, QtWidgets
 
 from app.core.errors import RigfitError
-from app.core.rig import VENDOR_NVIDIA, Gpu, Host, Rig
-from app.ui.glossary import tip
+from app.core.rig import Rig
+from app.ui.hardware.gpu_card import GpuCard
+from app.ui.hardware.planned_rig import PlannedRigEditor
+from app.ui.theme import TEXT_ERROR, TEXT_MUTED, TEXT_NORMAL, fmt_gib, tint
 
 if TYPE_CHECKING:
     from app.hardware.catalog import CatalogEntry
@@ -37,264 +41,6 @@ CPU_ONLY_PLAN_TEXT = "Plan a rig with GPUs below to see what they would change."
 CPU_ONLY_TEXT = (
     f"Without an NVIDIA GPU Rigfit still runs models here, on the CPU — slowly. {CPU_ONLY_PLAN_TEXT}"
 )
-
-
-def _gib(mib: float | None) -> str:
-    if mib is None:
-        return "?"
-    return f"{mib / 1024:.1f} GiB"
-
-
-def is_dark(palette: QtGui.QPalette) -> bool:
-    return palette.color(QtGui.QPalette.ColorRole.Window).lightness() < 128
-
-
-def attention_color(palette: QtGui.QPalette) -> QtGui.QColor:
-    """An amber that reads well on the palette's window colour (light or dark theme)."""
-    return QtGui.QColor("#f2b84b") if is_dark(palette) else QtGui.QColor("#a15c00")
-
-
-def muted_color(palette: QtGui.QPalette) -> QtGui.QColor:
-    """Secondary text: the text colour pulled 40% towards the background, in any theme."""
-    fg = palette.color(QtGui.QPalette.ColorRole.WindowText)
-    bg = palette.color(QtGui.QPalette.ColorRole.Window)
-    return QtGui.QColor(
-        round(fg.red() * 0.6 + bg.red() * 0.4),
-        round(fg.green() * 0.6 + bg.green() * 0.4),
-        round(fg.blue() * 0.6 + bg.blue() * 0.4),
-    )
-
-
-def _muted(label: QtWidgets.QLabel) -> QtWidgets.QLabel:
-    pal = label.palette()
-    pal.setColor(QtGui.QPalette.ColorRole.WindowText, muted_color(pal))
-    label.setPalette(pal)
-    return label
-
-
-def error_color(palette: QtGui.QPalette) -> QtGui.QColor:
-    return QtGui.QColor("#ff7b72") if is_dark(palette) else QtGui.QColor("#b42318")
-
-
-def with_slot_width(gpu: Gpu, width: int | None) -> Gpu:
-    """A planned GPU moved to a slot of another width (``None``: a slot as wide as the card)."""
-    pcie = gpu.pcie
-    card = pcie.gpu_max_width or pcie.max_width
-    new = card if width is None or card is None else min(card, width)
-    return replace(gpu, pcie=replace(pcie, width=new, max_width=new))
-
-
-def nvlink_groups_for(gpus: Sequence[Gpu], flags: Sequence[bool]) -> tuple[list[tuple[int, ...]], list[str]]:
-    """NVLink groups for the GPUs whose flag is set: bridged models in consecutive pairs, SXM models
-    all together; a bridged card left without a partner stays unlinked (and is named in the notes)."""
-    from app.hardware.catalog import load_gpu_catalog
-
-    catalog = {e.id: e for e in load_gpu_catalog()}
-    by_model: dict[str, list[int]] = {}
-    for i, (gpu, flag) in enumerate(zip(gpus, flags, strict=True)):
-        entry = catalog.get(gpu.catalog_id or "")
-        if flag and entry is not None and entry.nvlink:
-            by_model.setdefault(entry.id, []).append(i)
-    groups: list[tuple[int, ...]] = []
-    notes: list[str] = []
-    for model, members in by_model.items():
-        entry = catalog[model]
-        if entry.nvlink_topology == "switch":
-            if len(members) >= 2:
-                groups.append(tuple(members))
-            else:
-                notes.append(f"GPU {members[0]}: NVLink needs a second {entry.name}")
-            continue
-        for k in range(0, len(members) - 1, 2):
-            groups.append((members[k], members[k + 1]))
-        if len(members) % 2:
-            notes.append(
-                f"GPU {members[-1]}: NVLink bridges join {entry.name} cards in pairs; this one has no partner"
-            )
-    return groups, notes
-
-
-class GpuCard(QtWidgets.QFrame):
-    """One GPU: name, VRAM bar, PCIe link, NVLink badge, bandwidth, power, temperature.
-
-    In the planned editor it also offers the slot width, an NVLink checkbox and a remove button.
-    """
-
-    remove_requested = QtCore.Signal(int)
-    slot_width_changed = QtCore.Signal(int, object)  # position, width (None: full width)
-    nvlink_toggled = QtCore.Signal(int, bool)
-
-    def __init__(
-        self,
-        gpu: Gpu,
-        position: int,
-        rig: Rig,
-        editable: bool = False,
-        nvlink_capable: bool = False,
-        nvlink_checked: bool = False,
-        parent: QtWidgets.QWidget | None = None,
-    ) -> None:
-        super().__init__(parent)
-        self.gpu = gpu
-        self.position = position
-        self.setObjectName("gpuCard")
-        self.setFrameShape(QtWidgets.QFrame.Shape.StyledPanel)
-        self.setFrameShadow(QtWidgets.QFrame.Shadow.Raised)
-        self.setMinimumWidth(300)
-        self.setSizePolicy(QtWidgets.QSizePolicy.Policy.Expanding, QtWidgets.QSizePolicy.Policy.Maximum)
-        layout = QtWidgets.QVBoxLayout(self)
-        layout.setSpacing(4)
-
-        title = QtWidgets.QLabel(f"<b>GPU {gpu.index}</b> &nbsp; {html.escape(gpu.name)}")
-        title.setObjectName("gpuTitle")
-        title.setTextFormat(QtCore.Qt.TextFormat.RichText)
-        font = title.font()
-        font.setPointSizeF(font.pointSizeF() * 1.15)
-        title.setFont(font)
-        layout.addWidget(title)
-
-        sub = [
-            x
-            for x in (gpu.architecture, self._cc_text(), gpu.bus_id, "planned" if gpu.planned else None)
-            if x
-        ]
-        if sub:
-            layout.addWidget(_muted(QtWidgets.QLabel(" · ".join(sub))))
-
-        self.vram_bar = QtWidgets.QProgressBar()
-        self.vram_bar.setObjectName("vramBar")
-        self.vram_bar.setRange(0, 1000)
-        total = gpu.vram_total_mib
-        if gpu.vram_free_mib is not None and total > 0:
-            used = max(0.0, total - gpu.vram_free_mib)
-            self.vram_bar.setValue(round(1000 * used / total))
-            self.vram_bar.setFormat(f"VRAM {_gib(gpu.vram_free_mib)} free of {_gib(total)}")
-        else:
-            self.vram_bar.setValue(0)
-            self.vram_bar.setFormat(f"VRAM {_gib(total)}" if total > 0 else "VRAM not reported")
-        self.vram_bar.setTextVisible(True)
-        layout.addWidget(self.vram_bar)
-
-        self.pcie_label = QtWidgets.QLabel(f"PCIe {gpu.pcie.describe()}")
-        self.pcie_label.setObjectName("pcieLabel")
-        self.pcie_label.setToolTip(tip("pcie_width"))
-        if gpu.pcie.slot_limited:
-            self._tint(self.pcie_label, attention_color(self.palette()))
-            self.pcie_label.setToolTip(
-                "The slot gives this card less than it supports: tensor-parallel (row) traffic to it is "
-                "throttled. The layer split is barely affected.\n\n" + tip("pcie_width")
-            )
-        layout.addWidget(self.pcie_label)
-
-        facts = QtWidgets.QGridLayout()
-        facts.setHorizontalSpacing(12)
-        rows = [
-            ("Memory bandwidth", f"{gpu.bandwidth_gbps:.0f} GB/s" if gpu.bandwidth_gbps else "not reported"),
-            ("Power limit", f"{gpu.power_limit_w:.0f} W" if gpu.power_limit_w else "not reported"),
-        ]
-        if gpu.temperature_c is not None:
-            rows.append(("Temperature", f"{gpu.temperature_c:.0f} °C"))
-        if gpu.power_connectors:
-            rows.append(("Power connectors", " + ".join(gpu.power_connectors)))
-        for r, (key, value) in enumerate(rows):
-            facts.addWidget(_muted(QtWidgets.QLabel(key)), r, 0)
-            facts.addWidget(QtWidgets.QLabel(value), r, 1)
-        facts.setColumnStretch(1, 1)
-        layout.addLayout(facts)
-
-        badges = QtWidgets.QHBoxLayout()
-        self.nvlink_badge = QtWidgets.QLabel(self._nvlink_text(rig))
-        self.nvlink_badge.setObjectName("nvlinkBadge")
-        self.nvlink_badge.setToolTip(tip("nvlink"))
-        if gpu.nvlink.links > 0:
-            pal = self.palette()
-            hl = pal.color(QtGui.QPalette.ColorRole.Highlight).name()
-            hl_text = pal.color(QtGui.QPalette.ColorRole.HighlightedText).name()
-            self.nvlink_badge.setStyleSheet(
-                f"QLabel#nvlinkBadge {{ background: {hl}; color: {hl_text}; border-radius: 6px; padding: 1px 6px; }}"
-            )
-        else:
-            _muted(self.nvlink_badge)
-        badges.addWidget(self.nvlink_badge)
-        if gpu.vendor != VENDOR_NVIDIA:
-            planning = QtWidgets.QLabel("planning only")
-            self._tint(planning, attention_color(self.palette()))
-            from app.hardware.sysfs import note_for
-
-            planning.setToolTip(note_for(gpu))
-            badges.addWidget(planning)
-        badges.addStretch(1)
-        layout.addLayout(badges)
-
-        self.slot_combo: QtWidgets.QComboBox | None = None
-        self.nvlink_check: QtWidgets.QCheckBox | None = None
-        self.remove_button: QtWidgets.QPushButton | None = None
-        if editable:
-            layout.addLayout(self._editor_row(nvlink_capable, nvlink_checked))
-
-    def _cc_text(self) -> str | None:
-        cc = self.gpu.compute_capability
-        return f"CC {cc[0]}.{cc[1]}" if cc else None
-
-    @staticmethod
-    def _tint(label: QtWidgets.QLabel, color: QtGui.QColor) -> None:
-        pal = label.palette()
-        pal.setColor(QtGui.QPalette.ColorRole.WindowText, color)
-        label.setPalette(pal)
-
-    def _nvlink_text(self, rig: Rig) -> str:
-        nv = self.gpu.nvlink
-        if nv.links <= 0:
-            return "No NVLink" if not nv.supported else "NVLink: no bridge"
-        peers = [
-            rig.gpus[j].index
-            for j in range(rig.n_gpus)
-            if j != self.position and rig.nvlinked(self.position, j)
-        ]
-        to = f" → GPU {', '.join(map(str, peers))}" if peers else ""
-        return f"NVLink ×{nv.links}{to} · {nv.bandwidth_gbps:.0f} GB/s"
-
-    def _editor_row(self, nvlink_capable: bool, nvlink_checked: bool) -> QtWidgets.QHBoxLayout:
-        row = QtWidgets.QHBoxLayout()
-        from app.hardware.catalog import SLOT_WIDTHS
-
-        row.addWidget(QtWidgets.QLabel("Slot"))
-        combo = QtWidgets.QComboBox()
-        combo.setObjectName("slotWidth")
-        card = self.gpu.pcie.gpu_max_width or self.gpu.pcie.max_width or 16
-        for width in sorted((w for w in SLOT_WIDTHS if w <= card), reverse=True):
-            combo.addItem(f"x{width}", width)
-        current = self.gpu.pcie.max_width or card
-        combo.setCurrentIndex(max(0, combo.findData(current)))
-        combo.setToolTip("The slot's electrical width (an x16-long slot is often wired x4 or x8)")
-        combo.currentIndexChanged.connect(self._on_slot_changed)
-        row.addWidget(combo)
-        self.slot_combo = combo
-        check = QtWidgets.QCheckBox("NVLink")
-        check.setObjectName("nvlinkCheck")
-        check.setEnabled(nvlink_capable)
-        check.setChecked(nvlink_checked)
-        check.setToolTip(
-            "Join this card to its partner with an NVLink bridge"
-            if nvlink_capable
-            else "No NVLink on this card"
-        )
-        check.toggled.connect(lambda on: self.nvlink_toggled.emit(self.position, on))
-        row.addWidget(check)
-        self.nvlink_check = check
-        row.addStretch(1)
-        remove = QtWidgets.QPushButton("Remove")
-        remove.setObjectName("removeGpu")
-        remove.clicked.connect(lambda: self.remove_requested.emit(self.position))
-        row.addWidget(remove)
-        self.remove_button = remove
-        return row
-
-    def _on_slot_changed(self, index: int) -> None:
-        assert self.slot_combo is not None
-        width = self.slot_combo.itemData(index)
-        card = self.gpu.pcie.gpu_max_width
-        self.slot_width_changed.emit(self.position, None if width == card else width)
 
 
 class HardwareView(QtWidgets.QWidget):
@@ -313,14 +59,7 @@ class HardwareView(QtWidgets.QWidget):
         self._planned_set = False
         self._detected: Rig | None = None
         self._detection_message = "Detecting GPUs…"
-        self._planned_gpus: list[Gpu] = []
-        self._planned_groups: list[tuple[int, ...]] = []
-        # What the user ticked; the groups are derived from it (a ticked card may still lack a partner).
-        self._nvlink_flags: list[bool] = []
-        self._planned_host: Host | None = None
-        self._planned_name = ""
-        self._planned_notes: list[str] = []
-        self._planned_rig: Rig = Rig(gpus=(), name="")
+        self.editor_model = PlannedRigEditor()
         self._mode = MODE_PLANNED
         self._mode_pinned = False  # the user (or --rig) chose the mode: detection must not switch it
         self._cards: list[GpuCard] = []
@@ -438,7 +177,8 @@ class HardwareView(QtWidgets.QWidget):
             "NV# NVLink links · PIX/PXB PCIe bridges · PHB through the CPU · NODE/SYS across host bridges / CPUs"
         )
         legend.setWordWrap(True)
-        topo_layout.addWidget(_muted(legend))
+        tint(legend, TEXT_MUTED)
+        topo_layout.addWidget(legend)
         topo_layout.addStretch(1)
         lower.addWidget(topo_box, 1)
         advice_box = QtWidgets.QGroupBox("Warnings and notes")
@@ -494,13 +234,13 @@ class HardwareView(QtWidgets.QWidget):
 
     @property
     def planned_rig(self) -> Rig:
-        return self._planned_rig
+        return self.editor_model.rig
 
     def current_rig(self) -> Rig:
         """The rig the tab shows now (what the other tabs should plan for)."""
         if self._mode == MODE_DETECTED and self._detected is not None:
             return self._detected
-        return self._planned_rig
+        return self.editor_model.rig
 
     def set_detecting(self) -> None:
         self._ensure_ready()
@@ -546,17 +286,8 @@ class HardwareView(QtWidgets.QWidget):
         self._refresh()
 
     def _adopt_planned(self, rig: Rig) -> None:
-        from app.hardware.catalog import nvlink_groups
-
         self._planned_set = True
-        self._planned_gpus = list(rig.gpus)
-        self._planned_groups = [tuple(g) for g in nvlink_groups(rig)]
-        linked = {i for g in self._planned_groups for i in g}
-        self._nvlink_flags = [i in linked for i in range(rig.n_gpus)]
-        self._planned_host = rig.host
-        self._planned_name = rig.name
-        self._planned_notes = []
-        self._planned_rig = rig
+        self.editor_model.adopt(rig)
 
     def add_planned_gpu(self, catalog_id: str) -> None:
         self._ensure_ready()
@@ -564,41 +295,19 @@ class HardwareView(QtWidgets.QWidget):
         if entry is None:
             self._show_editor_message(f"unknown catalog GPU '{catalog_id}'", error=True)
             return
-        self._planned_gpus.append(entry.to_gpu(len(self._planned_gpus)))
-        self._nvlink_flags.append(False)
-        self._planned_name = ""
-        self._rebuild_planned()
+        self._edit(lambda: self.editor_model.add(entry))
 
     def remove_planned_gpu(self, position: int) -> None:
         self._ensure_ready()
-        if not 0 <= position < len(self._planned_gpus):
-            return
-        del self._planned_gpus[position]
-        del self._nvlink_flags[position]
-        groups = []
-        for group in self._planned_groups:
-            if position in group:
-                continue  # a bridge or switch group that lost a member is taken apart
-            groups.append(tuple(i - 1 if i > position else i for i in group))
-        self._planned_groups = groups
-        linked = {i for g in groups for i in g}
-        # A partner that lost its bridge stays ticked only if it is still in a group.
-        self._nvlink_flags = [flag and i in linked for i, flag in enumerate(self._nvlink_flags)]
-        self._planned_name = ""
-        self._rebuild_planned()
+        if 0 <= position < self.editor_model.rig.n_gpus:
+            self._edit(lambda: self.editor_model.remove(position))
 
     def set_slot_width(self, position: int, width: int | None) -> None:
-        if 0 <= position < len(self._planned_gpus):
-            self._planned_gpus[position] = with_slot_width(self._planned_gpus[position], width)
-            self._planned_name = ""
-            self._rebuild_planned()
+        if 0 <= position < self.editor_model.rig.n_gpus:
+            self._edit(lambda: self.editor_model.set_slot_width(position, width))
 
     def set_nvlink(self, position: int, on: bool) -> None:
-        if 0 <= position < len(self._nvlink_flags):
-            self._nvlink_flags[position] = on
-        self._planned_groups, self._planned_notes = nvlink_groups_for(self._planned_gpus, self._nvlink_flags)
-        self._planned_name = ""
-        self._rebuild_planned()
+        self._edit(lambda: self.editor_model.set_nvlink(position, on))
 
     def load_rig_file(self, path: str | Path) -> bool:
         from app.hardware.rigfile import load_rig
@@ -624,26 +333,13 @@ class HardwareView(QtWidgets.QWidget):
         return True
 
     # ------------------------------------------------------------------------------------------ internals
-    def _rebuild_planned(self) -> None:
-        from app.hardware.catalog import build_planned_rig
-
-        gpus = [g.with_index(i) for i, g in enumerate(self._planned_gpus)]
+    def _edit(self, change: Callable[[], Rig]) -> None:
+        """Apply an edit of the planned rig and show it (or why the rig cannot be built)."""
         try:
-            # Slot widths live in the GPUs; NVLink is rebuilt from the groups.
-            stripped = [
-                replace(g, nvlink=replace(g.nvlink, links=0, peers=(), version=None, link_gbps=None))
-                for g in gpus
-            ]
-            rig = build_planned_rig(
-                stripped, self._planned_groups, host=self._planned_host, name=self._planned_name
-            )
+            change()
         except RigfitError as exc:
             self._show_editor_message(str(exc), error=True)
             return
-        if self._planned_notes:
-            rig = replace(rig, notes=rig.notes + tuple(self._planned_notes))
-        self._planned_gpus = list(rig.gpus)
-        self._planned_rig = rig
         self._mode = MODE_PLANNED
         self._show_editor_message("")
         self._refresh()
@@ -651,14 +347,7 @@ class HardwareView(QtWidgets.QWidget):
     def _show_editor_message(self, text: str, error: bool = False) -> None:
         self.editor_message.setText(text)
         self.editor_message.setVisible(bool(text))
-        pal = self.editor_message.palette()
-        color = (
-            error_color(self.palette())
-            if error
-            else self.palette().color(QtGui.QPalette.ColorRole.WindowText)
-        )
-        pal.setColor(QtGui.QPalette.ColorRole.WindowText, color)
-        self.editor_message.setPalette(pal)
+        tint(self.editor_message, TEXT_ERROR if error else TEXT_NORMAL)
 
     def _on_add_clicked(self) -> None:
         index = self.add_combo.currentIndex()
@@ -690,13 +379,13 @@ class HardwareView(QtWidgets.QWidget):
         detected = self._detection_message
         if self._mode == MODE_DETECTED or self._detected is None:
             if self._mode == MODE_PLANNED:
-                return f"{detected}\nShowing a planned rig: {self._planned_rig.name}"
+                return f"{detected}\nShowing a planned rig: {self.editor_model.rig.name}"
             return detected
         if not self._detected.gpus:
             # The probe's message may already say that models run on the CPU; say it once.
             cpu = CPU_ONLY_PLAN_TEXT if "CPU" in detected else CPU_ONLY_TEXT
-            return f"{detected}\n{cpu}\nShowing a planned rig you can edit: {self._planned_rig.name}"
-        return f"Planned rig: {self._planned_rig.name} (this computer: {detected})"
+            return f"{detected}\n{cpu}\nShowing a planned rig you can edit: {self.editor_model.rig.name}"
+        return f"Planned rig: {self.editor_model.rig.name} (this computer: {detected})"
 
     def _refresh(self) -> None:
         rig = self.current_rig()
@@ -721,7 +410,7 @@ class HardwareView(QtWidgets.QWidget):
             card.deleteLater()
         self._cards = []
         catalog = {e.id: e for e in self._catalog}
-        linked = {i for i, flag in enumerate(self._nvlink_flags) if flag} if editable else set()
+        linked = {i for i, flag in enumerate(self.editor_model.nvlink_flags) if flag} if editable else set()
         columns = 3 if rig.n_gpus >= 5 else 2
         for i, gpu in enumerate(rig.gpus):
             entry = catalog.get(gpu.catalog_id or "")
@@ -817,7 +506,7 @@ class HardwareView(QtWidgets.QWidget):
         h = rig.host
         cores = f", {h.cores_physical} cores / {h.cores_logical} threads" if h.cores_physical else ""
         ram = (
-            f", RAM {_gib(h.ram_total_mib)} ({_gib(h.ram_available_mib)} available)"
+            f", RAM {fmt_gib(h.ram_total_mib)} ({fmt_gib(h.ram_available_mib)} available)"
             if h.ram_total_mib
             else ""
         )
@@ -828,7 +517,7 @@ class HardwareView(QtWidgets.QWidget):
         others = self._detected.other_gpus if self._detected is not None else ()
         if others:
             lines = [
-                f"{g.name} ({_gib(g.vram_total_mib) if g.vram_total_mib else 'VRAM unknown'}, PCIe {g.pcie.describe()}): {note_for(g)}"
+                f"{g.name} ({fmt_gib(g.vram_total_mib) if g.vram_total_mib else 'VRAM unknown'}, PCIe {g.pcie.describe()}): {note_for(g)}"
                 for g in others
             ]
             self.other_label.setText("Other GPUs: " + "; ".join(lines))
@@ -837,11 +526,4 @@ class HardwareView(QtWidgets.QWidget):
             self.other_label.hide()
 
 
-__all__ = [
-    "CPU_ONLY_TEXT",
-    "DEMO_RIG_EXPRESSION",
-    "GpuCard",
-    "HardwareView",
-    "nvlink_groups_for",
-    "with_slot_width",
-]
+__all__ = ["CPU_ONLY_TEXT", "DEMO_RIG_EXPRESSION", "MODE_DETECTED", "MODE_PLANNED", "HardwareView"]

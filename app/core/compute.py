@@ -1,0 +1,224 @@
+"""Compute buffers: what llama.cpp's graph allocator reserves per backend, and the output buffer.
+
+A compute buffer is the peak of ggml-alloc's graph allocator over the worst-case prompt graph
+(``llama-context.cpp`` ``sched_reserve``). It is modelled as the largest of a few phases of the
+graph, each a sum of simultaneously live tensors, with coefficients measured (``COMPUTE_*``). A
+:class:`ComputeRole` says what one backend's share of the graph holds; the placement builds one per
+device (:mod:`app.core.placement`), the fit table and the split solver the same way. The output
+buffer holds the logits of ``n_seq_max`` outputs (``llama_context::output_reserve``), on the host.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from app.core.memory import FloatArray, ModelProfile
+from app.core.settings import Settings
+
+# --- compute buffer phases ----------------------------------------------------------------------
+# Each phase is a set of tensors alive at once in the prompt graph of n_ubatch tokens, in units of
+# e = n_embd*T*4, f = n_ff*T*4 (one FFN intermediate), q = n_head*head_dim*T*4,
+# kvd = n_head_kv*head_dim*T*4, plus the attention mask (n_kv*T, f16 with flash attention, f32
+# without), kq = n_kv*T*n_head*4 (attention scores without flash attention) and
+# logits = n_vocab*n_outputs*4. The integer multiples of e include the allocator's fragmentation;
+# they were fitted so the formulas reproduce llama.cpp's own figures: on CUDA the four H200 loads in
+# DEVICE.md exactly (1B: logits+e; 8B and 70B at 8k and 32k: 3f+3e+mask), on the CPU the loads in
+# docs/placement.md (within one e).
+COMPUTE_CUDA_FFN_E = 3  # GPU FFN phase: 3f + 3e + masks (H200: 8B 116.01, 70B 224.01/248.01 MiB)
+COMPUTE_CUDA_OUT_E = 1  # GPU output phase: logits + 1e (H200: 1B 100.00 MiB)
+COMPUTE_CPU_FFN_E_FA = 4  # CPU FFN phase with flash attention: 3f + 4e + masks
+COMPUTE_CPU_FFN_E_NOFA = 5  # CPU FFN phase without flash attention: 3f + 5e + masks
+COMPUTE_CPU_OUT_E_FA = 2  # CPU output phase with flash attention: logits + 2e
+COMPUTE_CPU_OUT_E_NOFA = 3  # CPU output phase without flash attention: logits + 3e
+COMPUTE_ATTN_E_FA = 2  # CPU attention with flash attention: masks + 2e + 2q + 2kvd
+COMPUTE_ATTN_E_NOFA = 5  # CPU attention without flash attention: kq + masks + 5e + 2kvd
+COMPUTE_CUDA_ATTN_E_FA = 2  # GPU attention with flash attention: masks + 2e + 2q (+ f16 K/V for a
+# quantized cache); H200, 13B shape with q8_0 KV: 124.09 MiB
+COMPUTE_CUDA_ATTN_E_NOFA = (
+    4  # GPU attention without flash attention: kq + masks + 4e + 2kvd (H200 8B: 564.01)
+)
+COMPUTE_HOST_E = 2  # CUDA_Host (CPU backend with GPUs): token rows + layer-0 norm: 2e + inputs
+# GPU 0 with layers left on the host (op_offload copies each host weight in for large batches):
+# largest host weight + 3f + 2e + masks. An envelope: the measured peaks (H200, 4-layer 70B-wide
+# models, n_gpu_layers 0-4) fall 14% below to 6% above it, because where ggml-alloc's free blocks
+# fall varies with the context (167 MiB at 8k but 187 MiB at 2k and 16k for the same model).
+COMPUTE_OFFLOAD_F = 3
+COMPUTE_OFFLOAD_E = 2
+# Small graph inputs per token: tokens (i32), positions (i32), K and V cache indices (i64 each),
+# output ids (i32).
+INPUT_BYTES_PER_TOKEN = 4 + 4 + 8 + 8 + 4
+# What of them a GPU holds through its layers (measured: 0.0078 MiB at 512 tokens on the H200).
+LAYER_INPUT_BYTES_PER_TOKEN = 16
+
+
+BACKEND_CUDA = "cuda"
+BACKEND_CPU = "cpu"
+
+
+@dataclass(frozen=True)
+class ComputeRole:
+    """What one backend's share of the prompt graph contains, for :func:`compute_bytes_cells`."""
+
+    backend: str  # BACKEND_CUDA or BACKEND_CPU
+    layers: tuple[int, ...] = ()  # repeating layers whose FFN and attention run here
+    attention_layers: tuple[int, ...] = ()  # layers whose attention runs here (KV lives here)
+    output: bool = False  # the output layer (logits) runs here
+    share: float = 1.0  # tensor parallelism: fraction of heads/FFN/vocab computed here
+    copies: int = 1  # pipeline-parallel input copies (GGML_SCHED_MAX_COPIES) or 1
+    host_inputs: bool = False  # CUDA_Host: the CPU side of a GPU run (inputs, token rows)
+    offload_weight_bytes: int = 0  # largest host weight copied here by op_offload (0: none)
+    offload_kv_row_bytes: int = 0  # per cell: largest host layer's K+V copied here for its attention
+    offload_output: bool = False  # the host-resident output weight is offloaded here
+
+
+def cuda_flash_attn_supported(head_dim_k: int, head_dim_v: int, gqa_ratio: int) -> bool:
+    """Whether CUDA's flash-attention kernels take these head sizes (fattn.cu get_best_fattn_kernel).
+
+    When they do not, llama.cpp runs the FLASH_ATTN_EXT node on the CPU and copies Q, K and V over.
+    """
+    if head_dim_k == head_dim_v and head_dim_k in (40, 64, 72, 80, 96, 112, 128, 256, 512):
+        return True
+    if (head_dim_k, head_dim_v) == (192, 128):
+        return gqa_ratio % 8 == 0
+    if (head_dim_k, head_dim_v) == (320, 256):
+        return gqa_ratio % 32 == 0
+    return (head_dim_k, head_dim_v) == (576, 512)
+
+
+def _rotation_input_bytes(prof: ModelProfile, settings: Settings) -> float:
+    # A quantized K/V cache rotates heads with Hadamard matrices (64x64 up to the head size), passed
+    # to the graph as f32 inputs (llama-kv-cache.cpp attn_rot_k/attn_rot_v).
+    rot_k = settings.type_k != "f16" and prof.head_dim_k % 64 == 0
+    rot_v = settings.type_v != "f16" and prof.head_dim_v % 64 == 0 and not prof.uses_mla
+    if not (rot_k or rot_v):
+        return 0.0
+    top = max(prof.head_dim_k if rot_k else 0, prof.head_dim_v if rot_v else 0)
+    total = 0
+    n = 64
+    while n <= top:
+        total += n * n * 4
+        n *= 2
+    return float(total)
+
+
+def compute_bytes_cells(
+    prof: ModelProfile,
+    settings: Settings,
+    n_ubatch: int,
+    n_outputs: int,
+    base_cells: FloatArray,
+    swa_cells: FloatArray,
+    role: ComputeRole,
+) -> FloatArray:
+    """Modelled compute-buffer bytes of one backend (see the ``COMPUTE_*`` constants for the phases),
+    for many contexts at once: one value per entry of ``base_cells``.
+
+    ``base_cells`` / ``swa_cells`` are the cells per stream of the full and sliding-window caches
+    (``KvCells.n_ctx_seq`` / ``KvCells.swa_cells``) for each context.
+    """
+    t = n_ubatch
+    fa = settings.flash_attn
+    e = prof.n_embd * t * 4.0
+    mask_bytes_per_cell = t * (2 if fa else 4)
+    masks = np.zeros_like(base_cells, dtype=np.float64)
+    if bool((~prof.is_swa).any()):
+        masks = masks + base_cells * mask_bytes_per_cell
+    if bool(prof.is_swa.any()):
+        masks = masks + swa_cells * mask_bytes_per_cell
+    n_kv = base_cells.astype(np.float64)
+    # Graph inputs: tokens, positions, output ids (i32), K and V cache row indices (i64; without
+    # flash attention V is stored transposed and gets one index per value).
+    v_idx = t * 8.0 * (prof.kv_v_width_max if not fa and prof.kv_v_width_max else 1)
+    inputs = t * (4 + 4 + 4 + 8) + v_idx
+    small = INPUT_BYTES_PER_TOKEN * t
+    logits = prof.n_vocab * n_outputs * 4.0 * role.share
+    rot = _rotation_input_bytes(prof, settings)
+    attn = np.array(role.attention_layers, dtype=np.int64)
+    if attn.size:
+        n_head = float(prof.n_head[attn].max())
+        n_head_kv = max(1.0, float(prof.n_head_kv[attn].max()))
+        q = n_head * prof.head_dim_k * t * 4.0 * role.share
+        kvd = float(prof.kv_k_width[attn].max()) * t * 4.0 * role.share
+        k_view = n_kv * float(prof.kv_k_width[attn].max()) * 2.0 * role.share
+        v_view = n_kv * float(prof.kv_v_width[attn].max()) * 2.0 * role.share
+        fa_on_gpu = cuda_flash_attn_supported(
+            prof.head_dim_k, prof.head_dim_v if not prof.uses_mla else 512, int(n_head // n_head_kv)
+        )
+    else:
+        n_head = q = kvd = 0.0
+        k_view = v_view = np.zeros_like(n_kv)
+        fa_on_gpu = True
+
+    if role.host_inputs:
+        host = role.copies * (masks + inputs) + COMPUTE_HOST_E * e + rot
+        if fa and not fa_on_gpu:
+            # The CPU runs every layer's flash attention: Q and f16 views of K and V come over.
+            host = host + q + k_view + v_view
+        return np.asarray(host, dtype=np.float64)
+
+    phases: list[FloatArray | float] = []
+    if role.layers:
+        layers = np.array(role.layers, dtype=np.int64)
+        f = float(prof.n_ff_eff[layers].max()) * t * 4.0 * role.share
+        if role.backend == BACKEND_CUDA:
+            phases.append(3 * f + COMPUTE_CUDA_FFN_E * e + masks + LAYER_INPUT_BYTES_PER_TOKEN * t)
+        else:
+            k = COMPUTE_CPU_FFN_E_FA if fa else COMPUTE_CPU_FFN_E_NOFA
+            phases.append(3 * f + k * e + masks + small)
+    if attn.size:
+        if role.backend == BACKEND_CUDA:
+            if fa and fa_on_gpu:
+                value = masks + COMPUTE_CUDA_ATTN_E_FA * e + 2 * q + rot
+                if settings.type_k != "f16" or settings.type_v != "f16":
+                    # The CUDA MMA/tile kernels convert a quantized K/V to f16 in scratch space that
+                    # is part of the FLASH_ATTN_EXT node's alloc size (fattn.cu get_alloc_size).
+                    value += k_view + v_view
+                phases.append(value + LAYER_INPUT_BYTES_PER_TOKEN * t)
+            elif not fa:
+                kq = n_kv * t * n_head * 4.0
+                phases.append(
+                    kq + masks + COMPUTE_CUDA_ATTN_E_NOFA * e + 2 * kvd + LAYER_INPUT_BYTES_PER_TOKEN * t
+                )
+        elif fa:
+            phases.append(masks + COMPUTE_ATTN_E_FA * e + 2 * q + 2 * kvd + small)
+        else:
+            kq = n_kv * t * n_head * 4.0
+            phases.append(kq + masks + COMPUTE_ATTN_E_NOFA * e + 2 * kvd)
+    if role.output:
+        if role.backend == BACKEND_CUDA:
+            phases.append(logits + COMPUTE_CUDA_OUT_E * e)
+        elif fa:
+            phases.append(logits + COMPUTE_CPU_OUT_E_FA * e + small)
+        else:
+            phases.append(logits + COMPUTE_CPU_OUT_E_NOFA * e + small)
+    if role.offload_weight_bytes > 0:
+        # op_offload: a host layer's matmul runs here on a copy of its weight (one weight per split).
+        f_all = float(prof.n_ff_eff.max()) * t * 4.0
+        phases.append(role.offload_weight_bytes + COMPUTE_OFFLOAD_F * f_all + COMPUTE_OFFLOAD_E * e + masks)
+    if role.offload_kv_row_bytes > 0:
+        # ... and its flash attention on copies of that layer's K and V cache (converted to f16 when
+        # quantized, as for GPU layers).
+        q_all = float(prof.n_head.max()) * prof.head_dim_k * t * 4.0
+        kv_copy = role.offload_kv_row_bytes * base_cells
+        if settings.type_k != "f16" or settings.type_v != "f16":
+            kv_copy = kv_copy + base_cells * float(prof.kv_k_width.max() + prof.kv_v_width.max()) * 2.0
+        phases.append(kv_copy + masks + COMPUTE_CUDA_ATTN_E_FA * e + 2 * q_all)
+    if role.offload_output:
+        phases.append(prof.output_matmul_gpu_bytes + logits + e)
+    if not phases:
+        return np.zeros_like(masks)
+    value = np.zeros_like(masks)
+    for phase in phases:
+        value = np.maximum(value, phase)
+    if role.copies > 1:
+        # Pipeline parallelism keeps every split input in n_copies copies that are never freed
+        # (ggml-backend.cpp, ggml_backend_sched_split_graph): masks and the incoming activations.
+        value = value + (role.copies - 1) * masks + role.copies * 2 * e
+    return value
+
+
+def output_buffer_bytes(prof: ModelProfile, settings: Settings) -> int:
+    """The logits buffer llama_context reserves at start: n_vocab floats per sequence."""
+    return prof.n_vocab * max(1, settings.n_seq_max) * 4

@@ -1,0 +1,153 @@
+"""The fit table: every model at every quantization on one rig (the public entry points)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+
+from app.core import perf
+from app.core.catalog import catalog_spec
+from app.core.errors import RigfitError
+from app.core.fit.evaluator import Evaluator
+from app.core.fit.groups import ModelGroup, batch_for, catalog_groups, spec_group
+from app.core.fit.quality import quality_rank
+from app.core.fit.results import FitRow, FitTable
+from app.core.fit.table_run import TableRun
+from app.core.memory import MIB
+from app.core.model_spec import ModelSpec
+from app.core.placement import largest_fitting_ctx, plan, validate_settings
+from app.core.plan import STATUS_FITS, STATUS_NO, STATUS_OFFLOAD, STATUS_TIGHT, Plan
+from app.core.rig import Gpu, Host, Rig
+from app.core.rules import RuleError
+from app.core.settings import DEFAULT_CTX, Settings
+
+DEFAULT_FIT_CTX = DEFAULT_CTX
+
+
+def warm_up(extra_specs: Sequence[ModelSpec] = (), settings: Settings | None = None) -> None:
+    """Build everything the table needs once (the GUI calls it in a worker at start-up).
+
+    Besides the specs, profiles and per-model matrices, this runs the table once on a one-GPU and a
+    two-GPU rig (nominal 24 GiB cards) so the rig-independent compute-buffer curves of the common
+    cases (one GPU, pipeline copies with several) are computed before the first real table.
+    """
+    catalog_groups()
+    for spec in extra_specs:
+        spec_group(spec)
+    s = settings if settings is not None else Settings()
+    card = Gpu(index=0, name="warm-up", vram_total_mib=24576.0, bandwidth_gbps=1000.0, fp16_tflops=100.0)
+    host = Host(ram_available_mib=65536.0)
+    for gpus in ((card,), (card, card.with_index(1))):
+        fit_table(Rig(gpus=gpus, host=host), s.ctx, s, extra_specs=extra_specs)
+
+
+def _slow_rows(rig: Rig, g: ModelGroup, settings: Settings, ctx: int) -> list[FitRow]:
+    """Row and tensor split: plan() per cell (correct, about a hundred times slower)."""
+    out = []
+    for i, (quant, spec) in enumerate(zip(g.quants, g.specs, strict=True)):
+        weights_gib = float(g.weights_total[i] / MIB / 1024)
+        try:
+            p = plan(rig, spec, settings)
+        except RigfitError as exc:
+            out.append(
+                FitRow(
+                    model=g.model,
+                    name=g.name,
+                    quant=quant,
+                    total_gib=0.0,
+                    status=STATUS_NO,
+                    max_ctx=None,
+                    decode_tok_s=None,
+                    weights_gib=weights_gib,
+                    source=g.source,
+                    note=str(exc),
+                    code=exc.problem.code if isinstance(exc, RuleError) else "",
+                )
+            )
+            continue
+        est = perf.estimate_speed(rig, spec, p)
+        try:
+            mc = largest_fitting_ctx(
+                rig, spec, replace(settings, n_gpu_layers=-1), limit=spec.n_ctx_train or None
+            )
+        except RigfitError:
+            mc = None
+        out.append(
+            FitRow(
+                model=g.model,
+                name=g.name,
+                quant=quant,
+                total_gib=(p.gpu_total_mib + p.host.total_mib) / 1024.0,
+                status=p.status,
+                max_ctx=mc,
+                decode_tok_s=est.decode_tok_s,
+                weights_gib=weights_gib,
+                n_gpu_layers=p.fit_n_gpu_layers,
+                source=g.source,
+            )
+        )
+    return out
+
+
+def _mark_best(rows: Sequence[FitRow], groups: Sequence[ModelGroup]) -> list[FitRow]:
+    """Flag each model's best quant: highest quality that fits the GPUs, else that offloads."""
+    arch = {g.model: g.architecture for g in groups}
+    best: dict[str, tuple[int, int, int]] = {}
+    for i, r in enumerate(rows):
+        if r.status in (STATUS_FITS, STATUS_TIGHT):
+            tier = 0
+        elif r.status == STATUS_OFFLOAD:
+            tier = 1
+        else:
+            continue
+        key = (tier, quality_rank(r.quant, arch.get(r.model)), i)
+        if r.model not in best or key < best[r.model]:
+            best[r.model] = key
+    chosen = {v[2] for v in best.values()}
+    return [replace(r, best=True) if i in chosen else r for i, r in enumerate(rows)]
+
+
+def fit_table(
+    rig: Rig,
+    ctx: int = DEFAULT_FIT_CTX,
+    settings: Settings | None = None,
+    extra_specs: Sequence[ModelSpec] = (),
+    models: Iterable[str] | None = None,
+) -> FitTable:
+    """Every catalog model (or only ``models``) at every quant, plus ``extra_specs`` (local GGUFs...).
+
+    ``settings`` (default :class:`Settings`) gives the split, KV types, flash attention and
+    ``n_gpu_layers``; its ``ctx`` is replaced by ``ctx``. Each row agrees with ``plan()`` for that
+    model, quant and context. Raises :class:`RigfitError` for settings no model could use (a bad split
+    mode, a tensor split of the wrong length...); settings one model cannot use (a K cache type its
+    head size does not allow) make that model's rows ``no`` with a note.
+    """
+    if not isinstance(ctx, int) or isinstance(ctx, bool) or ctx < 1:
+        raise RigfitError(f"the context must be a whole number of tokens, at least 1 (got {ctx})")
+    s = replace(settings if settings is not None else Settings(), ctx=ctx)
+    groups = catalog_groups(models) + [spec_group(spec) for spec in extra_specs]
+    if groups:
+        # Errors about the rig and the settings, not one model, stop the whole table.
+        validate_settings(rig, _neutral_spec(groups[0].specs[0]), s)
+    if s.split_mode in ("layer", "none") or rig.n_gpus == 0:
+        rows = TableRun(Evaluator(rig, s), batch_for(groups), ctx).run()
+    else:
+        rows = _mark_best([row for g in groups for row in _slow_rows(rig, g, s, ctx)], groups)
+    return FitTable(rig_name=rig.name or _describe(rig), ctx=ctx, settings=s, rows=tuple(rows))
+
+
+def _neutral_spec(spec: ModelSpec) -> ModelSpec:
+    # For rig-level validation only: an architecture every split mode accepts, head size 128, no MLA.
+    return replace(spec, architecture="llama", head_dim_k=128, head_dim_v=128, kv_lora_rank=0)
+
+
+def _describe(rig: Rig) -> str:
+    if not rig.gpus:
+        return "CPU only"
+    return " + ".join(gpu.name for gpu in rig.gpus)
+
+
+def plan_for_row(rig: Rig, row: FitRow, settings: Settings, spec: ModelSpec | None = None) -> Plan:
+    """The full plan behind a table row (for the GUI's details pane)."""
+    sp = spec if spec is not None else catalog_spec(row.model, row.quant)
+    return plan(rig, sp, settings)

@@ -1,0 +1,1 @@
+"""The Run tab: :class:`app.ui.run.view.RunView` and its panels (picker, load, chat, memory, problem)."""
