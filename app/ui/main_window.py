@@ -626,7 +626,7 @@ class MainWindow(QtWidgets.QMainWindow):
         if self._rig_unreadable:
             from app.hardware.catalog import parse_rig_expression
             from app.hardware.rigfile import rig_to_toml
-            from app.ui.hardware_view import DEMO_RIG_EXPRESSION
+            from app.ui.hardware.view import DEMO_RIG_EXPRESSION
 
             planned = self.hardware.planned_rig
             untouched = not planned.gpus or rig_to_toml(planned) == rig_to_toml(
