@@ -136,6 +136,30 @@ def check_plan(p: Plan, spec: ModelSpec) -> None:
         _finite(b.mib, f"buffer {b.name}")
 
 
+# A small catalog model beside each refused spec: it must keep its rows whatever the spec is.
+_NEIGHBOUR = "smollm2-135m"
+
+
+def _table_keeps_the_others(spec: ModelSpec, rig_: Rig, settings: Settings) -> None:
+    """A spec the planner refuses is rows marked "no" or one unreadable entry in the fit table; the
+    catalog model beside it keeps its rows (issue 17: one bad file is one row, never the table)."""
+    if spec.id == _NEIGHBOUR:
+        return
+    try:
+        table = fit_table(rig_, settings.ctx, settings, extra_specs=[spec], models=[_NEIGHBOUR])
+    except RigfitError as exc:
+        # Settings no model can use: the table's own error, one line.
+        assert str(exc).strip() and "\n" not in str(exc)
+        return
+    assert any(r.model == _NEIGHBOUR for r in table.rows), "the bad spec took the other rows with it"
+    mine = [r for r in table.rows if r.model == spec.id]
+    assert all(r.status == "no" for r in mine), [r.status for r in mine]
+    assert mine or [u.model for u in table.unreadable] == [spec.id], table.unreadable
+    for u in table.unreadable:
+        # A fault of Rigfit's own with this model would say so; a bad model is a RigfitError.
+        assert u.message and "\n" not in u.message and not u.message.startswith("Rigfit could not"), u
+
+
 def exercise_spec(spec: ModelSpec, rig_: Rig, settings: Settings, with_table: bool = True) -> str:
     """Plan ``spec`` on ``rig_`` and check every result; returns how far it got."""
     with case_memory():
@@ -147,6 +171,8 @@ def _exercise_spec(spec: ModelSpec, rig_: Rig, settings: Settings, with_table: b
         p = plan(rig_, spec, settings)
     except RigfitError as exc:
         assert str(exc).strip(), "an empty error message"
+        if with_table:
+            _table_keeps_the_others(spec, rig_, settings)
         return "refused by the planner"
     check_plan(p, spec)
     speed = estimate_speed(rig_, spec, p)
@@ -161,6 +187,9 @@ def _exercise_spec(spec: ModelSpec, rig_: Rig, settings: Settings, with_table: b
         table = fit_table(rig_, settings.ctx, settings, extra_specs=[spec], models=[])
     except RigfitError:
         return "planned (table refused)"
+    # A spec plan() accepts is rows of the table, never an unreadable entry.
+    assert not table.unreadable, table.unreadable
+    assert any(r.model == spec.id for r in table.rows)
     for row in table.rows:
         _compare_with_plan(row, p, spec, rig_, settings)
         _finite(row.total_gib, "fit total")

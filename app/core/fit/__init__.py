@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from app.core.fit.groups import catalog_groups
 from app.core.fit.quality import QUALITY_ORDER, quality_rank
-from app.core.fit.results import FitRow, FitTable
+from app.core.fit.results import FitRow, FitTable, Unreadable
 from app.core.fit.table import DEFAULT_FIT_CTX, fit_table, plan_for_row, warm_up
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "QUALITY_ORDER",
     "FitRow",
     "FitTable",
+    "Unreadable",
     "catalog_groups",
     "fit_table",
     "plan_for_row",

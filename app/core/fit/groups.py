@@ -18,8 +18,9 @@ import numpy.typing as npt
 
 from app.core import perf
 from app.core.catalog import catalog_path, catalog_spec, load_model_catalog
-from app.core.errors import RigfitError
+from app.core.errors import RigfitError, one_line
 from app.core.fit.quality import quality_rank
+from app.core.fit.results import Unreadable
 from app.core.memory import MIB, ModelProfile, profile
 from app.core.model_spec import ModelSpec
 from app.core.settings import Settings
@@ -205,35 +206,51 @@ def _group_for(
     return group
 
 
-_catalog_groups: dict[tuple[str, tuple[str, ...] | None], list[ModelGroup]] = {}
+_catalog_groups: dict[
+    tuple[str, tuple[str, ...] | None], tuple[list[ModelGroup], tuple[Unreadable, ...]]
+] = {}
 
 
 def catalog_groups(models: Iterable[str] | None = None) -> list[ModelGroup]:
     """The catalog's models with all their quants, warmed up (specs, profiles, matrices).
 
-    The first call builds everything (about 2 s for the whole catalog); later calls are a lookup.
+    The first call builds everything (about 2 s for the whole catalog); later calls are a lookup. A
+    model that cannot be planned is left out (:func:`catalog_groups_read` says which and why).
     """
+    return catalog_groups_read(models)[0]
+
+
+def catalog_groups_read(
+    models: Iterable[str] | None = None,
+) -> tuple[list[ModelGroup], tuple[Unreadable, ...]]:
+    """:func:`catalog_groups` and the catalog models that could not be planned (one entry each)."""
     wanted = tuple(sorted({m.strip().lower() for m in models})) if models is not None else None
     key = (str(catalog_path()), wanted)
     hit = _catalog_groups.get(key)
     if hit is not None:
         return hit
     groups = []
+    failed: list[Unreadable] = []
     for entry in load_model_catalog():
         if wanted is not None and entry.id not in wanted:
             continue
         quants = sorted(entry.quants, key=lambda q: quality_rank(q, entry.architecture))
-        specs = [catalog_spec(entry.id, q) for q in quants]
-        groups.append(_group_for(entry.id, entry.name, "catalog", quants, specs))
+        try:
+            specs = [catalog_spec(entry.id, q) for q in quants]
+            groups.append(_group_for(entry.id, entry.name, "catalog", quants, specs))
+        except RigfitError as exc:
+            # One entry of a catalog the user edited is one unreadable row, not the whole table.
+            failed.append(Unreadable(entry.id, entry.name, "catalog", one_line(exc)))
     if wanted is not None:
-        missing = sorted(set(wanted) - {g.model for g in groups})
+        missing = sorted(set(wanted) - {g.model for g in groups} - {u.model for u in failed})
         if missing:
             catalog_spec(missing[0])  # raises UnknownName with the closest ids
+    result = (groups, tuple(failed))
     with _LOCK:
         if len(_catalog_groups) > 64:
             _catalog_groups.clear()
-        _catalog_groups[key] = groups
-    return groups
+        _catalog_groups[key] = result
+    return result
 
 
 def spec_group(spec: ModelSpec) -> ModelGroup:
