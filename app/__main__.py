@@ -6,23 +6,30 @@ import sys
 
 WORKER_SWITCH = "--rigfit-worker"
 TEMPLATE_SWITCH = "--rigfit-template-sandbox"  # app.runner.template_sandbox.SWITCH
+RPC_SERVER_SWITCH = "--rigfit-rpc-server"
 
 
-def _helper_process() -> int | None:
-    """A frozen app has no "python -m": its helper processes start as the app with a switch."""
-    if len(sys.argv) > 1 and sys.argv[1] == WORKER_SWITCH:
+def _child(argv: list[str]) -> int | None:
+    """A frozen app has no "python -m": it starts its llama.cpp worker as "rigfit --rigfit-worker",
+    its chat-template helper as "rigfit --rigfit-template-sandbox" and an RPC server as
+    "rigfit --rigfit-rpc-server ARGS"."""
+    if len(argv) > 1 and argv[1] == WORKER_SWITCH:
         from app.runner.worker import main as worker_main
 
         return worker_main()
-    if len(sys.argv) > 1 and sys.argv[1] == TEMPLATE_SWITCH:
+    if len(argv) > 1 and argv[1] == TEMPLATE_SWITCH:
         from app.runner.template_sandbox import main as template_main
 
         return template_main()
+    if len(argv) > 1 and argv[1] == RPC_SERVER_SWITCH:
+        from app.runner.rpc_server import main as server_main
+
+        return server_main(argv[2:])
     return None
 
 
 def main() -> int:
-    code = _helper_process()
+    code = _child(sys.argv)
     if code is not None:
         return code
     from app.cli import main as cli_main
@@ -31,7 +38,7 @@ def main() -> int:
 
 
 def gui_main() -> int:
-    code = _helper_process()
+    code = _child(sys.argv)
     if code is not None:
         return code
     from app.cli import main as cli_main

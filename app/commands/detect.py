@@ -19,6 +19,7 @@ import json
 import sys
 from typing import Any
 
+from app.commands.rpc_args import add_rpc_argument, with_rpc
 from app.core.advice import Advice, rig_advice
 from app.core.rig import Gpu, Rig
 from app.hardware.pci import normalize_bus_id
@@ -38,6 +39,7 @@ def add_parser(subparsers: Any) -> None:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--rig", metavar="EXPR", help="show a planned rig instead, e.g. '2x RTX 3090 nvlink'")
     source.add_argument("--rig-file", metavar="FILE", help="show a planned rig from a rig file instead")
+    add_rpc_argument(parser)
     parser.add_argument(
         "--require-gpu", action="store_true", help="exit with code 1 when no NVIDIA GPU is usable"
     )
@@ -94,6 +96,7 @@ def gpu_json(gpu: Gpu, rig: Rig | None = None, position: int | None = None) -> d
         "power_connectors": list(gpu.power_connectors),
         "catalog_id": gpu.catalog_id,
         "planned": gpu.planned,
+        "remote": remote_json(gpu),
         "pcie": {
             "gen": pcie.gen,
             "width": pcie.width,
@@ -113,6 +116,21 @@ def gpu_json(gpu: Gpu, rig: Rig | None = None, position: int | None = None) -> d
             "peers": peers,
             "peer_gpus": _peer_gpus(rig, gpu, position) if rig is not None and position is not None else [],
         },
+    }
+
+
+def remote_json(gpu: Gpu) -> dict[str, Any] | None:
+    """Where a remote (llama.cpp RPC) device lives; ``None`` for a GPU in this computer."""
+    remote = gpu.remote
+    if remote is None:
+        return None
+    return {
+        "endpoint": remote.endpoint,
+        "device": remote.device,
+        "backend": remote.backend,
+        "link": remote.link.name,
+        "link_gbps": remote.link.bandwidth_gbps,
+        "link_rtt_ms": remote.link.rtt_ms,
     }
 
 
@@ -186,8 +204,8 @@ def format_rig(rig: Rig, advice: tuple[Advice, ...]) -> str:
                     _mib(g.vram_total_mib),
                     _mib(g.vram_free_mib) if g.vram_free_mib is not None else "-",
                     f"{g.bandwidth_gbps:.0f} GB/s" if g.bandwidth_gbps else "?",
-                    g.pcie.describe(),
-                    _nvlink_text(rig, g, i),
+                    f"RPC over {g.remote.link.describe()}" if g.remote else g.pcie.describe(),
+                    "-" if g.remote else _nvlink_text(rig, g, i),
                     f"{g.power_limit_w:.0f} W" if g.power_limit_w else "?",
                     f"{g.temperature_c:.0f} °C" if g.temperature_c is not None else "-",
                 ]
@@ -250,6 +268,7 @@ def run(args: argparse.Namespace) -> int:
         from app.hardware.probe import detect_rig
 
         rig = detect_rig()
+    rig = with_rpc(rig, args)
     advice = rig_advice(rig)
     if args.json:
         json.dump(rig_json(rig, advice), sys.stdout, indent=2)

@@ -35,6 +35,7 @@ from app.core.placement import plan as make_plan
 from app.core.plan import Plan
 from app.core.plan_advice import plan_advice, recommended_split_mode
 from app.core.rig import Rig
+from app.core.rpc import llama_device_names, slot_split_llama_order
 from app.core.settings import KV_TYPES, SPLIT_MODES, Settings
 from app.core.split import OBJECTIVES, PRESETS, optimise_split, preset_split
 
@@ -51,21 +52,27 @@ def add_rig_arguments(p: argparse.ArgumentParser) -> None:
         help="a planned rig, e.g. '2x RTX 3090 nvlink' (default: this computer's GPUs)",
     )
     group.add_argument("--rig-file", metavar="FILE", help="a rig saved as a rig file")
+    from app.commands.rpc_args import add_rpc_argument
+
+    add_rpc_argument(p)
 
 
 def resolve_rig(args: argparse.Namespace) -> tuple[Rig, str | None]:
-    """The rig to plan for, and a note when it is a detected rig without a GPU."""
+    """The rig to plan for (plus the ``--rpc`` servers' devices), and a note when it is a detected
+    rig without a GPU."""
+    from app.commands.rpc_args import with_rpc
+
     if getattr(args, "rig", None):
         from app.hardware.catalog import parse_rig_expression
 
-        return parse_rig_expression(args.rig), None
+        return with_rpc(parse_rig_expression(args.rig), args), None
     if getattr(args, "rig_file", None):
         from app.hardware.rigfile import load_rig
 
-        return load_rig(args.rig_file), None
+        return with_rpc(load_rig(args.rig_file), args), None
     from app.hardware.probe import detect_rig
 
-    rig = detect_rig()
+    rig = with_rpc(detect_rig(), args)
     if not rig.gpus:
         why = rig.status or "no NVIDIA GPU detected"
         return rig, f"no GPU here ({why}): this is a CPU-only plan; use --rig EXPR to plan a GPU rig"
@@ -197,6 +204,8 @@ def plan_json(
     notes: list[str],
 ) -> dict[str, Any]:
     """The plan as ``rigfit plan --json`` prints it."""
+    from app.commands.detect import remote_json
+
     s = p.settings
     return {
         "model": spec.id,
@@ -205,7 +214,10 @@ def plan_json(
         "ctx": s.ctx,
         "split_mode": s.split_mode,
         "tensor_split": [round(r, 6) for r in p.tensor_split],
-        "llama_tensor_split": [d.layers + int(d.has_output) for d in p.devices],
+        # -ts as llama.cpp takes it: slots per device in llama.cpp's device order (RPC devices first).
+        "llama_tensor_split": list(
+            slot_split_llama_order(rig, [d.layers + int(d.has_output) for d in p.devices], s.split_mode)
+        ),
         "rig": rig_label(rig),
         "devices": [
             {
@@ -222,8 +234,10 @@ def plan_json(
                 "capacity_mib": _r(d.capacity_mib),
                 "free_mib": _r(d.free_after_mib),
                 "fits": d.fits,
+                "llama_name": llama_name,
+                "remote": remote_json(g),
             }
-            for d in p.devices
+            for d, g, llama_name in zip(p.devices, rig.gpus, llama_device_names(rig), strict=True)
         ],
         "host": {
             "layers": p.host.layers,
@@ -323,7 +337,8 @@ def format_plan(data: dict[str, Any]) -> str:
             rows.append(
                 [
                     f"GPU {d['index']}",
-                    d["name"],
+                    d["name"]
+                    + (f" ({d['llama_name']} over {d['remote']['link']})" if d.get("remote") else ""),
                     bar(d["total_mib"], d["capacity_mib"]),
                     f"{_gib(d['total_mib'])} / {_gib(d['capacity_mib'])}",
                     layers,

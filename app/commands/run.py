@@ -10,12 +10,15 @@ import argparse
 import json
 import sys
 import threading
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from app.commands.args import float_in, int_in
+from app.commands.rpc_args import add_rpc_argument, rpc_specs
 from app.core import limits
 from app.core.errors import RigfitError
+from app.core.rig import Rig
+from app.core.rules import RuleError, rpc_unavailable
 from app.core.settings import KV_TYPES, SPLIT_MODES, Settings
 from app.runner import protocol as P
 from app.runner.compare import compare_load, format_table
@@ -77,15 +80,56 @@ def add_model_arguments(p: argparse.ArgumentParser, *, ctx_default: int | None) 
         metavar="N",
         help="micro-batch (n_ubatch)",
     )
+    add_rpc_argument(p)
+
+
+@dataclass(frozen=True)
+class RpcRun:
+    """The rig of a run with ``--rpc`` (this computer's GPUs plus the servers' devices) and what
+    the worker needs for it, in llama.cpp's device order."""
+
+    rig: Rig | None
+    servers: tuple[str, ...]
+    n_remote: int
+
+    def load_settings(
+        self, path: str, settings: Settings, n_threads: int | None, seed: int | None = None
+    ) -> P.LoadSettings:
+        return P.LoadSettings.for_rig(self.rig, path, settings, n_threads=n_threads, seed=seed)
+
+
+def rpc_run(args: argparse.Namespace) -> RpcRun:
+    """Ask the ``--rpc`` servers for their devices (a clear error when one does not answer)."""
+    specs = rpc_specs(args)
+    if not specs:
+        return RpcRun(None, (), 0)
+    from app.hardware.probe import detect_rig
+    from app.hardware.rpc import add_rpc_servers
+    from app.runner.ggml import rpc_available
+
+    if not rpc_available():
+        raise RuleError(rpc_unavailable())
+    rig = add_rpc_servers(detect_rig(), specs)
+    return RpcRun(rig, rig.rpc_endpoints(), len(rig.remote_gpus))
+
+
+# What `rigfit run --help` (and bench, serve) say about a worker that stops answering.
+SILENCE_HELP = f"""\
+A silent model process: the worker sends a sign of life every second. One silent for
+{P.SILENCE_LIMIT_S:g} s (suspended with Ctrl+Z or kill -STOP, frozen, or stalled by a machine out of
+memory) is ended, the command says so and exits with code 1; it never waits longer (a worker that
+never starts is given {P.START_LIMIT_S:g} s). Then: resume or end whatever stopped it, close other
+programs or pick a smaller model or context, and run again. On a very slow or busy machine set
+another limit in seconds (1 to 3600): {P.SILENCE_ENV}=120 rigfit run ..."""
 
 
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "run",
         help="run a model with llama.cpp and stream its reply",
-        description="Load a GGUF with llama.cpp in a worker process and stream its reply. A worker that "
-        f"gives no sign of life for {P.SILENCE_LIMIT_S:g} s (stopped, frozen) is ended and reported: "
-        f"the command never waits longer on a silent worker ({P.SILENCE_ENV} sets another limit).",
+        description="Load a GGUF with llama.cpp in a worker process and stream its reply.",
+        epilog=SILENCE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_arguments(p, ctx_default=Settings().ctx)
     p.add_argument(
@@ -118,7 +162,7 @@ def settings_from_args(
     )
 
 
-def predict(model_ref: str, settings: Settings) -> tuple[Plan | None, str | None]:
+def predict(model_ref: str, settings: Settings, rig: Rig | None = None) -> tuple[Plan | None, str | None]:
     """The planner's prediction for this run and, when there is none, why.
 
     The comparison is a bonus to the run: a missing piece or a planner problem never stops it.
@@ -130,7 +174,7 @@ def predict(model_ref: str, settings: Settings) -> tuple[Plan | None, str | None
     except ImportError as exc:
         return None, f"the planner is not available ({exc})"
     try:
-        return plan(detect_rig(), load_model_spec(model_ref), settings), None
+        return plan(rig if rig is not None else detect_rig(), load_model_spec(model_ref), settings), None
     except Exception as exc:  # see the docstring
         return None, str(exc)
 
@@ -138,14 +182,14 @@ def predict(model_ref: str, settings: Settings) -> tuple[Plan | None, str | None
 class PlanInBackground:
     """Plans while the model loads; the GGUF read and NVML probe overlap with llama.cpp's load."""
 
-    def __init__(self, model_ref: str, settings: Settings) -> None:
+    def __init__(self, model_ref: str, settings: Settings, rig: Rig | None = None) -> None:
         self.plan: Plan | None = None
         self.problem: str | None = None
-        self._thread = threading.Thread(target=self._run, args=(model_ref, settings), daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(model_ref, settings, rig), daemon=True)
         self._thread.start()
 
-    def _run(self, model_ref: str, settings: Settings) -> None:
-        self.plan, self.problem = predict(model_ref, settings)
+    def _run(self, model_ref: str, settings: Settings, rig: Rig | None) -> None:
+        self.plan, self.problem = predict(model_ref, settings, rig)
 
     def result(self, timeout_s: float = 60.0) -> Plan | None:
         self._thread.join(timeout_s)
@@ -178,7 +222,12 @@ def describe_loaded(event: P.LoadedEvent) -> str:
     where = "on the CPU" if event.on_cpu_only or not any(d != "CPU" for d in event.layers) else ""
     buffers = ", ".join(f"{b.device} {b.buffer} {b.mib:.2f} MiB" for b in event.buffers)
     text = f"rigfit: loaded in {event.load_s:.2f} s {where}".rstrip() + f" ({buffers})"
-    if event.layers:
+    if any(d.kind == "rpc" for d in event.devices):
+        text += "; devices " + ", ".join(
+            f"{d.name}{f' ({d.endpoint})' if d.endpoint else ''} {d.layers} layers {d.total_mib:.2f} MiB"
+            for d in event.devices
+        )
+    elif event.layers:
         text += "; layers " + ", ".join(f"{d}: {n}" for d, n in event.layers.items())
     if event.vram:
         text += "; VRAM increase " + ", ".join(f"GPU{v.gpu} {v.increase_mib:.0f} MiB" for v in event.vram)
@@ -217,7 +266,8 @@ def run(args: argparse.Namespace) -> int:
         path = resolve_model(args.model)
         split = parse_split(args.split) if args.split is not None else None
         settings = settings_from_args(args, args.split_mode, split)
-        load = P.LoadSettings.from_settings(str(path), settings, n_threads=args.threads, seed=args.seed)
+        remote = rpc_run(args)
+        load = remote.load_settings(str(path), settings, args.threads, args.seed)
         load.validate()
         chat = P.ChatRequest(
             messages=(
@@ -237,7 +287,7 @@ def run(args: argparse.Namespace) -> int:
 
     client = RunnerClient()
     try:
-        return _run_with(client, args, path, settings, load, chat)
+        return _run_with(client, args, path, settings, load, chat, remote)
     finally:
         client.close()
 
@@ -249,6 +299,7 @@ def _run_with(
     settings: Settings,
     load: P.LoadSettings,
     chat: P.ChatRequest,
+    remote: RpcRun,
 ) -> int:
     as_json = bool(args.json)
 
@@ -264,15 +315,17 @@ def _run_with(
         ready = start_worker(client)
     except RigfitError as exc:
         return fail(P.ErrorEvent(message=str(exc), kind=P.ERR_START_FAILED), EXIT_FAILED)
-    refused = unsupported_problem(load.split_mode, load.tensor_split, load.main_gpu, len(ready.gpus))
+    refused = unsupported_problem(
+        load.split_mode, load.tensor_split, load.main_gpu, len(ready.gpus) + remote.n_remote
+    )
     if refused is not None:
         return fail(
             P.ErrorEvent(message=refused.message, kind=P.ERR_BAD_REQUEST, code=refused.code), EXIT_USAGE
         )
-    if not ready.gpus:
+    if not ready.gpus and not remote.n_remote:
         print(CPU_NOTE, file=sys.stderr, flush=True)
 
-    planner = PlanInBackground(args.model if args.model == "demo" else str(path), settings)
+    planner = PlanInBackground(args.model if args.model == "demo" else str(path), settings, remote.rig)
     progress = None if as_json else Progress(path.name)
     try:
         loaded = client.load_sync(load, on_progress=emit_json if as_json else progress)

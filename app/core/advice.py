@@ -115,7 +115,8 @@ def rig_advice(rig: Rig) -> tuple[Advice, ...]:
         if advice is not None:
             out.append(advice)
     for gpu in rig.gpus:
-        if gpu.vendor != VENDOR_NVIDIA:
+        # A remote device runs on its server's llama.cpp, whatever its vendor: nothing to warn about.
+        if gpu.vendor != VENDOR_NVIDIA and gpu.remote is None:
             out.append(
                 Advice(
                     CODE_PLANNING_ONLY_GPU,

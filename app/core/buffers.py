@@ -22,7 +22,10 @@ from app.core.rig import VENDOR_AMD, VENDOR_INTEL, Gpu, Rig
 
 
 def gpu_buffer_name(gpu: Gpu) -> str:
-    """llama.cpp's device/buffer name for a GPU: CUDA0, ROCm1, SYCL0..."""
+    """llama.cpp's device/buffer name for a GPU: CUDA0, ROCm1, SYCL0..., and for a remote device
+    its RPC buffer type, named by the device's number on its server: ``RPC0[10.0.0.5:50052]``."""
+    if gpu.remote is not None:
+        return f"RPC{gpu.remote.device}[{gpu.remote.endpoint or 'planned'}]"
     prefix = {VENDOR_AMD: "ROCm", VENDOR_INTEL: "SYCL"}.get(gpu.vendor, "CUDA")
     return f"{prefix}{gpu.index}"
 
@@ -42,9 +45,13 @@ def logged_buffers(
     host_compute: float,
 ) -> list[BufferPlan]:
     """The buffer lines llama.cpp would log, in its order: model, output, KV, compute. ``weights``,
-    ``kv`` and ``compute`` are bytes per rig GPU, the ``host_*`` bytes in system RAM."""
+    ``kv`` and ``compute`` are bytes per rig GPU, the ``host_*`` bytes in system RAM; ``model_gpus``
+    in llama.cpp's device order (the order of its log lines)."""
     out: list[BufferPlan] = []
-    if model_gpus:
+    # A local GPU offers a host buffer type (CUDA_Host), which llama.cpp prefers for host tensors
+    # over the CPU's repacking types; an RPC device offers none (make_cpu_buft_list).
+    host_buffer = any(rig.gpus[g].remote is None for g in model_gpus)
+    if host_buffer:
         # With a GPU backend the host buffer type takes the host tensors; with mmap they stay mapped.
         mapped = mapped_span_bytes(prof, host_layers, output_on_host)
         out.append(BufferPlan("CPU_Mapped", "model", mapped / MIB))
@@ -57,7 +64,7 @@ def logged_buffers(
     for gi in model_gpus:
         if weights[gi] > 0:
             out.append(BufferPlan(gpu_buffer_name(rig.gpus[gi]), "model", weights[gi] / MIB, gi))
-    host_name = "CUDA_Host" if model_gpus else "CPU"
+    host_name = "CUDA_Host" if host_buffer else "CPU"
     out_name = "CPU" if output_on_host else host_name
     out.append(BufferPlan(out_name, "output", host_output / MIB))
     if host_kv > 0:

@@ -32,6 +32,13 @@ from app.core.model_spec import ModelSpec
 from app.core.placement import plan_profile
 from app.core.plan import STATUS_NO, Plan
 from app.core.rig import VENDOR_AMD, VENDOR_NVIDIA, Rig
+from app.core.rpc import (
+    rpc_endpoints_for_commands,
+    rpc_notes,
+    slot_split_llama_order,
+    to_llama_main_gpu,
+    to_llama_split,
+)
 from app.core.rules import CODE_ROW_UNAVAILABLE, TENSOR_SPLIT_UNSUPPORTED_ARCHS, codes
 
 TOOLS: tuple[str, ...] = ("llama-server", "llama-bench", "ollama", "vllm", "exllamav2")
@@ -133,17 +140,35 @@ def _split_args(rig: Rig, p: Plan, sep: str) -> list[str]:
     if not rig.gpus:
         return args
     if s.split_mode == "none":
-        return ["-sm", "none", "-mg", str(s.main_gpu)]
+        return ["-sm", "none", "-mg", str(to_llama_main_gpu(rig, "none", s.main_gpu))]
     if rig.n_gpus > 1 or s.split_mode != "layer":
         args += ["-sm", s.split_mode]
+    # -ts and -mg count devices in llama.cpp's order: RPC devices first (app/core/rpc.py).
     if rig.n_gpus > 1:
         if s.split_mode == "layer":
-            args += ["-ts", sep.join(str(c) for c in _slot_split(p))]
+            args += [
+                "-ts",
+                sep.join(str(c) for c in slot_split_llama_order(rig, _slot_split(p), s.split_mode)),
+            ]
         elif s.tensor_split is not None:
-            args += ["-ts", sep.join(_num(r) for r in s.tensor_split)]
+            split = to_llama_split(rig, s.split_mode, s.tensor_split) or s.tensor_split
+            args += ["-ts", sep.join(_num(r) for r in split)]
     if s.split_mode == "row" or s.main_gpu != 0:
-        args += ["-mg", str(s.main_gpu)]
+        args += ["-mg", str(to_llama_main_gpu(rig, s.split_mode, s.main_gpu))]
     return args
+
+
+def _rpc_args(rig: Rig) -> list[str]:
+    endpoints = rpc_endpoints_for_commands(rig)
+    return ["--rpc", ",".join(endpoints)] if endpoints else []
+
+
+def _local_only(rig: Rig, tool: str) -> tuple[str, ...]:
+    if not rig.remote_gpus:
+        return ()
+    return (
+        f"{tool} cannot use llama.cpp RPC devices on other machines: this runs on this computer's GPUs only",
+    )
 
 
 def _cache_args(p: Plan) -> list[str]:
@@ -187,6 +212,7 @@ def llama_server_command(rig: Rig, spec: ModelSpec, plan: Plan) -> ExportedComma
     p = _running_plan(rig, spec, plan)
     s = p.settings
     argv = ["llama-server", "-m", model_path(spec), "-c", str(s.ctx), "-ngl", str(_ngl(plan, rig))]
+    argv += _rpc_args(rig)
     argv += _split_args(rig, p, ",")
     argv += ["-fa", "on" if s.flash_attn else "off"]
     argv += _cache_args(p)
@@ -198,7 +224,7 @@ def llama_server_command(rig: Rig, spec: ModelSpec, plan: Plan) -> ExportedComma
         argv += ["--swa-full"]
     if not s.offload_kqv:
         argv += ["-nkvo"]
-    notes = _common_notes(rig, p) + list(_path_note(spec))
+    notes = _common_notes(rig, p) + list(_path_note(spec)) + list(rpc_notes(rig))
     if plan.fit_n_gpu_layers is not None:
         notes.append(f"-ngl {plan.fit_n_gpu_layers}: the offload that fits (the rest runs on the CPU)")
     notes.append("older llama-server builds take -fa without a value (on) and have no -sm tensor")
@@ -210,13 +236,14 @@ def llama_bench_command(rig: Rig, spec: ModelSpec, plan: Plan) -> ExportedComman
     p = _running_plan(rig, spec, plan)
     s = p.settings
     argv = ["llama-bench", "-m", model_path(spec), "-ngl", str(_ngl(plan, rig))]
+    argv += _rpc_args(rig)
     argv += _split_args(rig, p, "/")
     argv += ["-fa", "1" if s.flash_attn else "0"]
     argv += _cache_args(p)
     if not s.offload_kqv:
         argv += ["-nkvo", "1"]
     argv += ["-p", "512", "-n", "128"]
-    notes = [*_common_notes(rig, p), *_path_note(spec)]
+    notes = [*_common_notes(rig, p), *_path_note(spec), *rpc_notes(rig)]
     notes.append(
         f"llama-bench has no -c: its context is -p + -n (+ -d) tokens; add -d {s.ctx // 2} to measure "
         "at half the planned context"
@@ -272,7 +299,7 @@ def ollama_command(rig: Rig, spec: ModelSpec, plan: Plan) -> ExportedCommand:
         ("ollama", "serve"),
         env=tuple(env),
         files=(("Modelfile", modelfile + "\n"),),
-        notes=tuple(notes),
+        notes=(*_local_only(rig, "Ollama"), *notes),
         steps=(("ollama", "create", name, "-f", "Modelfile"), ("ollama", "run", name)),
     )
 
@@ -354,7 +381,9 @@ def vllm_command(rig: Rig, spec: ModelSpec, plan: Plan) -> ExportedCommand:
         notes.append("vLLM runs on NVIDIA (CUDA) and AMD (ROCm) GPUs")
     if p.host.layers > 0:
         notes.append("vLLM keeps every layer on the GPUs: this plan's CPU layers have no vLLM equivalent")
-    return ExportedCommand("vllm", tuple(argv), env=tuple(env), notes=tuple(notes), refused=refused)
+    return ExportedCommand(
+        "vllm", tuple(argv), env=tuple(env), notes=(*_local_only(rig, "vLLM"), *notes), refused=refused
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -387,7 +416,9 @@ def exllamav2_command(rig: Rig, spec: ModelSpec, plan: Plan) -> ExportedCommand:
     argv += ["-l", str(s.ctx), "-p", "Once upon a time"]
     if spec.architecture in TENSOR_SPLIT_UNSUPPORTED_ARCHS and spec.uses_mla:
         notes.append("ExLlamaV2 does not support this architecture (MLA)")
-    return ExportedCommand("exllamav2", tuple(argv), notes=tuple(notes), refused=refused)
+    return ExportedCommand(
+        "exllamav2", tuple(argv), notes=(*_local_only(rig, "ExLlamaV2"), *notes), refused=refused
+    )
 
 
 def export_commands(rig: Rig, spec: ModelSpec, plan: Plan) -> dict[str, ExportedCommand]:

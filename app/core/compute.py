@@ -152,7 +152,9 @@ def compute_bytes_cells(
         fa_on_gpu = True
 
     if role.host_inputs:
-        host = role.copies * (masks + inputs) + COMPUTE_HOST_E * e + rot
+        # With pipeline parallelism the token rows going to the first device are kept in n_copies
+        # copies too (measured on the H200 with RPC devices: + (copies - 1) activations).
+        host = role.copies * (masks + inputs) + (COMPUTE_HOST_E + role.copies - 1) * e + rot
         if fa and not fa_on_gpu:
             # The CPU runs every layer's flash attention: Q and f16 views of K and V come over.
             host = host + q + k_view + v_view
@@ -186,9 +188,12 @@ def compute_bytes_cells(
         else:
             kq = n_kv * t * n_head * 4.0
             phases.append(kq + masks + COMPUTE_ATTN_E_NOFA * e + 2 * kvd)
+    # Pipeline copies of the masks are never freed, so a phase that has let its mask go (the
+    # output) still has one copy of it under it.
+    kept_mask = masks if role.copies > 1 else 0.0
     if role.output:
         if role.backend == BACKEND_CUDA:
-            phases.append(logits + COMPUTE_CUDA_OUT_E * e)
+            phases.append(logits + COMPUTE_CUDA_OUT_E * e + kept_mask)
         elif fa:
             phases.append(logits + COMPUTE_CPU_OUT_E_FA * e + small)
         else:
@@ -215,7 +220,8 @@ def compute_bytes_cells(
     if role.copies > 1:
         # Pipeline parallelism keeps every split input in n_copies copies that are never freed
         # (ggml-backend.cpp, ggml_backend_sched_split_graph): masks and the incoming activations.
-        value = value + (role.copies - 1) * masks + role.copies * 2 * e
+        # Measured with RPC devices on the H200 (8B, 70B, gemma3, gpt-oss): one activation per copy.
+        value = value + (role.copies - 1) * masks + role.copies * e
     return value
 
 

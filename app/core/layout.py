@@ -4,14 +4,15 @@
 once with numpy and :mod:`app.core.split` searches splits. All three must agree with llama.cpp to
 the byte, so the rules they share live here, once:
 
-* which GPUs hold the model (:func:`model_gpus`: ``none`` keeps only ``main_gpu``) and the split
-  llama.cpp sees for them (:func:`raw_split`, :func:`effective_tensor_split`);
+* which GPUs hold the model, in llama.cpp's device order (:func:`model_gpus`: ``none`` keeps only
+  ``main_gpu``; remote RPC devices come first in a layer split, :func:`llama_device_order`) and the
+  split llama.cpp sees for them (:func:`raw_split`, :func:`effective_tensor_split`);
 * the slot rule (:func:`split_points`, :func:`layer_assignment`) and how many slots are offloaded
   (:func:`gpu_slots`);
 * the per-GPU memory the allocator does not see (:func:`gpu_overhead_mib`) and the KV bytes per
   cell of each layer (:func:`kv_rows`);
-* when the scheduler keeps pipeline copies (:func:`pipeline_parallel`) and when op_offload copies
-  host weights to a GPU (:func:`op_offload_active`);
+* when the scheduler keeps pipeline copies (:func:`pipeline_parallel`), when op_offload copies
+  host weights to a GPU (:func:`op_offload_active`) and to which one (:func:`offload_gpu`);
 * what counts as ``tight`` (:data:`TIGHT_FREE_FRACTION`) and which contexts a "largest context"
   search tries (:func:`context_limit`, :func:`context_candidates`).
 """
@@ -72,14 +73,38 @@ def context_candidates(top: int) -> IntArray:
 # ------------------------------------------------------------------------------------------------
 
 
+def llama_device_order(rig: Rig, split_mode: str) -> tuple[int, ...]:
+    """Rig positions in llama.cpp's device order for ``split_mode``.
+
+    ``llama_prepare_model_devices`` (src/llama.cpp) puts every device of the RPC registry first for
+    ``layer``, ``row`` and ``none`` ("to minimize network transfers"), then the local GPUs; the
+    ``tensor`` split's Meta device takes the registry's order, where local backends (registered at
+    start-up) come before RPC servers (registered when added). Rigfit keeps a rig's local GPUs in
+    their own order and its remote devices in theirs; without remote devices this is the rig's order.
+    """
+    remote = [i for i, g in enumerate(rig.gpus) if g.remote is not None]
+    local = [i for i, g in enumerate(rig.gpus) if g.remote is None]
+    if split_mode == "tensor":
+        return tuple(local + remote)
+    return tuple(remote + local)
+
+
 def model_gpus(rig: Rig, settings: Settings) -> list[int]:
-    """The rig GPUs llama.cpp loads the model on: all of them, only ``main_gpu`` for split mode
-    ``none``, none on a rig without GPUs."""
+    """The rig GPUs llama.cpp loads the model on, in its device order (the order the slot rule fills
+    them in): all of them (remote RPC devices first in a layer split, :func:`llama_device_order`),
+    only ``main_gpu`` for split mode ``none``, none on a rig without GPUs."""
     if rig.n_gpus == 0:
         return []
     if settings.split_mode == "none":
         return [settings.main_gpu]
-    return list(range(rig.n_gpus))
+    return list(llama_device_order(rig, settings.split_mode))
+
+
+def offload_gpu(rig: Rig, gpus: Sequence[int]) -> int | None:
+    """The GPU op_offload sends the host's large-batch work to: the first of ``gpus`` (llama.cpp's
+    device order) whose backend offers ``offload_op``. RPC devices do not (ggml-rpc.cpp leaves it
+    unset), so it is the first local GPU; ``None`` when the model has none."""
+    return next((g for g in gpus if rig.gpus[g].remote is None), None)
 
 
 def default_split_weights(rig: Rig) -> tuple[float, ...]:
@@ -108,8 +133,8 @@ def effective_tensor_split(rig: Rig, settings: Settings) -> tuple[float, ...]:
 
 
 def raw_split(rig: Rig, settings: Settings, gpus: Sequence[int]) -> list[float]:
-    """The un-normalised split llama.cpp sees for its device list ``gpus`` (floats, as it converts
-    them)."""
+    """The un-normalised split llama.cpp sees for its device list ``gpus`` (rig positions in its
+    device order, :func:`model_gpus`; floats, as it converts them)."""
     if settings.split_mode == "none":
         return [1.0]
     if settings.tensor_split is not None and sum(float(r) for r in settings.tensor_split) > 0:
@@ -203,7 +228,8 @@ def pipeline_parallel(settings: Settings, n_model_gpus: int, all_offloaded: bool
 
 def op_offload_active(settings: Settings, has_gpus: bool) -> bool:
     """Whether a GPU runs the large-batch ops of weights left in host memory (op_offload): on, a
-    GPU, and a micro-batch (capped by the batch and the context, as llama.cpp caps it) large enough."""
+    GPU that offers it (``has_gpus``: :func:`offload_gpu` found one), and a micro-batch (capped by
+    the batch and the context, as llama.cpp caps it) large enough."""
     n_ubatch = min(settings.ctx, settings.n_batch, settings.n_ubatch)
     return settings.op_offload and has_gpus and n_ubatch >= OP_OFFLOAD_MIN_BATCH
 
@@ -220,7 +246,9 @@ __all__ = [
     "is_tight",
     "kv_rows",
     "layer_assignment",
+    "llama_device_order",
     "model_gpus",
+    "offload_gpu",
     "op_offload_active",
     "pipeline_parallel",
     "raw_split",

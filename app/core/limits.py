@@ -314,6 +314,11 @@ PP_RANGE = Range("--pp", 0, MAX_CTX, "tokens")
 TG_RANGE = Range("--tg", 0, MAX_CTX, "tokens")
 REPEAT_RANGE = Range("--repeat", 1, 1000, "runs")
 COUNT_RANGE = Range("--count", 1, INT32_MAX, "samples")
+# Network ports (a TCP port is 16 bits); 0 lets the system choose, where a command allows it.
+PORT_RANGE = Range("the port", 1, 65535)
+LISTEN_PORT_RANGE = Range("the port", 0, 65535, "(0: any free one)")
+# Requests waiting behind the running one in ``rigfit serve``: each holds a connection and a prompt.
+QUEUE_RANGE = Range("the queue", 0, 4096, "requests")
 
 SETTING_RANGES: dict[str, Range] = {
     "ctx": CTX_RANGE,

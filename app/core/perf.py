@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
 
+from app.core.layout import model_gpus, offload_gpu
 from app.core.memory import OP_OFFLOAD_MIN_BATCH, kv_row_bytes, profile, tensor_bytes
 from app.core.model_spec import ModelSpec
 from app.core.plan import STATUS_NO, Plan
@@ -72,6 +74,17 @@ DEFAULT_GPU_FP16_TFLOPS = 50.0
 PCIE_LATENCY_S = 10e-6  # a peer copy or a copy through host memory, including its synchronisation
 NVLINK_LATENCY_S = 5e-6
 ACTIVATION_BYTES_PER_VALUE = 4  # activations travel between devices as f32
+# --- remote devices (llama.cpp RPC), calibrated on the H200 with two RPC servers on loopback -------
+# (docs/validation.md, tests/fixtures/rpc/h200-rpc.json). A token through remote devices pays a
+# fixed cost once (the scheduler's RPC round of the split graph) and one per remote device holding
+# layers (its graph serialised and sent, its events): 8B shape, one server 0.89 ms, two 1.36 ms,
+# whatever their layer counts (3:2:1 and 1:1:1 ran alike). RPC moves tensors at about 0.55 GB/s
+# even over loopback (one TCP stream, serialised copies on both sides): that rate is in series
+# with the wire's. A tensor-parallel all-reduce step through a server is one synchronous exchange.
+RPC_TOKEN_S = 0.42e-3  # per token (and prompt micro-batch) when any remote device holds layers
+RPC_DEVICE_TOKEN_S = 0.47e-3  # per remote device holding layers, per token (and micro-batch)
+RPC_COPY_GBPS = 0.62  # RPC's own tensor rate, in series with the link (loopback at 5 GB/s: 0.55 in all)
+RPC_EXCHANGE_S = 0.65e-3  # one synchronous request and answer with a server (an all-reduce step)
 
 PROMPT_TOKENS = 512  # the prompt length prompt tok/s are given for (llama-bench's pp512)
 GBPS = 1e9
@@ -205,17 +218,28 @@ def host_cores(host: Host) -> int:
 
 
 def link(rig: Rig, i: int, j: int) -> tuple[float, float]:
-    """(GB/s per direction, latency in s) between GPUs ``i`` and ``j``: NVLink when bridged, else PCIe.
+    """(GB/s per direction, latency in s) between GPUs ``i`` and ``j``: NVLink when bridged, else PCIe;
+    the network when either is a remote (RPC) device.
 
     Over PCIe the slower of the two slots sets the bandwidth (the copy goes through host memory
-    when peer access is unavailable, which the latency constant covers).
+    when peer access is unavailable, which the latency constant covers). Between two remote devices
+    the data goes through this computer: both links, one after the other.
     """
     gi, gj = rig.gpus[i], rig.gpus[j]
+    remote = [g.remote for g in (gi, gj) if g.remote is not None]
+    if remote:
+        bw = rpc_gbps(min(r.link.bandwidth_gbps for r in remote))
+        return bw / len(remote), sum(r.link.rtt_ms for r in remote) / 1000.0
     if rig.nvlinked(i, j):
         bw = min(gi.nvlink.bandwidth_gbps, gj.nvlink.bandwidth_gbps)
         if bw > 0:
             return bw, NVLINK_LATENCY_S
     return min(pcie_gbps(gi), pcie_gbps(gj)), PCIE_LATENCY_S
+
+
+def rpc_gbps(link_gbps: float) -> float:
+    """What llama.cpp's RPC moves tensors at over a link of ``link_gbps`` (its own rate in series)."""
+    return 1.0 / (1.0 / max(link_gbps, 1e-9) + 1.0 / RPC_COPY_GBPS)
 
 
 def pcie_gbps(gpu: Gpu) -> float:
@@ -447,9 +471,9 @@ def _decode(
         active = [g for g in range(n) if place.gpu_share[g] > 0]
         bw, lat = _group_link(rig, active)
         link_s = 2 * gpu_layers * allreduce_seconds(act, len(active), bw, lat)
+        link_s += _remote_token_s(rig, sp, place, act, prompt=False)
         total = max(gpu_s, default=0.0) + host_s + link_s
     else:
-        order: list[int] = []
         for g, gpu in enumerate(rig.gpus):
             lo, hi = place.gpu_ranges[g]
             read = _range_sum(sp.layer_cum_bytes, lo, hi)
@@ -459,34 +483,108 @@ def _decode(
                 read += sp.output_read_bytes
             layers = (hi - lo) + int(place.gpu_output[g])
             gpu_s.append(float(gpu_decode_seconds(read, layers, gpu_bandwidth_gbps(gpu))))
-            if layers > 0:
-                order.append(g)
         # The token crosses from each device to the next in layer order (the host first).
-        order.sort(key=lambda g: place.gpu_ranges[g][0] if place.gpu_ranges[g][1] > 0 else sp.n_layer)
-        for a, b in itertools.pairwise(order):
-            bw, lat = link(rig, a, b)
-            link_s += hop_seconds(act, bw, lat)
-        if h > 0 and order:
-            link_s += hop_seconds(act, pcie_gbps(rig.gpus[order[0]]), PCIE_LATENCY_S)
+        order = _layer_order(place, sp.n_layer)
+        link_s = layer_link_seconds(rig, order, h > 0, not place.output_on_host, sp.n_embd, sp.spec.n_vocab)
         total = sum(gpu_s) + host_s + link_s
     total += GPU_DECODE_TOKEN_S if n else 0.0
     return total, tuple(gpu_s), host_s, link_s
 
 
+def _layer_order(place: _Placement, n_layer: int) -> list[int]:
+    """The devices holding slots of a layer split, in layer order (the order a token crosses them:
+    llama.cpp's device order, remote devices first)."""
+    order = [g for g, (lo, hi) in enumerate(place.gpu_ranges) if (hi - lo) + int(place.gpu_output[g]) > 0]
+    order.sort(key=lambda g: place.gpu_ranges[g][0] if place.gpu_ranges[g][1] > 0 else n_layer)
+    return order
+
+
+def remote_chain_seconds(
+    rig: Rig, order: Sequence[int], host_holds_layers: bool, output_on_gpu: bool, act: float, logits: float
+) -> float:
+    """What remote (RPC) devices add to a token of a layer split (or, with ``act`` and ``logits`` of a
+    micro-batch, to that batch): each one's RPC exchange, the token's way in from this computer (the
+    token embeddings live here) to the first device when that one is remote and the host holds no
+    layer, and the ``logits`` bytes back from a remote device that holds the output layer.
+
+    ``order``: the devices holding slots, in layer order (the output layer is on the last one).
+    """
+    total = 0.0
+    any_remote = False
+    for k, g in enumerate(order):
+        remote = rig.gpus[g].remote
+        if remote is None:
+            continue
+        if not any_remote:
+            total += RPC_TOKEN_S
+            any_remote = True
+        total += RPC_DEVICE_TOKEN_S
+        if output_on_gpu and k == len(order) - 1:
+            total += hop_seconds(logits, rpc_gbps(remote.link.bandwidth_gbps), remote.link.rtt_ms / 1000.0)
+    if order and not host_holds_layers:
+        entry = rig.gpus[order[0]].remote
+        if entry is not None:
+            total += hop_seconds(act, rpc_gbps(entry.link.bandwidth_gbps), entry.link.rtt_ms / 1000.0)
+    return total
+
+
+def layer_link_seconds(
+    rig: Rig, order: Sequence[int], host_holds_layers: bool, output_on_gpu: bool, n_embd: int, n_vocab: int
+) -> float:
+    """Link seconds per decoded token of a layer split whose devices holding slots are ``order`` (in
+    layer order): an activation hop between consecutive devices, one from the host into the first
+    (local) device when the host holds layers, and what remote devices add
+    (:func:`remote_chain_seconds`). The fit table adds exactly this for its rows."""
+    act = n_embd * ACTIVATION_BYTES_PER_VALUE
+    total = 0.0
+    for a, b in itertools.pairwise(order):
+        bw, lat = link(rig, a, b)
+        total += hop_seconds(act, bw, lat)
+    if host_holds_layers and order and rig.gpus[order[0]].remote is None:
+        total += hop_seconds(act, pcie_gbps(rig.gpus[order[0]]), PCIE_LATENCY_S)
+    logits = float(n_vocab * ACTIVATION_BYTES_PER_VALUE)
+    return total + remote_chain_seconds(rig, order, host_holds_layers, output_on_gpu, act, logits)
+
+
+def _remote_token_s(rig: Rig, sp: SpeedProfile, place: _Placement, act: float, prompt: bool) -> float:
+    """What remote (RPC) devices add to a token (or, ``prompt``, to a micro-batch whose activations
+    are ``act`` bytes); see :func:`remote_chain_seconds`. Under tensor (or row) parallelism every
+    member holds every GPU layer, and the logits come back through the all-reduce."""
+    logits = float(sp.spec.n_vocab * ACTIVATION_BYTES_PER_VALUE * (PROMPT_OUTPUTS if prompt else 1))
+    if place.mode != "parallel":
+        order = _layer_order(place, sp.n_layer)
+        return remote_chain_seconds(rig, order, place.host_layers > 0, not place.output_on_host, act, logits)
+    gpu_layers = sp.n_layer - place.host_layers
+    members = [g for g in range(rig.n_gpus) if place.gpu_share[g] > 0 and gpu_layers > 0]
+    total = 0.0
+    remote = [g for g in members if rig.gpus[g].remote is not None]
+    if remote:
+        total += RPC_TOKEN_S + RPC_DEVICE_TOKEN_S * len(remote)
+    if members and place.host_layers == 0:
+        entry = rig.gpus[members[0]].remote
+        if entry is not None:
+            total += hop_seconds(act, rpc_gbps(entry.link.bandwidth_gbps), entry.link.rtt_ms / 1000.0)
+    return total
+
+
 def _group_link(rig: Rig, gpus: list[int]) -> tuple[float, float]:
-    """Bandwidth and latency of the slowest link inside a group of GPUs (what a ring all-reduce sees)."""
+    """Bandwidth and latency of the slowest link inside a group of GPUs (what a ring all-reduce sees);
+    a step through an RPC server waits for its answer too."""
     if len(gpus) < 2:
         return 1.0, 0.0
     links = [link(rig, a, b) for a in gpus for b in gpus if a < b]
-    return min(bw for bw, _ in links), max(lat for _, lat in links)
+    exchange = RPC_EXCHANGE_S if any(rig.gpus[g].remote is not None for g in gpus) else 0.0
+    return min(bw for bw, _ in links), max(lat for _, lat in links) + exchange
 
 
-def _offload_gpu(rig: Rig, s: Settings) -> Gpu:
-    """The GPU op_offload sends host-layer work to: the scheduler's first GPU backend (the main GPU
-    with split mode ``none``, which keeps only that one)."""
-    if s.split_mode == "none" and 0 <= s.main_gpu < rig.n_gpus:
-        return rig.gpus[s.main_gpu]
-    return rig.gpus[0]
+def _offload_gpu(rig: Rig, s: Settings) -> Gpu | None:
+    """The GPU op_offload sends host-layer work to (:func:`app.core.layout.offload_gpu`: the first
+    local GPU of the model's devices; the main GPU with split mode ``none``, which keeps only that
+    one); ``None`` when the model has no local GPU."""
+    if s.split_mode == "none" and not 0 <= s.main_gpu < rig.n_gpus:
+        return rig.gpus[0] if rig.n_gpus and rig.gpus[0].remote is None else None
+    g = offload_gpu(rig, model_gpus(rig, s))
+    return None if g is None else rig.gpus[g]
 
 
 def _prompt_seconds(rig: Rig, sp: SpeedProfile, s: Settings, place: _Placement, n_tokens: int) -> float:
@@ -507,14 +605,14 @@ def _prompt_seconds(rig: Rig, sp: SpeedProfile, s: Settings, place: _Placement, 
         # op_offload moves an op to the GPU when its batch has at least 32 rows (ggml-cuda.cu
         # ggml_backend_cuda_device_offload_op); a prompt's last, shorter micro-batch may stay on the CPU.
         n_off = tok_off = 0
-        if n > 0 and s.op_offload:
+        g0 = _offload_gpu(rig, s)
+        if g0 is not None and s.op_offload:
             if ub >= OP_OFFLOAD_MIN_BATCH:
                 n_off, tok_off = n_full, n_full * ub
             if rest >= OP_OFFLOAD_MIN_BATCH:
                 n_off, tok_off = n_off + 1, tok_off + rest
         share = tok_off / p
-        if n_off:
-            g0 = _offload_gpu(rig, s)
+        if n_off and g0 is not None:
             # Every offloaded micro-batch copies every host-layer weight in again, from the mmap'd
             # (pageable) file: slower than the slot unless the slot itself is slower.
             copy_gbps = min(OFFLOAD_COPY_GBPS, pcie_gbps(g0))
@@ -555,6 +653,8 @@ def _prompt_seconds(rig: Rig, sp: SpeedProfile, s: Settings, place: _Placement, 
         for a, b in itertools.pairwise(order):
             bw, lat = link(rig, a, b)
             total += n_ub * lat + act / (bw * GBPS)
+    if any(g.remote is not None for g in rig.gpus):
+        total += n_ub * _remote_token_s(rig, sp, place, act / n_ub, prompt=True)
     return total
 
 
@@ -568,7 +668,9 @@ __all__ = [
     "gpu_prompt_seconds",
     "host_decode_seconds",
     "host_prompt_seconds",
+    "layer_link_seconds",
     "link",
+    "remote_chain_seconds",
     "speed_profile",
 ]
 

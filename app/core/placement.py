@@ -59,6 +59,7 @@ from app.core.layout import (
     kv_rows,
     layer_assignment,
     model_gpus,
+    offload_gpu,
     op_offload_active,
     pipeline_parallel,
     raw_split,
@@ -257,10 +258,12 @@ def _row_split(rig: Rig, prof: ModelProfile, s: Settings, sl: _Slots, rows: np.n
 
 def _tensor_split(rig: Rig, prof: ModelProfile, s: Settings, sl: _Slots, rows: np.ndarray) -> _ModeLayout:
     """``tensor``: every offloaded layer on every GPU (one meta device), its attention and FFN
-    weights and its KV cache split between them, the rest mirrored."""
+    weights and its KV cache split between them, the rest mirrored. The meta device splits in
+    llama.cpp's device order (``sl.model_gpus``), which rounds and rotates the shares."""
     n = sl.n_gpus
+    order = sl.model_gpus
     tp = TensorParallel(
-        prof, n, tuple(float(r) for r in s.tensor_split) if s.tensor_split is not None else None
+        prof, n, tuple(float(s.tensor_split[g]) for g in order) if s.tensor_split is not None else None
     )
     weights = [0.0] * n
     gpu_layer_set = {il for il in range(prof.n_layer) if sl.layer_dev[il] == -2}
@@ -271,8 +274,8 @@ def _tensor_split(rig: Rig, prof: ModelProfile, s: Settings, sl: _Slots, rows: n
             or (kind == "per_device" and bool(gpu_layer_set))
         )
         if on_gpu:
-            for gi, b in enumerate(tp_tensor_bytes(tp, t)):
-                weights[gi] += b
+            for k, b in enumerate(tp_tensor_bytes(tp, t)):
+                weights[order[k]] += b
     if sl.out_dev == -2 and prof.spec.tied_embeddings:
         emb = tp.by_name.get("token_embd.weight")
         if emb is not None:
@@ -287,7 +290,8 @@ def _tensor_split(rig: Rig, prof: ModelProfile, s: Settings, sl: _Slots, rows: n
         for layer_idx in np.flatnonzero(sl.layer_dev == -2):
             li = int(layer_idx)
             per = tp_kv_widths(tp, li, int(prof.kv_k_width[li]), int(v_widths[li]))
-            for gi, (kw, vw) in enumerate(per):
+            for k, (kw, vw) in enumerate(per):
+                gi = order[k]
                 kb = int(kv_row_bytes(s.type_k, np.array([kw]))[0]) if kw else 0
                 vb = int(kv_row_bytes(s.type_v, np.array([vw]))[0]) if vw else 0
                 if swa[li]:
@@ -308,14 +312,15 @@ _SPLIT_MODES = {"layer": _layer_split, "none": _layer_split, "row": _row_split, 
 
 
 def _compute_roles(
-    prof: ModelProfile, s: Settings, sl: _Slots, rows: np.ndarray
+    rig: Rig, prof: ModelProfile, s: Settings, sl: _Slots, rows: np.ndarray
 ) -> tuple[dict[int, ComputeRole], list[ComputeRole]]:
     """The compute graphs each GPU and the host run (their buffers are sized from these)."""
     n_layer = prof.n_layer
     tensor_mode = s.split_mode == "tensor" and sl.n_gpus > 0
     all_offloaded = sl.ngl > n_layer
     copies = PIPELINE_COPIES if pipeline_parallel(s, len(sl.model_gpus), all_offloaded) else 1
-    offload = op_offload_active(s, bool(sl.model_gpus))
+    offload_to = offload_gpu(rig, sl.model_gpus)
+    offload = op_offload_active(s, offload_to is not None)
     host_layers = sl.host_layers
     gpu_roles: dict[int, ComputeRole] = {}
     host_roles: list[ComputeRole] = []
@@ -325,11 +330,13 @@ def _compute_roles(
             ComputeRole(backend=BACKEND_CPU, layers=all_layers, attention_layers=all_layers, output=True)
         )
         return gpu_roles, host_roles
-    for k, gi in enumerate(sl.model_gpus):
+    for gi in sl.model_gpus:
         if tensor_mode:
             gpu_layers = tuple(int(i) for i in np.flatnonzero(sl.layer_dev == -2))
             dev_out = sl.out_dev == -2
-            share = sl.ratios[gi]
+            # Measured (H200, CUDA0 + RPC0 at 1:1): each member of the Meta device reserves the
+            # whole graph's compute buffer, not its share (docs/validation.md, multi-device).
+            share = 1.0
         else:
             gpu_layers = tuple(int(i) for i in np.flatnonzero(sl.layer_dev == gi))
             dev_out = sl.out_dev == gi
@@ -337,8 +344,8 @@ def _compute_roles(
         off_w = 0
         off_kv = 0
         off_out = False
-        if offload and k == 0:
-            # op_offload: the first GPU runs the big-batch ops of the host's weights.
+        if offload and gi == offload_to:
+            # op_offload: the first local GPU runs the big-batch ops of the host's weights.
             if host_layers:
                 off_w = int(prof.layer_max_matmul_gpu_bytes[host_layers].max())
                 if s.flash_attn:
@@ -388,7 +395,7 @@ def _layout(rig: Rig, prof: ModelProfile, s: Settings, n_gpu_layers: int) -> _La
     overhead = [0.0] * sl.n_gpus
     for gi in sl.model_gpus:
         overhead[gi] = gpu_overhead_mib(rig.gpus[gi], s)
-    gpu_roles, host_roles = _compute_roles(prof, s, sl, rows)
+    gpu_roles, host_roles = _compute_roles(rig, prof, s, sl, rows)
     return _Layout(
         n_gpus=sl.n_gpus,
         model_gpus=sl.model_gpus,

@@ -17,6 +17,10 @@ quantized-v-needs-flash-attn    error    a q8_0/q4_0 V cache without flash atten
 kv-type-head-size               error    a quantized K cache for a head size that is not a multiple of 32
 mla-kv-types                    error    different K and V cache types for an MLA model
 tensor-single-gpu               info     tensor split on one GPU
+rpc-tensor-split                warning  tensor or row split over remote (RPC) devices (the rule's code)
+rpc-slow-link                   warning  a remote device holding layers over a slow network link
+rpc-load-transfer               info     more than 1 GiB of weights sent to a remote device at load
+rpc-planned                     info     a planned remote device: how to make it real
 vram-tight                      warning  a GPU keeps less than 10% of its VRAM free
 offload-slow                    warning  layers run on the CPU
 host-ram-short                  error    the layers left on the CPU do not fit the host's RAM
@@ -61,6 +65,7 @@ CODE_QUANT_V_NEEDS_FA = rules.CODE_QUANT_V_NEEDS_FA
 CODE_KV_HEAD_SIZE = rules.CODE_KV_HEAD_SIZE
 CODE_MLA_KV_TYPES = rules.CODE_MLA_KV_TYPES
 CODE_TENSOR_SINGLE_GPU = rules.CODE_TENSOR_SINGLE_GPU
+CODE_RPC_TENSOR_SPLIT = rules.CODE_RPC_TENSOR_SPLIT
 CODE_VRAM_TIGHT = rules.CODE_VRAM_TIGHT
 CODE_OFFLOAD_SLOW = "offload-slow"
 CODE_HOST_RAM_SHORT = rules.CODE_HOST_RAM_SHORT
@@ -75,6 +80,7 @@ SETTINGS_ADVICE_CODES: frozenset[str] = frozenset(
         CODE_KV_HEAD_SIZE,
         CODE_MLA_KV_TYPES,
         CODE_QUANT_V_NEEDS_FA,
+        CODE_RPC_TENSOR_SPLIT,
     }
 )
 CODE_VLLM_UNEQUAL = "vllm-unequal-vram"
@@ -144,7 +150,7 @@ def recommended_split_mode(rig: Rig, spec: ModelSpec, settings: Settings | None 
     gpus = rig.gpus
     if not gpus:
         return "none", "no GPU: the model runs on the CPU, the split mode does not apply"
-    if rig.machines > 1:
+    if rig.machines > 1 or rig.remote_gpus:
         return (
             "layer",
             "several machines: only the layer split sends little enough between them (one activation "
@@ -477,9 +483,24 @@ def plan_advice(rig: Rig, spec: ModelSpec, settings: Settings, plan: Plan) -> tu
         if item is not None:
             out.append(item)
     out.extend(rig_advice(rig))
+    out.extend(_remote_advice(rig, spec, plan))
     out.extend(_power(rig))
     out.extend(_tools(rig))
     return tuple(out)
+
+
+def _remote_advice(rig: Rig, spec: ModelSpec, plan: Plan) -> tuple[Advice, ...]:
+    """Remote (RPC) devices: slow links, weights sent at load, planned machines (tensor split over a
+    network is a rule: settings_advice reports it)."""
+    from app.core.rpc import rpc_advice
+
+    return rpc_advice(
+        rig,
+        [(d.layers + int(d.has_output), d.has_output) for d in plan.devices],
+        [d.weights_mib for d in plan.devices],
+        spec.n_embd,
+        spec.n_vocab,
+    )
 
 
 __all__ = [
@@ -495,6 +516,7 @@ __all__ = [
     "CODE_PSU_SIZE",
     "CODE_QUANT_V_NEEDS_FA",
     "CODE_ROW_UNAVAILABLE",
+    "CODE_RPC_TENSOR_SPLIT",
     "CODE_SLOW_CARD",
     "CODE_SPLIT_MODE",
     "CODE_TENSOR_ARCH",

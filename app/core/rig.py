@@ -103,8 +103,40 @@ class NvLink:
 
 
 @dataclass(frozen=True)
+class NetworkLink:
+    """The network between the computer that runs llama.cpp and an RPC server's machine."""
+
+    name: str  # "1GbE", "10GbE", "loopback"... as the user wrote it
+    bandwidth_gbps: float  # usable GB/s per direction (TCP payload, not the line rate)
+    rtt_ms: float  # one request-and-reply round trip
+
+    def describe(self) -> str:
+        """``1GbE (0.12 GB/s, 0.30 ms)``."""
+        return f"{self.name} ({self.bandwidth_gbps:.3g} GB/s, {self.rtt_ms:.2f} ms)"
+
+
+@dataclass(frozen=True)
+class Remote:
+    """Where a device lives when it is not in this computer: a llama.cpp RPC server and its link.
+
+    ``endpoint`` is ``HOST:PORT`` for a real server, ``None`` for a planned one; ``device`` its
+    number on that server; ``backend`` what the server runs it on: ``gpu`` (CUDA and the like) or
+    ``cpu`` (an rpc-server on a machine without a GPU, which serves its CPU and RAM).
+    """
+
+    link: NetworkLink
+    endpoint: str | None = None
+    device: int = 0
+    backend: str = "gpu"
+
+    @property
+    def planned(self) -> bool:
+        return self.endpoint is None
+
+
+@dataclass(frozen=True)
 class Gpu:
-    """One GPU, detected or planned."""
+    """One GPU (or a remote RPC device), detected or planned."""
 
     index: int
     name: str
@@ -127,6 +159,16 @@ class Gpu:
     planned: bool = False
     catalog_id: str | None = None
     temperature_c: float | None = None  # at detection time
+    remote: Remote | None = None  # set for a device behind a llama.cpp RPC server
+
+    @property
+    def is_remote(self) -> bool:
+        return self.remote is not None
+
+    @property
+    def on_cpu(self) -> bool:
+        """A remote device that is a machine's CPU and RAM (a CPU-backed RPC server)."""
+        return self.remote is not None and self.remote.backend == "cpu"
 
     @property
     def vram_usable_mib(self) -> float:
@@ -185,6 +227,24 @@ class Rig:
     @property
     def vram_total_mib(self) -> float:
         return sum(g.vram_total_mib for g in self.gpus)
+
+    @property
+    def local_gpus(self) -> tuple[Gpu, ...]:
+        """The GPUs in this computer (not behind an RPC server)."""
+        return tuple(g for g in self.gpus if g.remote is None)
+
+    @property
+    def remote_gpus(self) -> tuple[Gpu, ...]:
+        return tuple(g for g in self.gpus if g.remote is not None)
+
+    def rpc_endpoints(self) -> tuple[str, ...]:
+        """The RPC servers of the rig's remote devices, each once, in the rig's order (llama.cpp's
+        registration order, so its RPC device numbers follow the rig)."""
+        out: list[str] = []
+        for g in self.gpus:
+            if g.remote is not None and g.remote.endpoint is not None and g.remote.endpoint not in out:
+                out.append(g.remote.endpoint)
+        return tuple(out)
 
     def link_label(self, i: int, j: int) -> str:
         """Topology label between GPU ``i`` and ``j``, ``"?"`` when unknown."""

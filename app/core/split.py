@@ -14,7 +14,7 @@ counts divided by the total are exactly the slot boundaries (``-ts 41,40`` for 4
 
 Both optimisers work on the layer split with every layer on the GPUs. A GPU's memory only grows
 when its contiguous range of slots grows, so for a memory limit per GPU the greedy partition (each
-GPU in order takes as many slots as fit) succeeds whenever any partition does; the optimisers
+GPU in llama.cpp's device order, remote RPC devices first, takes as many slots as fit) succeeds whenever any partition does; the optimisers
 bisect on the context (or on the headroom) with that test. The answer is checked with
 :func:`app.core.placement.plan` before it is returned.
 """
@@ -35,6 +35,7 @@ from app.core.layout import (
     gpu_overhead_mib,
     kv_rows,
     layer_assignment,
+    llama_device_order,
     pipeline_parallel,
 )
 from app.core.memory import MIB, PIPELINE_COPIES, ModelProfile, kv_cells, profile
@@ -71,9 +72,21 @@ def preset_split(rig: Rig, preset: str) -> tuple[float, ...]:
 
 
 def slot_counts(n_layer: int, tensor_split: Sequence[float], n_gpu_layers: int = -1) -> tuple[int, ...]:
-    """Slots (repeating layers plus the output layer) each GPU gets from llama.cpp for a split."""
+    """Slots (repeating layers plus the output layer) each GPU gets from llama.cpp for a split
+    (GPUs and ratios in llama.cpp's device order)."""
     assignment = layer_assignment(n_layer, tensor_split, n_gpu_layers)
     return tuple(sum(1 for d in assignment if d == g) for g in range(len(tensor_split)))
+
+
+def rig_slot_counts(rig: Rig, n_layer: int, tensor_split: Sequence[float]) -> tuple[int, ...]:
+    """:func:`slot_counts` of a layer split given in rig order, answered in rig order: llama.cpp
+    fills its devices in its own order (remote RPC devices first, layout.llama_device_order)."""
+    order = llama_device_order(rig, "layer")
+    counts = slot_counts(n_layer, [tensor_split[g] for g in order])
+    out = [0] * len(order)
+    for k, g in enumerate(order):
+        out[g] = counts[k]
+    return tuple(out)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -152,24 +165,25 @@ class _RangeCost:
 
 
 def _greedy(
-    n_slots: int, limits_bytes: Sequence[float], cost: Callable[[int, int], float]
+    n_slots: int, limits_bytes: Sequence[float], cost: Callable[[int, int], float], order: Sequence[int]
 ) -> tuple[int, ...] | None:
-    """Slot counts per GPU: each GPU in order takes as many slots as stay within its limit.
+    """Slot counts per GPU (rig order): each GPU in llama.cpp's device ``order`` takes as many slots
+    as stay within its limit (``limits_bytes`` in rig order).
 
     Returns None when the slots do not all fit. A GPU's cost only grows with its range, so this finds a
     partition whenever one exists.
     """
-    counts: list[int] = []
+    counts = [0] * len(limits_bytes)
     a = 0
-    g_last = len(limits_bytes) - 1
-    for g, limit in enumerate(limits_bytes):
+    g_last = len(order) - 1
+    for k, g in enumerate(order):
+        limit = limits_bytes[g]
         if a >= n_slots:
-            counts.append(0)
             continue
-        if g == g_last:
+        if k == g_last:
             if cost(a, n_slots) > limit:
                 return None
-            counts.append(n_slots - a)
+            counts[g] = n_slots - a
             a = n_slots
             continue
         # Largest c with cost(a, a + c) <= limit (c = 0 always fits: no layers, no compute).
@@ -180,7 +194,7 @@ def _greedy(
                 lo_c = mid
             else:
                 hi_c = mid - 1
-        counts.append(lo_c)
+        counts[g] = lo_c
         a += lo_c
     return tuple(counts) if a >= n_slots else None
 
@@ -232,7 +246,7 @@ def _solution(
     objective: str, rig: Rig, spec: ModelSpec, settings: Settings, counts: Sequence[int], limit: int | None
 ) -> SplitSolution:
     split = tuple(int(c) for c in counts)
-    if slot_counts(spec.n_layer, split) != split:  # the round trip llama.cpp will do
+    if rig_slot_counts(rig, spec.n_layer, split) != split:  # the round trip llama.cpp will do
         raise RigfitError("internal error: the split does not reproduce its layer counts")
     s = replace(settings, tensor_split=tuple(float(c) for c in split))
     p = plan(rig, spec, s)
@@ -277,8 +291,10 @@ def split_for_max_ctx(
     top = context_limit(spec.n_ctx_train, limit)
     cands = context_candidates(top).tolist()
 
+    order = llama_device_order(rig, "layer")
+
     def feasible(ctx: int) -> bool:
-        return _greedy(n_slots, limits, lambda a, b: cost.bytes(a, b, ctx)) is not None
+        return _greedy(n_slots, limits, lambda a, b: cost.bytes(a, b, ctx), order) is not None
 
     if not feasible(cands[0]):
         raise RigfitError(
@@ -300,8 +316,10 @@ def split_for_max_ctx(
 def _most_even(rig: Rig, settings: Settings, n_slots: int, cost: _RangeCost, ctx: int) -> tuple[int, ...]:
     """The partition that maximises the smallest free share of VRAM over the GPUs at ``ctx``."""
 
+    order = llama_device_order(rig, "layer")
+
     def attempt(t: float) -> tuple[int, ...] | None:
-        return _greedy(n_slots, _limits(rig, settings, t), lambda a, b: cost.bytes(a, b, ctx))
+        return _greedy(n_slots, _limits(rig, settings, t), lambda a, b: cost.bytes(a, b, ctx), order)
 
     # Bisect the free share t: at t the GPUs may use (1 - t) of their VRAM. Below -1 every GPU may
     # take twice its VRAM: the least overflowing partition when nothing fits.
@@ -403,6 +421,7 @@ __all__ = [
     "optimise_split",
     "preset_split",
     "rebalance",
+    "rig_slot_counts",
     "slot_counts",
     "split_for_even_headroom",
     "split_for_max_ctx",

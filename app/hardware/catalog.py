@@ -413,7 +413,11 @@ def connect_nvlink(gpus: Sequence[Gpu], groups: Iterable[Sequence[int]]) -> tupl
 def planned_topology(gpus: Sequence[Gpu], groups: Sequence[Sequence[int]]) -> tuple[tuple[str, ...], ...]:
     """``NV<links>`` inside each NVLink group, ``PHB`` (through the CPU) everywhere else."""
     n = len(gpus)
-    rows = [["X" if i == j else "PHB" for j in range(n)] for i in range(n)]
+    # "NET": a remote device (llama.cpp RPC) is reached over the network, not a PCIe path.
+    rows = [
+        ["X" if i == j else ("NET" if gpus[i].remote or gpus[j].remote else "PHB") for j in range(n)]
+        for i in range(n)
+    ]
     for group in groups:
         for i in group:
             for j in group:
@@ -449,7 +453,16 @@ def build_planned_rig(
     host: Host | None = None,
     name: str = "",
 ) -> Rig:
-    """A planned :class:`Rig` from planned GPUs (re-indexed in order) and NVLink groups."""
+    """A planned :class:`Rig` from planned GPUs (re-indexed in order) and NVLink groups.
+
+    Remote (RPC) devices go after the local GPUs, whatever order they came in, so adding a remote
+    machine never renumbers a card; NVLink groups are remapped to match.
+    """
+    moved = sorted(range(len(gpus)), key=lambda i: (gpus[i].remote is not None, i))
+    if moved != list(range(len(gpus))):
+        where = {old: new for new, old in enumerate(moved)}
+        gpus = [gpus[i] for i in moved]
+        groups = [tuple(where[i] for i in g if i in where) for g in groups]
     indexed = tuple(g.with_index(i) for i, g in enumerate(gpus))
     linked = connect_nvlink(indexed, groups)
     label = name or describe_gpus(linked, groups)
@@ -469,6 +482,15 @@ def describe_gpus(gpus: Sequence[Gpu], groups: Sequence[Sequence[int]] = ()) -> 
     linked = {i for g in groups for i in g}
     runs: list[list[object]] = []
     for i, gpu in enumerate(gpus):
+        if gpu.remote is not None:
+            from app.hardware.rpc import describe_remote
+
+            term = describe_remote(gpu)
+            if runs and runs[-1][0] == term and gpu.remote.endpoint is None:
+                runs[-1][1] = int(str(runs[-1][1])) + 1
+            else:
+                runs.append([term, 1])
+            continue
         term = gpu.name
         pcie = gpu.pcie
         mod = ""
@@ -488,7 +510,15 @@ def describe_gpus(gpus: Sequence[Gpu], groups: Sequence[Sequence[int]] = ()) -> 
             runs[-1][1] = int(str(runs[-1][1])) + 1
         else:
             runs.append([term, 1])
-    return " + ".join(f"{n}x {t}" if int(str(n)) > 1 else str(t) for t, n in runs)
+    return " + ".join(_count_term(str(t), int(str(n))) for t, n in runs)
+
+
+def _count_term(term: str, n: int) -> str:
+    if n <= 1:
+        return term
+    if term.startswith("rpc(") and term.endswith(")"):
+        return f"rpc({n}x {term[4:]}"
+    return f"{n}x {term}"
 
 
 # ------------------------------------------------------------------------------------------ expressions
@@ -552,19 +582,57 @@ def _parse_term(text: str, catalog: Sequence[CatalogEntry]) -> _Term:
     return _Term(count, entry, slot_width, slot_gen, nvlink)
 
 
+_RPC_PLANNED_RE = re.compile(r"^rpc\s*\((?P<body>[^()]*)\)$", re.IGNORECASE)
+
+
+def _planned_remote(text: str, catalog: Sequence[CatalogEntry]) -> list[Gpu]:
+    """``rpc(RTX 4090 @ 1GbE)``, ``rpc(2x RTX 3090 @ 10GbE)``: GPUs of one machine behind an RPC server."""
+    from app.core.rig import Remote
+    from app.core.rpc import DEFAULT_LINK, NETWORK_LINKS, parse_link
+
+    m = _RPC_PLANNED_RE.match(text)
+    if m is None:
+        raise RigfitError(f"'{text}': write a remote machine as rpc(RTX 4090 @ 1GbE) or rpc://HOST:PORT")
+    body, at, link_text = m.group("body").partition("@")
+    link = parse_link(link_text) if at else NETWORK_LINKS[DEFAULT_LINK]
+    count = 1
+    c = _COUNT_RE.match(body.strip())
+    if c:
+        count, body = int(c.group(1)), c.group(2)
+    if not 1 <= count <= 16:
+        raise RigfitError(f"'{text}': an RPC server here holds 1 to 16 GPUs, not {count}")
+    entry = find_gpu(" ".join(body.split()), catalog)
+    return [replace(entry.to_gpu(k), remote=Remote(link=link, endpoint=None, device=k)) for k in range(count)]
+
+
 def parse_rig_expression(expr: str, host: Host | None = None) -> Rig:
     """A planned rig from an expression such as ``2x RTX 3090 nvlink + RTX 3060@x4``.
 
     ``nvlink`` joins the GPUs of its term: bridged cards in pairs (``2x RTX 3090 nvlink``), SXM
-    cards all together through the NVSwitch (``8x H100 nvlink``). Raises :class:`RigfitError`
-    (:class:`UnknownName` for an unknown card, with the closest catalog names).
+    cards all together through the NVSwitch (``8x H100 nvlink``). Remote machines (llama.cpp RPC
+    servers) are ``rpc(RTX 4090 @ 1GbE)`` (planned) or ``rpc://HOST:PORT[=RTX 4090|CPU][@10GbE]``
+    (asked now for its devices and memory); they follow the local GPUs. Raises
+    :class:`RigfitError` (:class:`UnknownName` for an unknown card, with the closest catalog names).
     """
     text = expr.strip()
     if not text:
         raise RigfitError("empty rig expression (try '2x RTX 3090' or 'RTX 3090 + RTX 3060')")
     catalog = load_gpu_catalog()
-    terms = [_parse_term(part, catalog) for part in text.split("+")]
-    if sum(t.count for t in terms) > 64:
+    parts = [" ".join(p.split()) for p in text.split("+")]
+    remote: list[Gpu] = []
+    specs = []
+    local_parts = []
+    for part in parts:
+        if part.lower().startswith("rpc://"):
+            from app.hardware.rpc import parse_spec
+
+            specs.append(parse_spec(part))
+        elif part.lower().startswith("rpc"):
+            remote.extend(_planned_remote(part, catalog))
+        else:
+            local_parts.append(part)
+    terms = [_parse_term(part, catalog) for part in local_parts]
+    if sum(t.count for t in terms) + len(remote) + len(specs) > 64:
         raise RigfitError("a rig expression can hold at most 64 GPUs")
     gpus: list[Gpu] = []
     groups: list[tuple[int, ...]] = []
@@ -589,4 +657,9 @@ def parse_rig_expression(expr: str, host: Host | None = None) -> Rig:
                     f"leaves one without a partner (write e.g. '2x {term.entry.name} nvlink + {term.entry.name}')"
                 )
             groups.extend((members[k], members[k + 1]) for k in range(0, len(members), 2))
-    return build_planned_rig(gpus, groups, host=host)
+    if not specs:
+        return build_planned_rig([*gpus, *remote], groups, host=host)
+    from app.hardware.rpc import add_rpc_servers
+
+    rig = build_planned_rig([*gpus, *remote], groups, host=host)
+    return add_rpc_servers(rig, specs)

@@ -28,6 +28,16 @@ Format 1::
     pcie_gen = 4
     pcie_width = 16
 
+    [[gpu]]                      # a device on another machine, behind a llama.cpp RPC server
+    catalog = "rtx-4090"
+    rpc = "192.168.1.20:50052"   #   its server, or "planned" for a machine you don't have yet
+    rpc_device = 0               #   its number on that server
+    link = "1GbE"                #   the network: 1GbE, 2.5GbE, 10GbE, Wi-Fi, loopback... (or link_gbps,
+                                 #   link_rtt_ms for your own figures)
+    backend = "cpu"              #   only for a server that serves a CPU (then name + vram_total_mib)
+
+Remote devices always follow the local GPUs, in the file's order.
+
 tomllib reads it; Python has no TOML writer and Rigfit's dependencies have none, and this format is
 small and flat, so :func:`save_rig` writes it by hand (strings escaped as TOML basic strings).
 """
@@ -81,7 +91,14 @@ _GPU_KEYS = {
     "tdp_w",
     "fp16_tflops",
     "architecture",
+    "rpc",
+    "rpc_device",
+    "link",
+    "link_gbps",
+    "link_rtt_ms",
+    "backend",
 }
+_PLANNED_RPC = "planned"
 
 
 # ------------------------------------------------------------------------------------------ writing
@@ -142,7 +159,8 @@ def _gpu_table(gpu: Gpu, catalog_by_id: Mapping[str, object]) -> dict[str, objec
             table["power_limit_w"] = float(gpu.power_limit_w)
     else:
         table["name"] = gpu.name
-        table["vendor"] = gpu.vendor
+        if not gpu.on_cpu:
+            table["vendor"] = gpu.vendor
         table["vram_total_mib"] = float(gpu.vram_total_mib)
         for key, value in (
             ("bandwidth_gbps", gpu.bandwidth_gbps),
@@ -166,8 +184,21 @@ def _gpu_table(gpu: Gpu, catalog_by_id: Mapping[str, object]) -> dict[str, objec
             table["slot_gen"] = gpu.pcie.max_gen
     if gpu.vram_free_mib is not None:
         table["vram_free_mib"] = float(gpu.vram_free_mib)
-    if gpu.overhead_mib is not None:
+    if gpu.overhead_mib is not None and not gpu.on_cpu:
         table["overhead_mib"] = float(gpu.overhead_mib)
+    if gpu.remote is not None:
+        from app.core.rpc import NETWORK_LINKS
+
+        remote = gpu.remote
+        table["rpc"] = remote.endpoint or _PLANNED_RPC
+        if remote.device:
+            table["rpc_device"] = remote.device
+        table["link"] = remote.link.name
+        if NETWORK_LINKS.get(remote.link.name) != remote.link:
+            table["link_gbps"] = float(remote.link.bandwidth_gbps)
+            table["link_rtt_ms"] = float(remote.link.rtt_ms)
+        if remote.backend != "gpu":
+            table["backend"] = remote.backend
     return table
 
 
@@ -318,7 +349,7 @@ def _gpu(table: object, position: int, where: str) -> Gpu:
         if "vram_total_mib" not in table:
             raise RigfitError(f"{here}: '{name}' is not from the catalog, so it needs vram_total_mib")
         vendor = table.get("vendor", VENDOR_NVIDIA)
-        if vendor not in VENDORS:
+        if vendor not in VENDORS and not (vendor == "cpu" and table.get("backend") == "cpu"):
             raise RigfitError(f"{here}: vendor must be one of {', '.join(VENDORS)}")
         card_gen = table.get("pcie_gen")
         card_width = table.get("pcie_width")
@@ -365,6 +396,54 @@ def _gpu(table: object, position: int, where: str) -> Gpu:
         gpu = replace(gpu, vram_free_mib=free)
     if "overhead_mib" in table:
         gpu = replace(gpu, overhead_mib=_number(table["overhead_mib"], "overhead_mib", here))
+    return _remote(gpu, table, here)
+
+
+def _remote(gpu: Gpu, table: Mapping[str, object], here: str) -> Gpu:
+    """The ``rpc``/``link``/``backend`` keys: a device behind a llama.cpp RPC server."""
+    from app.core.rig import NetworkLink, Remote
+    from app.core.rpc import DEFAULT_LINK, NETWORK_LINKS, parse_link
+    from app.hardware.rpc import parse_endpoint
+
+    keys = ("rpc_device", "link", "link_gbps", "link_rtt_ms", "backend")
+    if "rpc" not in table:
+        stray = [k for k in keys if k in table]
+        if stray:
+            raise RigfitError(
+                f'{here}: {", ".join(stray)} only apply to a remote device (add rpc = "HOST:PORT")'
+            )
+        return gpu
+    where = table["rpc"]
+    if not isinstance(where, str):
+        raise RigfitError(f'{here}: rpc must be "HOST:PORT" or "{_PLANNED_RPC}"')
+    endpoint = None if where == _PLANNED_RPC else str(parse_endpoint(where))
+    device = table.get("rpc_device", 0)
+    if isinstance(device, bool) or not isinstance(device, int) or not 0 <= device < 64:
+        raise RigfitError(f"{here}: rpc_device must be a device number from 0, not {device!r}")
+    link_name = table.get("link", DEFAULT_LINK)
+    if not isinstance(link_name, str):
+        raise RigfitError(f'{here}: link must be text such as "1GbE"')
+    link = NETWORK_LINKS.get(link_name)
+    if link is None and "link_gbps" not in table:
+        link = parse_link(link_name)
+    if "link_gbps" in table or "link_rtt_ms" in table:
+        base = link or NETWORK_LINKS[DEFAULT_LINK]
+        gbps = _number(table.get("link_gbps", base.bandwidth_gbps), "link_gbps", here)
+        rtt = _number(table.get("link_rtt_ms", base.rtt_ms), "link_rtt_ms", here)
+        if gbps <= 0:
+            raise RigfitError(f"{here}: link_gbps must be above 0")
+        link = NetworkLink(link_name, gbps, rtt)
+    assert link is not None
+    backend = table.get("backend", "gpu")
+    if backend not in ("gpu", "cpu"):
+        raise RigfitError(f'{here}: backend must be "gpu" or "cpu", not {backend!r}')
+    gpu = replace(
+        gpu,
+        remote=Remote(link=link, endpoint=endpoint, device=int(device), backend=str(backend)),
+        planned=endpoint is None,  # a saved server is real hardware, asked for again when it runs
+    )
+    if backend == "cpu":
+        gpu = replace(gpu, vendor="cpu", overhead_mib=0.0)
     return gpu
 
 

@@ -8,6 +8,11 @@ a queued Qt signal). No Qt here, and llama_cpp is never imported in this process
 When the worker dies (a llama.cpp abort, a segfault, the out-of-memory killer, SIGKILL) the client
 reaps it, reports ``the model process stopped (signal N)`` as an error event with the last log lines,
 and the next :meth:`RunnerClient.load` starts a fresh worker.
+
+Several users may share one worker (the window's chat and the local server, app/serve): each passes
+``on_event`` to :meth:`RunnerClient.chat` or :meth:`RunnerClient.load`, gets that request's events
+(and, if the worker dies or shuts down first, one error) on its own callback, and cancels only its
+own request with :meth:`RunnerClient.cancel`. The worker answers requests in the order they arrive.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ if TYPE_CHECKING:
     from app.core.plan import Plan
 
 _LOG_RING = 400
-_START_TIMEOUT_S = 120.0
+_START_TIMEOUT_S = P.START_LIMIT_S
 _CLOSE_TIMEOUT_S = 5.0
 
 
@@ -59,8 +64,40 @@ def worker_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]
     return env
 
 
-def describe_exit(code: int | None, log_tail: Sequence[str] = ()) -> str:
+_RPC_FAILURE_MARKS = ("Remote RPC server crashed", "Failed to connect to", "RPC handshake failed")
+
+
+def rpc_failure(log_tail: Sequence[str], rpc_servers: Sequence[str], timeout_s: float = 1.0) -> str | None:
+    """When the worker died because an RPC server went away: which one, in plain words; else ``None``.
+
+    llama.cpp aborts on a lost server without naming it, so each server is asked (briefly) whether
+    it still answers; one that does not is the one that was lost.
+    """
+    if not rpc_servers or not any(mark in line for line in log_tail for mark in _RPC_FAILURE_MARKS):
+        return None
+    from app.hardware.rpc import RpcBusy, RpcError, query_server
+
+    gone = []
+    for endpoint in rpc_servers:
+        try:
+            query_server(endpoint, timeout_s=timeout_s)
+        except RpcBusy:
+            continue  # it answers TCP but serves someone else: not the lost one
+        except RpcError as exc:
+            gone.append(str(exc))
+    if gone:
+        return f"the RPC server {'; '.join(gone)}. Start it again, then load the model again"
+    return (
+        f"an RPC server ({', '.join(rpc_servers)}) dropped the connection. "
+        "Check the servers, then load the model again"
+    )
+
+
+def describe_exit(code: int | None, log_tail: Sequence[str] = (), rpc_servers: Sequence[str] = ()) -> str:
     """``the model process stopped (signal 9)``, with the reason when the log names one."""
+    lost = rpc_failure(log_tail, rpc_servers)
+    if lost is not None:
+        return f"the model process stopped: {lost}"
     if code is None:
         text = "the model process stopped"
     elif code < 0:
@@ -134,6 +171,10 @@ class RunnerClient:
         self._start_error: P.ErrorEvent | None = None
         self._expect_exit = False
         self._plans: dict[int, Plan] = {}
+        # Requests whose events go to their own callback instead of on_event and the queue.
+        self._routes: dict[int, Callable[[P.Event], None]] = {}
+        self._routes_lock = threading.Lock()
+        self._rpc_servers: tuple[str, ...] = ()  # what the running worker has registered
         self._log: deque[str] = deque(maxlen=_LOG_RING)
         self._log_lock = threading.Lock()
         self.last_exit_code: int | None = None
@@ -173,6 +214,7 @@ class RunnerClient:
         self._heartbeats = False
         self._silenced = None
         self._last_heard = time.monotonic()
+        self._rpc_servers = ()
         try:
             proc = subprocess.Popen(
                 self._command,
@@ -282,23 +324,52 @@ class RunnerClient:
 
     # -- requests -----------------------------------------------------------------------------
 
-    def load(self, settings: P.LoadSettings, plan: Plan | None = None) -> int:
+    def load(
+        self,
+        settings: P.LoadSettings,
+        plan: Plan | None = None,
+        on_event: Callable[[P.Event], None] | None = None,
+    ) -> int:
         """Load a model (starting a worker if none runs). With ``plan``, the ``loaded`` event carries
-        the comparison with the planner's prediction. Returns the request id."""
+        the comparison with the planner's prediction. Returns the request id.
+
+        With ``on_event``, this load's events (progress, loaded or error) go to it, on the reader thread.
+        """
         settings.validate()
+        wanted = tuple(settings.rpc_servers)
+        with self._lock:
+            # ggml cannot unregister an RPC server: a worker that has others needs replacing.
+            if self.alive and wanted[: len(self._rpc_servers)] != self._rpc_servers:
+                self.close()
         self.start()
+        with self._lock:
+            if len(wanted) >= len(self._rpc_servers):
+                self._rpc_servers = wanted
         req_id = next(self._ids)
         if plan is not None:
             self._plans[req_id] = plan
-        self._send({"type": P.REQ_LOAD, "id": req_id, "settings": settings.to_message()})
+        self._send_routed({"type": P.REQ_LOAD, "id": req_id, "settings": settings.to_message()}, on_event)
         return req_id
 
-    def chat(self, request: P.ChatRequest) -> int:
-        """Start a chat turn; tokens stream as events. Returns the request id."""
+    def chat(self, request: P.ChatRequest, on_event: Callable[[P.Event], None] | None = None) -> int:
+        """Start a chat turn; tokens stream as events. Returns the request id.
+
+        With ``on_event``, this chat's events (token…, then done or error) go to it, on the reader
+        thread, and nowhere else; if the worker dies or is shut down first, it gets that error (kind
+        ``crashed`` or ``shut_down``). Raises :class:`RunnerError` when no worker runs.
+        """
         request.validate()
         req_id = next(self._ids)
-        self._send({"type": P.REQ_CHAT, "id": req_id, **request.to_message()})
+        self._send_routed({"type": P.REQ_CHAT, "id": req_id, **request.to_message()}, on_event)
         return req_id
+
+    def cancel(self, req_id: int) -> None:
+        """Stop one request: its generation within one token, or skip it if it has not started.
+
+        Unlike :meth:`stop` it leaves other requests alone (another user of this worker may have
+        sent some). An unknown or finished id is ignored.
+        """
+        self._send({"type": P.REQ_CANCEL, "id": req_id})
 
     def bench(self, pp: int, tg: int, seed: int = 1234) -> int:
         """One llama-bench style repetition on the loaded model. Returns the request id."""
@@ -363,7 +434,7 @@ class RunnerClient:
             if isinstance(event, P.ExitedEvent):
                 raise P.RunnerError(
                     P.ErrorEvent(
-                        message=describe_exit(event.exit_code, self.log_tail()),
+                        message=describe_exit(event.exit_code, self.log_tail(), self._rpc_servers),
                         kind=P.ERR_CRASHED,
                         log_tail=self.log_tail(),
                         exit_code=event.exit_code,
@@ -416,6 +487,52 @@ class RunnerClient:
 
     # -- internals ----------------------------------------------------------------------------
 
+    def _send_routed(self, message: Mapping[str, Any], on_event: Callable[[P.Event], None] | None) -> None:
+        if on_event is None:
+            self._send(message)
+            return
+        req_id = int(message["id"])
+        with self._routes_lock:
+            self._routes[req_id] = on_event
+        # Registered first, then checked: a worker that is not reaped yet will report its end to
+        # this route; one already reaped never would, so the caller hears it now.
+        if not self.alive:
+            with self._routes_lock:
+                self._routes.pop(req_id, None)
+            raise P.RunnerError(
+                P.ErrorEvent(message="the model process is not running", kind=P.ERR_NOT_LOADED, id=req_id)
+            )
+        self._send(message)
+
+    def _route(self, event: P.Event) -> bool:
+        """Hand a routed request's event to its callback; ``True`` when it had one."""
+        req_id = getattr(event, "id", None)
+        if req_id is None or isinstance(event, P.LogEvent):
+            return False
+        final = isinstance(event, (P.DoneEvent, P.ErrorEvent, P.LoadedEvent))
+        with self._routes_lock:
+            callback = self._routes.pop(req_id, None) if final else self._routes.get(req_id)
+        if callback is None:
+            return False
+        self._call(callback, event)
+        return True
+
+    def _end_routes(self, event: P.ErrorEvent) -> None:
+        """The worker is gone: every routed request still waiting gets ``event`` with its own id."""
+        with self._routes_lock:
+            routes, self._routes = self._routes, {}
+        for req_id, callback in routes.items():
+            self._call(callback, replace(event, id=req_id))
+
+    @staticmethod
+    def _call(callback: Callable[[P.Event], None], event: P.Event) -> None:
+        try:
+            callback(event)
+        except Exception:  # a broken consumer must not kill the reader thread
+            import traceback
+
+            traceback.print_exc()
+
     def _send(self, message: Mapping[str, Any]) -> None:
         proc = self._proc
         if proc is None or proc.stdin is None:
@@ -436,12 +553,7 @@ class RunnerClient:
             with self._log_lock:
                 self._log.extend(event.lines)
         if self._on_event is not None:
-            try:
-                self._on_event(event)
-            except Exception:  # a broken consumer must not kill the reader thread
-                import traceback
-
-                traceback.print_exc()
+            self._call(self._on_event, event)
         if self._queue is not None:
             self._queue.put(event)
 
@@ -469,6 +581,8 @@ class RunnerClient:
                 plan = self._plans.pop(event.id, None)
                 if plan is not None:
                     event = self._with_compare(event, plan)
+            if self._route(event):
+                continue
             self._deliver(event)
         # The event stream closed: the worker exited (or is about to). Reap it, then say how it ended.
         try:
@@ -485,18 +599,23 @@ class RunnerClient:
         if not expected:
             tail = self.log_tail()
             silenced = self._silenced == proc.pid and self._silence_limit_s is not None
-            event = P.ErrorEvent(
+            crash = P.ErrorEvent(
                 message=describe_silence(proc.pid, self._silence_limit_s or 0.0)
                 if silenced
-                else describe_exit(code, tail),
+                else describe_exit(code, tail, self._rpc_servers),
                 kind=P.ERR_CRASHED,
                 log_tail=tail,
                 exit_code=code,
                 pid=proc.pid,
             )
             if silenced and self._ready is None:
-                self._start_error = replace(event, kind=P.ERR_START_FAILED)
-            self._deliver(event)
+                self._start_error = replace(crash, kind=P.ERR_START_FAILED)
+            self._end_routes(crash)
+            self._deliver(crash)
+        else:
+            self._end_routes(
+                P.ErrorEvent(message="the model process was shut down", kind=P.ERR_SHUT_DOWN, pid=proc.pid)
+            )
         self._ready_flag.set()  # wake a start() waiting on a worker that never became ready
         self._deliver(P.ExitedEvent(exit_code=code, expected=expected, pid=proc.pid))
 

@@ -61,25 +61,28 @@ def _sum(buffers: Iterable[BufferSize]) -> dict[str, float]:
 
 
 def compare_load(loaded: LoadedEvent, plan: Plan) -> tuple[CompareRow, ...]:
-    """Rows of predicted vs measured MiB for every GPU of the plan, the host, and NVML's totals."""
+    """Rows of predicted vs measured MiB for every GPU of the plan, the host, and NVML's totals.
+
+    A plan device is matched by the buffer name the plan gives it (``CUDA0``, or an RPC device's
+    ``RPC0[10.0.0.5:50052]``); NVML's increase is compared for local GPUs only (a remote device's
+    memory is another machine's, or another process's).
+    """
     rows: list[CompareRow] = []
-    by_gpu: dict[int, list[BufferSize]] = {}
+    by_name: dict[str, list[BufferSize]] = {}
     host: list[BufferSize] = []
-    spanning: dict[str, list[BufferSize]] = {}
     for b in loaded.buffers:
         if is_host_device(b.device):
             host.append(b)
-            continue
-        index = gpu_index(b.device)
-        if index is None:
-            spanning.setdefault(b.device, []).append(b)
         else:
-            by_gpu.setdefault(index, []).append(b)
+            by_name.setdefault(b.device, []).append(b)
     nvml = {v.gpu: v.increase_mib for v in loaded.vram}
+    planned_names: set[str] = set()
 
-    for dev in plan.devices:
-        name = f"CUDA{dev.index}"
-        measured = _sum(by_gpu.get(dev.index, ()))
+    for i, dev in enumerate(plan.devices):
+        name = next((b.name for b in plan.buffers if b.gpu == i), f"CUDA{dev.index}")
+        planned_names.add(name)
+        remote = name.startswith("RPC")
+        measured = _sum(by_name.get(name, ()))
         predicted = {"weights": dev.weights_mib, "kv": dev.kv_mib, "compute": dev.compute_mib}
         for kind in ("weights", "kv", "compute"):
             rows.append(_row(name, kind, predicted[kind], measured.get(kind, 0.0)))
@@ -87,22 +90,18 @@ def compare_load(loaded: LoadedEvent, plan: Plan) -> tuple[CompareRow, ...]:
             rows.append(_row(name, "output", None, measured["output"]))
         allocated = sum(measured.values())
         rows.append(_row(name, "total", dev.weights_mib + dev.kv_mib + dev.compute_mib, allocated))
-        if dev.index in nvml:
+        if not remote and gpu_index(name) == dev.index and dev.index in nvml:
             # NVML also sees what the allocator does not log (CUDA context, cuBLAS): the planner's overhead.
             rows.append(_row(name, "nvml_total", dev.total_mib, nvml[dev.index]))
 
-    # GPUs llama.cpp used that the plan did not expect (a different split or rig than planned).
-    planned = {d.index for d in plan.devices}
-    for index in sorted(set(by_gpu) - planned):
-        measured = _sum(by_gpu[index])
-        name = f"CUDA{index}"
+    # Devices llama.cpp used that the plan did not expect (a different split or rig than planned),
+    # and buffer types spanning devices (Meta(...) in tensor-parallel mode): no per-device prediction.
+    for name in sorted(set(by_name) - planned_names):
+        measured = _sum(by_name[name])
+        single = gpu_index(name) is not None or name.startswith("RPC")
         for kind in _ORDER:
             if kind in measured:
-                rows.append(_row(name, kind, 0.0, measured[kind]))
-
-    for device, buffers in spanning.items():
-        for kind, mib in _sum(buffers).items():
-            rows.append(_row(device, kind, None, mib))
+                rows.append(_row(name, kind, 0.0 if single else None, measured[kind]))
 
     hp = plan.host
     measured_host = _sum(host)

@@ -15,8 +15,8 @@ Pure functions of text: no llama_cpp import, so the parent and the tests use the
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
 # Kinds as llama.cpp names them in the line; RS is a recurrent model's state, LoRA an adapter.
 BUFFER_KINDS: tuple[str, ...] = ("model", "KV", "compute", "output", "RS", "LoRA")
@@ -28,6 +28,11 @@ _BUFFER_RE = re.compile(
 _OFFLOADED_RE = re.compile(r"offloaded (?P<n>\d+)/(?P<m>\d+) layers to GPU")
 _LAYER_RE = re.compile(r"layer\s+(?P<layer>\d+) assigned to device (?P<device>[^,\s]+)")
 _HOST_SUFFIXES = ("_Host",)
+# The CPU backend's extra buffer types (weights laid out for AMX or repacked): host memory too.
+_HOST_NAMES = frozenset({"AMX", "KLEIDIAI"})
+_USING_RE = re.compile(r"using device (?P<name>\S+) \((?P<desc>[^)]*)\)")
+_META_MEMBER_RE = re.compile(r"- device \d+: (?P<name>\S+)")
+_RPC_BUFFER_RE = re.compile(r"^RPC(?P<index>\d+)\[(?P<endpoint>[^\]]+)\]$")
 _GPU_RE = re.compile(r"^(?P<backend>[A-Za-z]+)(?P<index>\d+)$")
 
 # Kinds whose lines add up (split GGUF files map one buffer per file; SWA models have two KV caches);
@@ -63,6 +68,26 @@ class LoadReport:
     def total_mib(self, device: str) -> float:
         """All buffers on one device, in MiB."""
         return sum(b.mib for b in self.buffers if b.device == device)
+
+
+@dataclass(frozen=True)
+class UsedDevice:
+    """A device a loaded model uses, with the buffers llama.cpp logged for it (MiB by kind).
+
+    ``name`` is llama.cpp's device name (``RPC0``, ``CUDA0``, ``CPU`` for the host's buffers,
+    ``Meta`` for a tensor-parallel group); ``endpoint`` is an RPC device's server.
+    """
+
+    name: str
+    kind: str  # "rpc", "gpu", "cpu", "meta"
+    buffers: Mapping[str, float] = field(default_factory=dict)  # "model", "KV", "compute", "output", ...
+    layers: int = 0
+    endpoint: str | None = None
+    members: tuple[str, ...] = ()  # a Meta device's devices, in llama.cpp's order
+
+    @property
+    def total_mib(self) -> float:
+        return round(sum(self.buffers.values()), 2)
 
 
 def parse_buffer_line(line: str) -> BufferSize | None:
@@ -115,8 +140,90 @@ def parse_load_log(lines: Iterable[str]) -> LoadReport:
 
 
 def is_host_device(device: str) -> bool:
-    """True for buffers in system RAM: ``CPU``, ``CPU_Mapped``, ``CPU_REPACK``, ``CUDA_Host`` (pinned)."""
-    return device.startswith("CPU") or device.endswith(_HOST_SUFFIXES)
+    """True for buffers in system RAM: ``CPU``, ``CPU_Mapped``, ``CPU_REPACK``, ``AMX``, ``CUDA_Host`` (pinned)."""
+    return device.startswith("CPU") or device.endswith(_HOST_SUFFIXES) or device in _HOST_NAMES
+
+
+def rpc_buffer(device: str) -> tuple[str, int] | None:
+    """``RPC1[10.0.0.2:50052]`` → ``("10.0.0.2:50052", 1)``: the server and its device number.
+
+    An RPC buffer type is named by the device's number *on its server*, not by llama.cpp's device
+    name (``RPC0`` of a second server is llama.cpp's ``RPC1``), so the endpoint tells them apart.
+    """
+    m = _RPC_BUFFER_RE.match(device)
+    return (m.group("endpoint"), int(m.group("index"))) if m else None
+
+
+def used_devices(
+    lines: Iterable[str], report: LoadReport, rpc_names: Mapping[tuple[str, int], str] | None = None
+) -> tuple[UsedDevice, ...]:
+    """Every device a load used, in llama.cpp's order, with its buffers by kind; the host last.
+
+    ``rpc_names`` maps ``(endpoint, device number on that server)`` to llama.cpp's device name
+    (``RPC0``...), as the worker registered them; without it the n-th RPC device in the log's
+    "using device" lines of an endpoint is that server's device n.
+    """
+    order: list[str] = []
+    descriptions: dict[str, str] = {}
+    members: list[str] = []
+    for raw in lines:
+        m = _USING_RE.search(raw)
+        if m and "Meta" not in m.group("name"):
+            order.append(m.group("name"))
+            descriptions[m.group("name")] = m.group("desc")
+            continue
+        m = _META_MEMBER_RE.search(raw)
+        if m and "llama_prepare_model_devices" in raw:
+            members.append(m.group("name"))
+    names = dict(rpc_names or {})
+    if not names:
+        seen: dict[str, int] = {}
+        for name in order:
+            if name.startswith("RPC"):
+                endpoint = descriptions.get(name, "")
+                names[(endpoint, seen.get(endpoint, 0))] = name
+                seen[endpoint] = seen.get(endpoint, 0) + 1
+    endpoints = {v: k[0] for k, v in names.items()}
+    buffers: dict[str, dict[str, float]] = {}
+    for b in report.buffers:
+        if is_host_device(b.device):
+            owner = "CPU"
+        elif b.device.startswith("Meta"):
+            owner = "Meta"
+        else:
+            rpc = rpc_buffer(b.device)
+            owner = names.get(rpc, f"RPC?[{rpc[0]}]") if rpc else b.device
+        kinds = buffers.setdefault(owner, {})
+        kinds[b.buffer] = round(kinds.get(b.buffer, 0.0) + b.mib, 2)
+    layers: dict[str, int] = {}
+    for device, count in report.layers_per_device().items():
+        key = "Meta" if device.startswith("Meta") else device
+        layers[key] = layers.get(key, 0) + count
+    listed = [n for n in order if n in buffers or n in layers]
+    listed += [n for n in buffers if n not in listed and n != "CPU"]
+    if "CPU" in buffers or "CPU" in layers:
+        listed.append("CPU")
+    out = []
+    for name in listed:
+        if name == "CPU":
+            kind = "cpu"
+        elif name == "Meta":
+            kind = "meta"
+        elif name.startswith("RPC"):
+            kind = "rpc"
+        else:
+            kind = "gpu"
+        out.append(
+            UsedDevice(
+                name=name,
+                kind=kind,
+                buffers=buffers.get(name, {}),
+                layers=layers.get(name, 0),
+                endpoint=endpoints.get(name),
+                members=tuple(members) if name == "Meta" else (),
+            )
+        )
+    return tuple(out)
 
 
 def gpu_index(device: str) -> int | None:

@@ -17,8 +17,9 @@ from typing import Any
 
 from app.core import limits, rules
 from app.core.errors import RigfitError
+from app.core.rig import Rig
 from app.core.settings import Settings
-from app.runner.logparse import BufferSize
+from app.runner.logparse import BufferSize, UsedDevice
 
 PROTOCOL_VERSION = 1
 LOG_TAIL_LINES = 50
@@ -33,7 +34,17 @@ REQ_STOP = "stop"
 REQ_UNLOAD = "unload"
 REQ_SHUTDOWN = "shutdown"
 REQ_ABORT = "abort"
-REQUESTS: tuple[str, ...] = (REQ_LOAD, REQ_CHAT, REQ_BENCH, REQ_STOP, REQ_UNLOAD, REQ_SHUTDOWN, REQ_ABORT)
+REQ_CANCEL = "cancel"  # stops one request by id (running or still queued); ``stop`` stops all before it
+REQUESTS: tuple[str, ...] = (
+    REQ_LOAD,
+    REQ_CHAT,
+    REQ_BENCH,
+    REQ_STOP,
+    REQ_UNLOAD,
+    REQ_SHUTDOWN,
+    REQ_ABORT,
+    REQ_CANCEL,
+)
 
 # The worker's sign of life: sent every second from its own thread, consumed by the client (never
 # delivered as an event). A worker silent for SILENCE_LIMIT_S is stopped or frozen.
@@ -41,6 +52,8 @@ EVENT_HEARTBEAT = "heartbeat"
 HEARTBEAT_LINE_PREFIX = b'{"type":"heartbeat"'
 SILENCE_LIMIT_S = 30.0
 SILENCE_ENV = "RIGFIT_WORKER_SILENCE_S"  # another limit, in seconds (tests; a very slow machine)
+# How long a new worker may take to say it is ready (import llama.cpp, list devices) on a busy machine.
+START_LIMIT_S = 120.0
 
 
 def silence_limit_s() -> float:
@@ -61,8 +74,15 @@ ERR_CONTEXT_FAILED = "context_failed"  # the model loaded but the context could 
 ERR_CANCELLED = "cancelled"  # a load stopped by a stop request
 ERR_NOT_LOADED = "not_loaded"
 ERR_GENERATION = "generation_failed"
+ERR_CONTEXT_EXCEEDED = "context_exceeded"  # the prompt alone fills the context
 ERR_CRASHED = "crashed"  # made by the client: the worker process died
 ERR_START_FAILED = "start_failed"  # made by the client: the worker did not come up
+ERR_RPC = "rpc_unreachable"  # an RPC server could not be reached, or stopped answering
+ERR_SHUT_DOWN = "shut_down"  # made by the client: the worker was shut down with the request unanswered
+
+# Stop sequences: as many as a chat front end sends (SillyTavern adds its own to OpenAI's 4), each short.
+MAX_STOP_STRINGS = 32
+MAX_STOP_CHARS = 512
 
 
 class RunnerError(RigfitError):
@@ -121,17 +141,32 @@ class LoadSettings:
     n_threads: int | None = None
     seed: int | None = None
     offload_kqv: bool = True
+    # llama.cpp RPC servers ("HOST:PORT") registered before the load, in this order; their devices
+    # come first in llama.cpp's device list, so tensor_split and main_gpu count them first.
+    rpc_servers: tuple[str, ...] = ()
 
     @classmethod
     def from_settings(
-        cls, model_path: str, settings: Settings, *, n_threads: int | None = None, seed: int | None = None
+        cls,
+        model_path: str,
+        settings: Settings,
+        *,
+        n_threads: int | None = None,
+        seed: int | None = None,
+        rpc_servers: Sequence[str] = (),
+        tensor_split: tuple[float, ...] | None = None,
+        main_gpu: int | None = None,
     ) -> LoadSettings:
-        """The worker's load settings for the planner's :class:`Settings` (the same run the plan describes)."""
+        """The worker's load settings for the planner's :class:`Settings` (the same run the plan describes).
+
+        ``tensor_split`` and ``main_gpu``, when given, replace the settings' own: callers pass them
+        in llama.cpp's device order when the rig's order differs (RPC devices).
+        """
         return cls(
             model_path=model_path,
             split_mode=settings.split_mode,
-            tensor_split=settings.tensor_split,
-            main_gpu=settings.main_gpu,
+            tensor_split=settings.tensor_split if tensor_split is None else tensor_split,
+            main_gpu=settings.main_gpu if main_gpu is None else main_gpu,
             n_gpu_layers=settings.n_gpu_layers,
             n_ctx=settings.ctx,
             n_batch=settings.n_batch,
@@ -142,6 +177,37 @@ class LoadSettings:
             n_threads=n_threads,
             seed=seed,
             offload_kqv=settings.offload_kqv,
+            rpc_servers=tuple(rpc_servers),
+        )
+
+    @classmethod
+    def for_rig(
+        cls,
+        rig: Rig | None,
+        model_path: str,
+        settings: Settings,
+        *,
+        n_threads: int | None = None,
+        seed: int | None = None,
+    ) -> LoadSettings:
+        """:meth:`from_settings` for a rig that may hold remote (RPC) devices: their servers, and the
+        split and main GPU in llama.cpp's device order. A planned remote device cannot run."""
+        if rig is None or not rig.remote_gpus:
+            return cls.from_settings(model_path, settings, n_threads=n_threads, seed=seed)
+        from app.core.rpc import to_llama_main_gpu, to_llama_split
+
+        rules.raise_first_error(rules.planned_remote_problems(rig))
+        split = settings.tensor_split
+        if split is not None and len(split) != rig.n_gpus:
+            raise RigfitError(f"the split has {len(split)} ratios for {rig.n_gpus} devices")
+        return cls.from_settings(
+            model_path,
+            settings,
+            n_threads=n_threads,
+            seed=seed,
+            rpc_servers=rig.rpc_endpoints(),
+            tensor_split=to_llama_split(rig, settings.split_mode, split),
+            main_gpu=to_llama_main_gpu(rig, settings.split_mode, settings.main_gpu),
         )
 
     def to_settings(self) -> Settings:
@@ -191,10 +257,17 @@ class LoadSettings:
             limits.THREADS_RANGE.check(self.n_threads)
         if self.seed is not None:
             limits.SEED_RANGE.check(self.seed)
+        from app.hardware.rpc import parse_endpoint
+
+        for endpoint in self.rpc_servers:
+            parse_endpoint(endpoint)
+        if len(set(self.rpc_servers)) != len(self.rpc_servers):
+            raise RigfitError("each RPC server may be given once")
 
     def to_message(self) -> dict[str, Any]:
         data = asdict(self)
         data["tensor_split"] = list(self.tensor_split) if self.tensor_split is not None else None
+        data["rpc_servers"] = list(self.rpc_servers)
         return data
 
     @classmethod
@@ -207,6 +280,11 @@ class LoadSettings:
         split = values.get("tensor_split")
         if split is not None:
             values["tensor_split"] = tuple(float(x) for x in split)
+        if "rpc_servers" in values:
+            servers = values["rpc_servers"]
+            if not isinstance(servers, list) or not all(isinstance(x, str) for x in servers):
+                raise RigfitError("rpc_servers must be a list of HOST:PORT strings")
+            values["rpc_servers"] = tuple(servers)
         try:
             settings = cls(**values)
         except TypeError as exc:
@@ -222,10 +300,12 @@ class ChatMessage:
 
 @dataclass(frozen=True)
 class ChatRequest:
-    """One chat turn: the whole conversation so far and the sampling knobs.
+    """One generation: the whole conversation so far (or a raw prompt) and the sampling knobs.
 
     ``temperature`` of 0 samples greedily. ``ignore_eos`` keeps generating past the end-of-turn token
-    (benchmarks need a fixed token count).
+    (benchmarks need a fixed token count). ``prompt``, when given instead of ``messages``, is the text
+    itself, tokenized as it is (no chat template): OpenAI's ``/v1/completions``. ``stop`` ends the
+    generation where one of these strings appears; the string itself is neither streamed nor kept.
     """
 
     messages: tuple[ChatMessage, ...]
@@ -234,17 +314,23 @@ class ChatRequest:
     max_tokens: int = 256
     seed: int | None = None
     ignore_eos: bool = False
+    prompt: str | None = None
+    stop: tuple[str, ...] = ()
 
     def validate(self) -> None:
         """Raise :class:`RigfitError` for an empty chat, text that is not UTF-8, or knobs out of range."""
-        if not self.messages:
+        if self.prompt is None and not self.messages:
             raise RigfitError("a chat needs at least one message")
-        total = 0
+        if self.prompt is not None and self.messages:
+            raise RigfitError("give either messages or a prompt, not both")
+        texts = [self.prompt] if self.prompt is not None else []
         for m in self.messages:
-            total += len(m.content)
+            texts += [m.content, m.role]
+        total = 0
+        for text in texts:
+            total += len(text)
             try:
-                m.content.encode("utf-8")
-                m.role.encode("utf-8")
+                text.encode("utf-8")
             except UnicodeEncodeError:
                 # Command-line bytes that are not UTF-8 arrive as surrogate escapes.
                 raise RigfitError(
@@ -260,15 +346,28 @@ class ChatRequest:
             raise RigfitError(f"top-p must be above 0 and at most 1, got {self.top_p:g}")
         if self.seed is not None:
             limits.SEED_RANGE.check(self.seed)
+        if len(self.stop) > MAX_STOP_STRINGS:
+            raise RigfitError(f"at most {MAX_STOP_STRINGS} stop sequences, got {len(self.stop)}")
+        for s in self.stop:
+            if not s or len(s) > MAX_STOP_CHARS:
+                raise RigfitError(f"a stop sequence must have 1 to {MAX_STOP_CHARS} characters")
+            try:
+                s.encode("utf-8")
+            except UnicodeEncodeError:
+                raise RigfitError("a stop sequence holds bytes that are not UTF-8 text") from None
 
     def to_message(self) -> dict[str, Any]:
         data = asdict(self)
         data["messages"] = [{"role": m.role, "content": m.content} for m in self.messages]
+        data["stop"] = list(self.stop)
         return data
 
     @classmethod
     def from_message(cls, data: Mapping[str, Any]) -> ChatRequest:
-        raw = data.get("messages")
+        prompt = data.get("prompt")
+        if prompt is not None and not isinstance(prompt, str):
+            raise RigfitError("a prompt must be a string")
+        raw = data.get("messages", [] if prompt is not None else None)
         if not isinstance(raw, list):
             raise RigfitError("a chat request needs a list of messages")
         messages = []
@@ -280,6 +379,9 @@ class ChatRequest:
             ):
                 raise RigfitError("each chat message needs a string 'role' and 'content'")
             messages.append(ChatMessage(role=m["role"], content=m["content"]))
+        stop = data.get("stop") or []
+        if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
+            raise RigfitError("stop sequences must be a list of strings")
         return cls(
             messages=tuple(messages),
             temperature=float(data.get("temperature", 0.8)),
@@ -287,6 +389,8 @@ class ChatRequest:
             max_tokens=int(data.get("max_tokens", 256)),
             seed=None if data.get("seed") is None else int(data["seed"]),
             ignore_eos=bool(data.get("ignore_eos", False)),
+            prompt=prompt,
+            stop=tuple(stop),
         )
 
 
@@ -299,8 +403,8 @@ class Device:
     """A device llama.cpp can use, as ggml lists it."""
 
     name: str
-    description: str
-    kind: str  # "cpu", "gpu", "igpu", "accel"
+    description: str  # for an RPC device: its server's HOST:PORT
+    kind: str  # "cpu", "gpu", "igpu", "accel", "rpc"
     memory_total_mib: float | None = None
     memory_free_mib: float | None = None
 
@@ -311,9 +415,10 @@ class ReadyEvent:
 
     pid: int
     llama_cpp_version: str
-    gpu_offload: bool
+    gpu_offload: bool  # a local GPU backend (RPC devices do not count)
     devices: tuple[Device, ...] = ()
     system_info: str = ""
+    rpc: bool = False  # this llama.cpp build has the RPC backend
     protocol: int = PROTOCOL_VERSION
     type: str = "ready"
 
@@ -381,6 +486,8 @@ class LoadedEvent:
     on_cpu_only: bool = False
     chat_template: bool = False
     compare: tuple[CompareRow, ...] = ()  # filled in by the client when it has a plan
+    # Every device the model uses, in llama.cpp's order, host last: names, buffers, layers.
+    devices: tuple[UsedDevice, ...] = ()
     id: int | None = None
     type: str = "loaded"
 
@@ -398,7 +505,7 @@ class DoneEvent:
     """A chat turn ended. Speeds come from llama.cpp's own counters (llama_perf_context)."""
 
     text: str
-    stop_reason: str  # "eos", "max_tokens", "context", "stopped"
+    stop_reason: str  # "eos", "max_tokens", "context", "stopped", "stop_sequence"
     prompt_tokens: int
     completion_tokens: int
     ttft_s: float | None
@@ -407,7 +514,7 @@ class DoneEvent:
     prompt_tok_s: float | None
     gen_tok_s: float | None
     wall_s: float
-    template: str = "gguf"  # "gguf", "chatml" or "plain"
+    template: str = "gguf"  # "gguf", "chatml", "plain", or "none" for a raw prompt
     template_error: str | None = None
     id: int | None = None
     type: str = "done"
@@ -489,6 +596,9 @@ def event_to_message(event: Event) -> dict[str, Any]:
     data: dict[str, Any] = _plain(asdict(event))
     if isinstance(event, LoadedEvent):
         data["layers"] = dict(event.layers)
+        data["devices"] = [
+            {**_plain(asdict(d)), "buffers": dict(d.buffers), "total_mib": d.total_mib} for d in event.devices
+        ]
         data["vram"] = [
             {
                 "gpu": v.gpu,
@@ -544,6 +654,17 @@ def parse_event(message: Mapping[str, Any]) -> Event:
         data["vram"] = _tuple_of(VramDelta, data.get("vram"))
         data["compare"] = _tuple_of(CompareRow, data.get("compare"))
         data["layers"] = dict(data.get("layers") or {})
+        data["devices"] = tuple(
+            UsedDevice(
+                name=d["name"],
+                kind=d.get("kind", ""),
+                buffers=dict(d.get("buffers") or {}),
+                layers=int(d.get("layers", 0)),
+                endpoint=d.get("endpoint"),
+                members=tuple(d.get("members") or ()),
+            )
+            for d in data.get("devices") or ()
+        )
     elif cls is ErrorEvent:
         data["log_tail"] = tuple(data.get("log_tail", ()))
     event: Event = cls(**data)

@@ -9,13 +9,14 @@ print, fd 1 is pointed at stderr, so llama.cpp's C-level ``printf``/``fprintf(st
 Threads: the main thread runs llama.cpp (load, chat, bench, unload) one request at a time; a control
 thread reads stdin and flags ``stop`` / ``shutdown`` at once, so generation stops within one token and
 a load is cancelled through llama.cpp's progress callback.
+
+The worker owns the requests and the model; a chat's prompt comes from chat_template.py, its reply from
+generation.py (decode, sampling, streaming), the pipes and llama.cpp's log from worker_io.py.
 """
 
 from __future__ import annotations
 
-import codecs
 import ctypes
-import glob
 import os
 import queue
 import random
@@ -23,14 +24,17 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from app.core import files
+from app.core import files, rules
 from app.core.errors import RigfitError
+from app.runner import ggml
 from app.runner import protocol as P
-from app.runner.logparse import error_reason, parse_load_log
+from app.runner.chat_template import render_prompt
+from app.runner.generation import GenerationFailed, generate, tokenize
+from app.runner.logparse import error_reason, parse_load_log, used_devices
 from app.runner.template_sandbox import TemplateSandbox
 from app.runner.worker_io import LOG_ERROR, Channel, LogSink, claim_protocol_fd
 
@@ -45,63 +49,21 @@ _GGUF_MAGIC = b"GGUF"
 # Devices and VRAM
 
 
-def _ggml_libraries(llama_cpp_module: Any) -> list[ctypes.CDLL]:
-    lib_dir = Path(llama_cpp_module.__file__).parent / "lib"
-    libs: list[ctypes.CDLL] = []
-    for pattern in (
-        "libggml.so",
-        "libggml-base.so",
-        "ggml.dll",
-        "ggml-base.dll",
-        "libggml.dylib",
-        "libggml-base.dylib",
-    ):
-        for path in glob.glob(str(lib_dir / pattern)):
-            try:
-                libs.append(ctypes.CDLL(path))
-            except OSError:
-                continue
-    return libs
-
-
 def list_devices(llama_cpp_module: Any) -> tuple[P.Device, ...]:
-    """The devices ggml registered (CPU, CUDA0, ...). Empty when the ggml library cannot be reached.
+    """The devices ggml registered (CPU, CUDA0, RPC0...). Empty when the ggml library cannot be reached.
 
-    llama-cpp-python does not bind ggml's device registry, so this reads it through ctypes. Memory is
-    not queried: on CUDA that would create a context on every GPU before the load chooses any.
+    llama-cpp-python does not bind ggml's device registry, so this reads it through ctypes
+    (:mod:`app.runner.ggml`). Memory is not queried: on CUDA that would create a context on every
+    GPU before the load chooses any.
     """
-    libs = _ggml_libraries(llama_cpp_module)
-
-    def fn(name: str, restype: Any, argtypes: list[Any]) -> Callable[..., Any] | None:
-        for lib in libs:
-            try:
-                f = getattr(lib, name)
-            except AttributeError:
-                continue
-            f.restype = restype
-            f.argtypes = argtypes
-            return f  # type: ignore[no-any-return]
-        return None
-
-    count = fn("ggml_backend_dev_count", ctypes.c_size_t, [])
-    get = fn("ggml_backend_dev_get", ctypes.c_void_p, [ctypes.c_size_t])
-    name = fn("ggml_backend_dev_name", ctypes.c_char_p, [ctypes.c_void_p])
-    desc = fn("ggml_backend_dev_description", ctypes.c_char_p, [ctypes.c_void_p])
-    dtype = fn("ggml_backend_dev_type", ctypes.c_int, [ctypes.c_void_p])
-    if not (count and get and name and desc and dtype):
+    del llama_cpp_module  # imported first by the caller, so ggml's libraries are the ones libllama uses
+    try:
+        found = ggml.load().devices()
+    except (RigfitError, OSError):
         return ()
-    kinds = {0: "cpu", 1: "gpu", 2: "igpu", 3: "accel", 4: "meta"}
-    devices = []
-    for i in range(int(count())):
-        dev = get(i)
-        devices.append(
-            P.Device(
-                name=(name(dev) or b"").decode(errors="replace"),
-                description=(desc(dev) or b"").decode(errors="replace"),
-                kind=kinds.get(int(dtype(dev)), "other"),
-            )
-        )
-    return tuple(devices)
+    return tuple(
+        P.Device(name=d.name, description=d.description, kind="rpc" if d.is_rpc else d.kind) for d in found
+    )
 
 
 def vram_used() -> dict[int, float] | None:
@@ -137,10 +99,15 @@ def default_threads() -> int:
 class _Failure(Exception):
     """Ends a request with an error event."""
 
-    def __init__(self, kind: str, message: str) -> None:
+    def __init__(self, kind: str, message: str, code: str | None = None) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
+        self.code = code  # the rule's code (app.core.rules) when a rule refused the request
+
+    @classmethod
+    def of(cls, kind: str, problem: rules.Problem) -> _Failure:
+        return cls(kind, problem.message, problem.code)
 
 
 class Worker:
@@ -151,6 +118,10 @@ class Worker:
         self.requests: queue.Queue[tuple[int, dict[str, Any]]] = queue.Queue()
         self._seq = 0
         self._stop_upto = 0  # requests with a sequence number up to this one are to stop
+        self._seq_by_id: dict[int | str, int] = {}  # requests not finished yet, for ``cancel``
+        self._cancelled: set[int] = set()  # sequence numbers cancelled one by one
+        self._waiting_chats: set[int] = set()  # chats received and not started
+        self._answered: set[int] = set()  # chats cancelled while they waited, answered already
         self._seq_lock = threading.Lock()
         self.test_switch = os.environ.get(P.TEST_SWITCH_ENV) == "1"
 
@@ -163,9 +134,11 @@ class Worker:
         llama_cpp.llama_backend_init()
 
         self.templates = TemplateSandbox()
-        self.devices: tuple[P.Device, ...] = ()
         self.model: Any = None
         self.ctx: Any = None
+        # RPC servers registered with ggml in this process, in order; ggml cannot unregister them.
+        self.rpc_servers: tuple[str, ...] = ()
+        self.rpc_names: dict[tuple[str, int], str] = {}
         self.vocab: Any = None
         self.settings: P.LoadSettings | None = None
         self.chat_template: str | None = None
@@ -173,7 +146,14 @@ class Worker:
     # -- control ------------------------------------------------------------------------------
 
     def _stopped(self, seq: int) -> bool:
-        return self._stop_upto >= seq
+        return self._stop_upto >= seq or seq in self._cancelled
+
+    def _finished(self, seq: int, req_id: Any) -> None:
+        with self._seq_lock:
+            self._cancelled.discard(seq)
+            self._waiting_chats.discard(seq)
+            if isinstance(req_id, (int, str)) and self._seq_by_id.get(req_id) == seq:
+                del self._seq_by_id[req_id]
 
     def read_control(self, stream: Any) -> None:
         """Runs on its own thread: stop and shutdown act at once, the rest waits its turn."""
@@ -197,12 +177,30 @@ class Worker:
                     )
                 )
                 continue
+            req_id = message.get("id")
             with self._seq_lock:
                 if kind == P.REQ_STOP:
                     self._stop_upto = self._seq
                     continue
+                if kind == P.REQ_CANCEL:
+                    # Several programs may share this worker (the window's chat, the server's
+                    # requests): one cancels its own request and nobody else's.
+                    cancel = self._seq_by_id.get(req_id) if isinstance(req_id, (int, str)) else None
+                    if cancel is not None:
+                        self._cancelled.add(cancel)
+                    if cancel in self._waiting_chats:
+                        # Answered now, not when its turn comes: a chat waiting behind a long one
+                        # (the server's, or the window's) is off its user's screen at once.
+                        self._waiting_chats.discard(cancel)
+                        self._answered.add(cancel)
+                        self.channel.event(_nothing_done(req_id))
+                    continue
                 self._seq += 1
                 seq = self._seq
+                if isinstance(req_id, (int, str)):
+                    self._seq_by_id[req_id] = seq
+                    if kind == P.REQ_CHAT:
+                        self._waiting_chats.add(seq)
                 if kind == P.REQ_SHUTDOWN:
                     self._stop_upto = seq
             self.requests.put((seq, message))
@@ -220,6 +218,13 @@ class Worker:
             seq, message = self.requests.get()
             kind = message.get("type")
             req_id = message.get("id")
+            with self._seq_lock:
+                self._waiting_chats.discard(seq)
+                skip = seq in self._answered
+                self._answered.discard(seq)
+            if skip:
+                self._finished(seq, req_id)
+                continue
             if kind == P.REQ_SHUTDOWN:
                 self._free()
                 self.templates.close()
@@ -239,11 +244,15 @@ class Worker:
                 else:
                     raise _Failure(P.ERR_BAD_REQUEST, f"unknown request type {kind!r}")
             except _Failure as failure:
-                self._error(failure.kind, failure.message, req_id)
+                self._error(failure.kind, failure.message, req_id, failure.code)
+            except rules.RuleError as exc:
+                self._error(P.ERR_BAD_REQUEST, str(exc), req_id, exc.problem.code)
             except RigfitError as exc:
                 self._error(P.ERR_BAD_REQUEST, str(exc), req_id)
             except Exception as exc:  # report and keep serving; the parent decides
                 self._error(P.ERR_GENERATION, f"{type(exc).__name__}: {exc}", req_id)
+            finally:
+                self._finished(seq, req_id)
 
     def _ready(self) -> P.ReadyEvent:
         ll = self.ll
@@ -251,30 +260,69 @@ class Worker:
             devices = list_devices(ll)
         except Exception:
             devices = ()
-        self.devices = devices
         return P.ReadyEvent(
             pid=os.getpid(),
             llama_cpp_version=str(getattr(ll, "__version__", "")),
-            gpu_offload=bool(ll.llama_supports_gpu_offload()),
+            gpu_offload=self._has_gpu(),
             devices=devices,
             system_info=ll.llama_print_system_info().decode(errors="replace").strip(),
+            rpc=ggml.rpc_available(),
         )
 
-    def _cpu_only(self) -> bool:
-        # llama_supports_gpu_offload() is true for the RPC backend alone (always built): a GPU device
-        # in ggml's registry is what says a layer can leave the CPU here.
-        if self.devices:
-            return not any(d.kind in ("gpu", "igpu") for d in self.devices)
-        return not bool(self.ll.llama_supports_gpu_offload())
+    @staticmethod
+    def _has_gpu() -> bool:
+        # llama_supports_gpu_offload() is true in every RPC build, with or without a local GPU.
+        try:
+            return ggml.load().has_gpu()
+        except (RigfitError, OSError):
+            return False
+
+    def _use_rpc(self, endpoints: Sequence[str]) -> None:
+        """Make sure the RPC servers answer, then register those this process has not registered yet.
+
+        llama.cpp aborts the process when a server it connects to is gone, so each one is asked
+        first, with a timeout, and a silent one fails the load in plain words instead.
+        """
+        from app.hardware.rpc import RpcError, query_server
+
+        wanted = tuple(endpoints)
+        if self.rpc_servers and wanted[: len(self.rpc_servers)] != self.rpc_servers:
+            raise _Failure(
+                P.ERR_BAD_REQUEST,
+                f"this model process already uses the RPC servers {', '.join(self.rpc_servers)}; "
+                "a new model process is needed for others",
+            )
+        if wanted and not ggml.rpc_available():
+            raise _Failure.of(P.ERR_BAD_REQUEST, rules.rpc_unavailable())
+        for endpoint in wanted:
+            try:
+                info = query_server(endpoint)
+            except RpcError as exc:
+                raise _Failure.of(P.ERR_RPC, rules.rpc_unreachable(str(exc))) from None
+            if endpoint in self.rpc_servers:
+                continue
+            lib = ggml.load()
+            before = {d.name for d in lib.devices()}
+            try:
+                lib.add_rpc_server(endpoint)
+            except RigfitError as exc:
+                raise _Failure(P.ERR_RPC, str(exc)) from None
+            added = [d.name for d in lib.devices() if d.name not in before]
+            for index, name in enumerate(added[: len(info.devices)]):
+                self.rpc_names[(endpoint, index)] = name
+            self.rpc_servers = (*self.rpc_servers, endpoint)
+            self.log.note(f"rigfit: RPC server {endpoint} registered: {', '.join(added)}")
 
     def _flush_log(self) -> None:
         lines = self.log.take_pending()
         if lines:
             self.channel.event(P.LogEvent(lines=tuple(lines)))
 
-    def _error(self, kind: str, message: str, req_id: Any) -> None:
+    def _error(self, kind: str, message: str, req_id: Any, code: str | None = None) -> None:
         self._flush_log()
-        self.channel.event(P.ErrorEvent(message=message, kind=kind, log_tail=self.log.tail(), id=req_id))
+        self.channel.event(
+            P.ErrorEvent(message=message, kind=kind, log_tail=self.log.tail(), code=code, id=req_id)
+        )
 
     def _free(self) -> None:
         ll = self.ll
@@ -297,6 +345,7 @@ class Worker:
         self._free()
         path = Path(settings.model_path)
         check_model_file(path)
+        self._use_rpc(settings.rpc_servers)
         if settings.tensor_split is not None and len(settings.tensor_split) > int(ll.LLAMA_MAX_DEVICES):
             raise _Failure(
                 P.ERR_BAD_REQUEST,
@@ -393,8 +442,9 @@ class Worker:
                 offloaded_layers=report.offloaded_layers,
                 offloadable_layers=report.offloadable_layers,
                 vram=vram,
-                on_cpu_only=self._cpu_only(),
+                on_cpu_only=not self._has_gpu() and not settings.rpc_servers,
                 chat_template=self.chat_template is not None,
+                devices=used_devices(lines, report, self.rpc_names),
                 id=req_id,
             )
         )
@@ -452,62 +502,6 @@ class Worker:
         if self.ctx is None:
             raise _Failure(P.ERR_NOT_LOADED, "no model is loaded")
 
-    def _tokenize(self, text: str, add_special: bool, parse_special: bool) -> list[int]:
-        ll = self.ll
-        data = text.encode("utf-8")
-        n_max = len(data) + 16
-        buf = (ll.llama_token * n_max)()
-        n = ll.llama_tokenize(self.vocab, data, len(data), buf, n_max, add_special, parse_special)
-        if n < 0:
-            n_max = -n
-            buf = (ll.llama_token * n_max)()
-            n = ll.llama_tokenize(self.vocab, data, len(data), buf, n_max, add_special, parse_special)
-        if n < 0:
-            raise _Failure(P.ERR_GENERATION, "the prompt could not be tokenized")
-        return list(buf[:n])
-
-    def _token_text(self, token: int) -> str:
-        if token < 0:
-            return ""
-        raw = self.ll.llama_vocab_get_text(self.vocab, token)
-        return raw.decode("utf-8", "replace") if raw else ""
-
-    def render_prompt(self, messages: Sequence[P.ChatMessage]) -> tuple[str, bool, str, str | None]:
-        """The prompt text, whether llama.cpp should add BOS, the template used and why the GGUF's failed.
-
-        The GGUF's template runs in llama-cpp-python's Jinja2ChatFormatter, whose environment is
-        jinja2's ImmutableSandboxedEnvironment with a loader that finds no files: a template cannot
-        reach Python internals, call unsafe methods or include a file. A template that tries, fails to
-        compile, renders nothing or runs too long falls back to ChatML (when the vocabulary has its
-        tokens) or a plain "role: content" layout.
-        """
-        chat = [{"role": m.role, "content": m.content} for m in messages]
-        problem: str | None = None
-        if self.chat_template:
-            try:
-                prompt = self._render_gguf_template(self.chat_template, chat)
-                if prompt.strip():
-                    return prompt, False, "gguf", None
-                problem = "the chat template rendered an empty prompt"
-            except Exception as exc:  # any template failure means: use the fallback
-                problem = f"{type(exc).__name__}: {exc}"
-        if self._has_chatml():
-            parts = [f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in chat]
-            return "".join(parts) + "<|im_start|>assistant\n", True, "chatml", problem
-        parts = [f"{m['role']}: {m['content']}\n" for m in chat]
-        return "".join(parts) + "assistant:", True, "plain", problem
-
-    def _render_gguf_template(self, template: str, chat: list[dict[str, str]]) -> str:
-        # In a helper process with a memory cap and a time limit (app/runner/template_sandbox.py): a
-        # template is a program from the model file, and one C-level operation of it can allocate
-        # gigabytes where no signal interrupts it.
-        eos = self._token_text(int(self.ll.llama_vocab_eos(self.vocab)))
-        bos = self._token_text(int(self.ll.llama_vocab_bos(self.vocab)))
-        return self.templates.render(template, chat, bos=bos, eos=eos)
-
-    def _has_chatml(self) -> bool:
-        return len(self._tokenize("<|im_start|>", add_special=False, parse_special=True)) == 1
-
     def _chat(self, seq: int, req_id: Any, message: Mapping[str, Any]) -> None:
         ll = self.ll
         self._require_loaded()
@@ -515,119 +509,65 @@ class Worker:
         request.validate()
         assert self.settings is not None
         t0 = time.perf_counter()
-        prompt, add_special, template, template_error = self.render_prompt(request.messages)
-        if template_error:
-            self.log.note(f"rigfit: chat template not used ({template_error}); using the {template} layout")
-        tokens = self._tokenize(prompt, add_special=add_special, parse_special=True)
-        n_ctx = int(ll.llama_n_ctx(self.ctx))
-        if not tokens:
-            raise _Failure(P.ERR_BAD_REQUEST, "the conversation is empty after formatting")
-        if len(tokens) >= n_ctx:
-            raise _Failure(
-                P.ERR_BAD_REQUEST,
-                f"the conversation is {len(tokens)} tokens, more than the context of {n_ctx} tokens allows",
-            )
-        ctx = self.ctx
-        ll.llama_memory_clear(ll.llama_get_memory(ctx), True)
-        ll.llama_perf_context_reset(ctx)
-        n_batch = self.settings.n_batch
-        arr = (ll.llama_token * len(tokens))(*tokens)
-        for start in range(0, len(tokens), n_batch):
-            if self._stopped(seq):
-                break
-            n = min(n_batch, len(tokens) - start)
-            ptr = ctypes.cast(
-                ctypes.addressof(arr) + start * ctypes.sizeof(ll.llama_token), ctypes.POINTER(ll.llama_token)
-            )
-            rc = ll.llama_decode(ctx, ll.llama_batch_get_one(ptr, n))
-            if rc != 0:
-                raise _Failure(
-                    P.ERR_GENERATION, f"llama.cpp could not process the prompt (llama_decode returned {rc})"
-                )
-
-        seed = request.seed if request.seed is not None else self.settings.seed
-        sampler = self._sampler(request, seed)
-        decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        piece_buf = ctypes.create_string_buffer(256)
-        one = (ll.llama_token * 1)()
-        text_parts: list[str] = []
-        ttft: float | None = None
-        n_past = len(tokens)
-        n_out = 0
-        reason = "stopped" if self._stopped(seq) else ""
+        if self._stopped(seq):  # cancelled while it waited for its turn
+            self.channel.event(_nothing_done(req_id))
+            return
+        what = "conversation"
         try:
-            while not reason:
-                token = ll.llama_sampler_sample(sampler, ctx, -1)
-                if not request.ignore_eos and ll.llama_vocab_is_eog(self.vocab, token):
-                    reason = "eos"
-                    break
-                n = ll.llama_token_to_piece(self.vocab, token, piece_buf, len(piece_buf), 0, False)
-                if n < 0:
-                    piece_buf = ctypes.create_string_buffer(-n)
-                    n = ll.llama_token_to_piece(self.vocab, token, piece_buf, len(piece_buf), 0, False)
-                text = decoder.decode(piece_buf.raw[: max(n, 0)])
-                if self._stopped(seq):
-                    reason = "stopped"
-                    break
-                # The per-token path skips the dataclass round trip; the line is a TokenEvent all the same.
-                self.channel.send({"type": "token", "text": text, "index": n_out, "id": req_id})
-                if ttft is None:
-                    ttft = time.perf_counter() - t0
-                text_parts.append(text)
-                n_out += 1
-                if n_out >= request.max_tokens:
-                    reason = "max_tokens"
-                    break
-                if n_past >= n_ctx:
-                    reason = "context"
-                    break
-                one[0] = token
-                rc = ll.llama_decode(ctx, ll.llama_batch_get_one(one, 1))
-                if rc != 0:
-                    raise _Failure(
-                        P.ERR_GENERATION, f"llama.cpp stopped generating (llama_decode returned {rc})"
-                    )
-                n_past += 1
-                if self._stopped(seq):
-                    reason = "stopped"
-        finally:
-            ll.llama_sampler_free(sampler)
-        text_parts.append(decoder.decode(b"", final=True))
-        perf = ll.llama_perf_context(ctx)
-        # llama.cpp reports at least 1 for each count; with no time spent there was no such pass.
-        prompt_ms = float(perf.t_p_eval_ms)
-        gen_ms = float(perf.t_eval_ms)
+            if request.prompt is not None:
+                # A raw prompt (/v1/completions): special tokens in it are parsed, as llama-server does.
+                prompt, add_special, template, template_error = request.prompt, True, "none", None
+                what = "prompt"
+            else:
+                prompt, add_special, template, template_error = render_prompt(
+                    ll, self.vocab, self.chat_template, request.messages, self.templates
+                )
+            if template_error:
+                self.log.note(
+                    f"rigfit: chat template not used ({template_error}); using the {template} layout"
+                )
+            tokens = tokenize(ll, self.vocab, prompt, add_special=add_special, parse_special=True)
+            n_ctx = int(ll.llama_n_ctx(self.ctx))
+            if not tokens:
+                raise _Failure(P.ERR_BAD_REQUEST, f"the {what} is empty after formatting")
+            if len(tokens) >= n_ctx:
+                raise _Failure(
+                    P.ERR_CONTEXT_EXCEEDED,
+                    f"the {what} is {len(tokens)} tokens, more than the context of {n_ctx} tokens allows",
+                )
+            reply = generate(
+                ll,
+                self.ctx,
+                self.vocab,
+                tokens,
+                request,
+                n_batch=self.settings.n_batch,
+                seed=request.seed if request.seed is not None else self.settings.seed,
+                started_s=t0,
+                stopped=lambda: self._stopped(seq),
+                send=self.channel.send,
+                req_id=req_id,
+            )
+        except GenerationFailed as exc:
+            raise _Failure(P.ERR_GENERATION, str(exc)) from None
         self._flush_log()
         self.channel.event(
             P.DoneEvent(
-                text="".join(text_parts),
-                stop_reason=reason,
+                text=reply.text,
+                stop_reason=reply.stop_reason,
                 prompt_tokens=len(tokens),
-                completion_tokens=n_out,
-                ttft_s=None if ttft is None else round(ttft, 4),
-                prompt_ms=round(prompt_ms, 3),
-                gen_ms=round(gen_ms, 3),
-                prompt_tok_s=round(perf.n_p_eval * 1000.0 / prompt_ms, 2) if prompt_ms > 0 else None,
-                gen_tok_s=round(perf.n_eval * 1000.0 / gen_ms, 2) if gen_ms > 0 else None,
+                completion_tokens=reply.completion_tokens,
+                ttft_s=reply.ttft_s,
+                prompt_ms=reply.prompt_ms,
+                gen_ms=reply.gen_ms,
+                prompt_tok_s=reply.prompt_tok_s,
+                gen_tok_s=reply.gen_tok_s,
                 wall_s=round(time.perf_counter() - t0, 4),
                 template=template,
                 template_error=template_error,
                 id=req_id,
             )
         )
-
-    def _sampler(self, request: P.ChatRequest, seed: int | None) -> Any:
-        ll = self.ll
-        chain = ll.llama_sampler_chain_init(ll.llama_sampler_chain_default_params())
-        if request.temperature <= 0:
-            ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_greedy())
-        else:
-            # llama.cpp's common order: truncate first, then temperature, then draw.
-            ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_top_p(request.top_p, 1))
-            ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_temp(request.temperature))
-            draw_seed = ll.LLAMA_DEFAULT_SEED if seed is None else seed & 0xFFFFFFFF
-            ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_dist(draw_seed))
-        return chain
 
     # -- bench --------------------------------------------------------------------------------
 
@@ -696,6 +636,23 @@ class Worker:
                 id=req_id,
             )
         )
+
+
+def _nothing_done(req_id: Any) -> P.DoneEvent:
+    """The answer to a request cancelled before it started: no tokens, no time."""
+    return P.DoneEvent(
+        text="",
+        stop_reason="stopped",
+        prompt_tokens=0,
+        completion_tokens=0,
+        ttft_s=None,
+        prompt_ms=0.0,
+        gen_ms=0.0,
+        prompt_tok_s=None,
+        gen_tok_s=None,
+        wall_s=0.0,
+        id=req_id,
+    )
 
 
 def check_model_file(path: Path) -> None:

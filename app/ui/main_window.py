@@ -30,6 +30,7 @@ from app.core.rig import Rig
 from app.ui.settings_store import KEEP_MODEL, KEEP_RIG, RIG_DETECTED, RIG_PLANNED, Session, SettingsStore
 from app.ui.state import AppState, ModelChoice
 from app.ui.tasks import Task, TaskRunner, TaskSignals
+from app.versions import describe_llama_build
 
 if TYPE_CHECKING:
     from app.ui.fit.view import FitView
@@ -700,9 +701,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def about_text(self, info: dict[str, object]) -> str:
         llama = info.get("llama_cpp")
-        llama_text = "not installed"
-        if isinstance(llama, dict) and llama.get("version"):
-            llama_text = f"{llama['version']} ({'CUDA' if llama.get('gpu_offload') else 'CPU only'})"
+        llama_text = describe_llama_build(llama) if isinstance(llama, dict) else "not installed"
         rows = [
             ("Rigfit", info.get("rigfit", __version__)),
             ("Python", info.get("python")),

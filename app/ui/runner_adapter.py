@@ -91,7 +91,7 @@ class RunnerAdapter(QtCore.QObject):
         self._state = STATE_IDLE
         self._closing = False  # read by the reader thread: plain bool, set once
         self._starters: list[threading.Thread] = []  # the newest last; all are joined at close
-        self._pending: tuple[P.LoadSettings, Plan | None] | None = None
+        self._pending: tuple[P.LoadSettings, Plan | None, int] | None = None
         self._load_id: int | None = None
         self._chat_id: int | None = None
         self._ready: P.ReadyEvent | None = None
@@ -130,9 +130,19 @@ class RunnerAdapter(QtCore.QObject):
     def log_tail(self, n: int = P.LOG_TAIL_LINES) -> tuple[str, ...]:
         return self._client.log_tail(n) if self._client is not None else ()
 
+    def shared_client(self) -> RunnerClient:
+        """The client of this window's worker, for the local server (app/serve) to send its requests
+        to the same model; their events never reach this adapter (they are routed by request)."""
+        if self._state == STATE_CLOSED:
+            raise RigfitError("the model process has been shut down")
+        return self._ensure_client()
+
     # ------------------------------------------------------------------------------------------ requests
-    def load(self, settings: P.LoadSettings, plan: Plan | None = None) -> None:
+    def load(self, settings: P.LoadSettings, plan: Plan | None = None, remote_devices: int = 0) -> None:
         """Load a model; starts the worker first when none runs. Progress and the outcome come as signals.
+
+        ``remote_devices``: how many devices the settings' RPC servers add to the GPUs the worker sees
+        (the split counts them too).
 
         Raises :class:`RigfitError` for settings llama.cpp would reject, or while another request runs.
         """
@@ -141,7 +151,7 @@ class RunnerAdapter(QtCore.QObject):
         if self._state not in (STATE_IDLE, STATE_LOADED):
             raise RigfitError(f"cannot load now: the model process is {self._state}")
         settings.validate()
-        self._pending = (settings, plan)
+        self._pending = (settings, plan, remote_devices)
         client = self._ensure_client()
         if client.alive and client.ready_info is not None:
             self._send_load()
@@ -168,7 +178,11 @@ class RunnerAdapter(QtCore.QObject):
             self._set_state(STATE_IDLE)
             self.error.emit(P.ErrorEvent(message="loading was cancelled", kind=P.ERR_CANCELLED))
         elif self._state == STATE_LOADING and self._client is not None:
-            self._client.cancel_load()
+            # By id: the local server's requests share this worker and must not be stopped with it.
+            if self._load_id is not None:
+                self._client.cancel(self._load_id)
+            else:
+                self._client.cancel_load()
             self._set_state(STATE_CANCELLING)
 
     def chat(self, request: P.ChatRequest) -> int:
@@ -184,7 +198,10 @@ class RunnerAdapter(QtCore.QObject):
     def stop(self) -> None:
         """Stop what runs: the generation (within one token) or a load."""
         if self._state == STATE_GENERATING and self._client is not None:
-            self._client.stop()
+            if self._chat_id is not None:
+                self._client.cancel(self._chat_id)  # only this chat, not the server's requests
+            else:
+                self._client.stop()
         elif self._state in (STATE_STARTING, STATE_LOADING):
             self.cancel_load()
 
@@ -264,9 +281,9 @@ class RunnerAdapter(QtCore.QObject):
         client = self._client
         if pending is None or client is None:
             return
-        settings, plan = pending
+        settings, plan, remote_devices = pending
         ready = client.ready_info
-        n_gpus = len(ready.gpus) if ready is not None else 0
+        n_gpus = (len(ready.gpus) if ready is not None else 0) + remote_devices
         refused = unsupported_problem(settings.split_mode, settings.tensor_split, settings.main_gpu, n_gpus)
         if refused is not None:
             self._set_state(STATE_LOADED if self._loaded is not None else STATE_IDLE)

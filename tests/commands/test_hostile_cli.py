@@ -128,6 +128,20 @@ def test_deeply_nested_json_and_toml_are_one_line(capsys: pytest.CaptureFixture[
         (("fit", "--rig", "RTX 3090", "--ctx", "-1"), "--ctx"),
         (("bench", "--model", "demo", "--pp", "4294967297"), "--pp"),
         (("bench", "--model", "demo", "--repeat", "1e9"), "--repeat"),
+        # llama.cpp RPC servers (issue 13): checked as argparse reads them, before any server is asked.
+        (("detect", "--rpc", "127.0.0.1:99999"), "--rpc: '127.0.0.1:99999': the port must be a number from 1 to 65535"),
+        (("detect", "--rpc", "127.0.0.1:0"), "the port must be"),
+        (("plan", "--model", "llama-3.2-1b", "--rig", "RTX 3090", "--rpc", "127.0.0.1:\u00b2"), "the port must be"),
+        (("plan", "--model", "llama-3.2-1b", "--rig", "RTX 3090", "--rpc", "127.0.0.1:\uff15\uff10"), "the port must be"),
+        (("run", "--model", "demo", "--prompt", "hi", "--rpc", "h" * 5000 + ":50052"), "not a host name"),
+        (("fit", "--rig", "RTX 3090", "--rpc", "bad\x00host:1"), "not a host name"),
+        (("fit", "--rig", "RTX 3090", "--rpc", "h\u00e9llo:1"), "not a host name"),
+        (("bench", "--model", "demo", "--rpc", ",".join(f"127.0.0.1:{p}" for p in range(1, 70))), "at most 64"),
+        (("serve", "--model", "demo", "--rpc", "127.0.0.1:1,127.0.0.1:1"), "given twice"),
+        (("serve", "--model", "demo", "--port", "65536"), "--port"),
+        (("serve", "--model", "demo", "--queue", "99999999999"), "--queue"),
+        (("rpc-server", "--port", "4294967297"), "--port"),
+        (("rpc-server", "--threads", "4294967297"), "--threads"),
     ],
 )  # fmt: skip
 def test_numbers_that_would_wrap_are_refused_before_llama_cpp(
@@ -140,4 +154,10 @@ def test_numbers_that_would_wrap_are_refused_before_llama_cpp(
 def test_help_states_how_long_run_waits_on_a_silent_worker(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
-    assert "no sign of life for 30 s" in text
+    assert "silent for 30 s" in text and "never waits longer" in text, text
+    assert "RIGFIT_WORKER_SILENCE_S=120 rigfit run" in text and "run again" in text, text
+
+
+def test_rpc_servers_that_are_not_utf8_are_one_line() -> None:
+    _one_line_exit_2(_cli("detect", "--rpc", b"127.0.0.1\xff:50052"), "--rpc", "not a host name")
+    _one_line_exit_2(_cli("rpc-server", "--host", b"127.0.0.1\xff"), "not a host name")

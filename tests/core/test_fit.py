@@ -100,6 +100,40 @@ def test_settings_are_honoured_cell_for_cell(settings: Settings) -> None:
         _assert_row_matches_plan(rig, row, settings)
 
 
+# Rigs with llama.cpp RPC devices: llama.cpp fills its device list remote devices first (a layer
+# split gives them the first layers), op_offload goes to the first local GPU, and the network joins
+# the speed model. The table must place them as plan() does (app.core.layout.llama_device_order).
+RPC_RIGS = {
+    "4090 + rpc 3090": parse_rig_expression("RTX 4090 + rpc(RTX 3090 @ 1GbE)"),
+    "3060 + 2 rpc": parse_rig_expression("RTX 3060 + rpc(RTX 3090 @ 10GbE) + rpc(RTX 3060 @ 2.5GbE)"),
+}
+
+
+@pytest.mark.parametrize("name", list(RPC_RIGS))
+def test_every_cell_of_an_rpc_rig_agrees_with_plan(name: str) -> None:
+    rig = RPC_RIGS[name]
+    table = fit_table(rig, 8192)
+    for row in table.rows:
+        _assert_row_matches_plan(rig, row, Settings(ctx=8192))
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        Settings(ctx=8192, n_gpu_layers=20),  # op_offload on the local GPU, not llama.cpp's first device
+        Settings(ctx=8192, tensor_split=(1.0, 3.0, 2.0)),
+        Settings(ctx=4096, split_mode="none", main_gpu=1),  # a remote main GPU: no op_offload at all
+        Settings(ctx=8192, split_mode="none", main_gpu=0),
+    ],
+    ids=["partial-offload", "split-1-3-2", "none-on-remote", "none-on-local"],
+)
+def test_rpc_settings_are_honoured_cell_for_cell(settings: Settings) -> None:
+    rig = RPC_RIGS["3060 + 2 rpc"]
+    table = fit_table(rig, settings.ctx, settings)
+    for row in table.rows[::5]:
+        _assert_row_matches_plan(rig, row, settings)
+
+
 def test_tensor_split_is_planned_cell_by_cell_and_agrees_too() -> None:
     rig = parse_rig_expression("2x RTX 3090 nvlink")
     settings = Settings(ctx=8192, split_mode="tensor")

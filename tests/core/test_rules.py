@@ -159,3 +159,42 @@ def test_the_worker_checks_its_load_settings_with_the_same_rules(
 def test_sentence_makes_advice_text_from_a_message() -> None:
     assert rules.sentence("tensor split needs flash attention") == "Tensor split needs flash attention."
     assert rules.sentence("Already a sentence.") == "Already a sentence."
+
+
+# ------------------------------------------------------------------------------------------------
+# llama.cpp RPC devices
+# ------------------------------------------------------------------------------------------------
+
+REMOTE = parse_rig_expression("RTX 4090 + rpc(RTX 3090 @ 10GbE)")
+
+
+def test_tensor_split_over_a_network_is_a_rule_the_plan_and_the_advice_both_report() -> None:
+    settings = Settings(split_mode="tensor")
+    p = plan(REMOTE, LLAMA_8B, settings)
+    assert rules.CODE_RPC_TENSOR_SPLIT in rules.codes(p.problems)
+    problem = next(q for q in p.problems if q.code == rules.CODE_RPC_TENSOR_SPLIT)
+    assert problem.severity == rules.SEVERITY_WARNING and problem.concerns == ("split_mode",)
+    assert rules.refusals(p.problems) == ()  # it loads, slowly
+    advice = [a for a in plan_advice(REMOTE, LLAMA_8B, settings, p) if a.code == rules.CODE_RPC_TENSOR_SPLIT]
+    assert len(advice) == 1 and advice[0].level == rules.SEVERITY_WARNING
+    # the layer split over the same rig, and tensor split over local GPUs only, break no such rule
+    assert rules.CODE_RPC_TENSOR_SPLIT not in rules.codes(plan(REMOTE, LLAMA_8B, Settings()).problems)
+    assert rules.CODE_RPC_TENSOR_SPLIT not in rules.codes(plan(NVLINK, LLAMA_8B, settings).problems)
+
+
+def test_a_planned_remote_machine_plans_but_does_not_run() -> None:
+    assert plan(REMOTE, LLAMA_8B, Settings()).status in ("fits", "tight")
+    (problem,) = rules.planned_remote_problems(REMOTE)
+    assert problem.code == rules.CODE_RPC_PLANNED_DEVICE and problem.gpu == 1 and problem.is_error
+    with pytest.raises(rules.RuleError) as caught:
+        LoadSettings.for_rig(REMOTE, "/m.gguf", Settings())
+    assert caught.value.problem.code == rules.CODE_RPC_PLANNED_DEVICE
+    assert rules.planned_remote_problems(ONE) == ()
+
+
+def test_rpc_runtime_rules_have_codes() -> None:
+    assert rules.rpc_unavailable().code == rules.CODE_RPC_UNAVAILABLE
+    gone = rules.rpc_unreachable("10.0.0.5:50052: nothing is listening there")
+    assert gone.code == rules.CODE_RPC_UNREACHABLE and gone.message.startswith(
+        "the RPC server 10.0.0.5:50052"
+    )

@@ -11,11 +11,13 @@ from hypothesis import strategies as st
 
 from app.core.errors import RigfitError
 from app.core.placement import largest_fitting_ctx, layer_assignment, plan
-from app.core.rig import Gpu, Host, Rig
+from app.core.rig import Gpu, Host, Remote, Rig
+from app.core.rpc import NETWORK_LINKS
 from app.core.settings import Settings
 from app.core.split import (
     preset_split,
     rebalance,
+    rig_slot_counts,
     slot_counts,
     split_for_even_headroom,
     split_for_max_ctx,
@@ -41,6 +43,21 @@ HOST = Host(ram_available_mib=64 * 1024.0)
 def _rig(*vram: float, free: tuple[float | None, ...] = ()) -> Rig:
     gpus = tuple(
         Gpu(index=i, name=f"GPU{i}", vram_total_mib=v, vram_free_mib=free[i] if i < len(free) else None)
+        for i, v in enumerate(vram)
+    )
+    return Rig(gpus=gpus, host=HOST)
+
+
+def _rpc_rig(*vram: float, remote: tuple[int, ...]) -> Rig:
+    """GPUs of ``vram`` MiB; those at the positions in ``remote`` behind llama.cpp RPC servers."""
+    link = NETWORK_LINKS["10GbE"]
+    gpus = tuple(
+        Gpu(
+            index=i,
+            name=f"GPU{i}",
+            vram_total_mib=v,
+            remote=Remote(link=link, endpoint=f"10.0.0.{i}:50052") if i in remote else None,
+        )
         for i, v in enumerate(vram)
     )
     return Rig(gpus=gpus, host=HOST)
@@ -104,6 +121,40 @@ def test_max_ctx_split_reaches_the_largest_context_any_whole_layer_split_reaches
     for preset in ("even", "vram"):
         preset_ctx = largest_fitting_ctx(rig, SPEC, Settings(tensor_split=preset_split(rig, preset)), 65536)
         assert (preset_ctx or 0) <= sol.max_ctx
+
+
+@pytest.mark.parametrize(
+    ("vram", "remote"),
+    [
+        ((900.0, 1300.0), (1,)),
+        ((1300.0, 900.0), (1,)),
+        ((1000.0, 700.0, 900.0), (2,)),
+        ((700.0, 1000.0, 900.0), (0, 2)),
+    ],
+)
+def test_the_optimisers_fill_rpc_devices_first_as_llama_cpp_does(
+    vram: tuple[float, ...], remote: tuple[int, ...]
+) -> None:
+    # llama.cpp gives remote devices the first layers (layout.llama_device_order): the greedy
+    # partition must fill them in that order, or its costs are those of other layers.
+    rig = _rpc_rig(*vram, remote=remote)
+    n_slots = SPEC.n_layer + 1
+    best_ctx = 0
+    best_free = -10.0
+    for counts in _compositions(n_slots, len(vram)):
+        s = Settings(ctx=8192, tensor_split=tuple(float(c) for c in counts))
+        best_ctx = max(best_ctx, largest_fitting_ctx(rig, SPEC, s, 65536) or 0)
+        p = plan(rig, SPEC, s)
+        best_free = max(best_free, min(d.free_after_mib / d.capacity_mib for d in p.devices))
+    sol = split_for_max_ctx(rig, SPEC)
+    assert sol.max_ctx == best_ctx
+    assert rig_slot_counts(rig, SPEC.n_layer, sol.tensor_split) == sol.slots
+    assert tuple(d.layers + d.has_output for d in sol.plan.devices) == sol.slots
+    # the layers start on a remote device whenever one holds any
+    first = next(i for i, d in enumerate(sol.plan.devices) if d.layers and d.first_layer == 0)
+    assert (rig.gpus[first].remote is not None) == any(sol.slots[i] for i in remote)
+    even = split_for_even_headroom(rig, SPEC, Settings(ctx=8192))
+    assert even.min_free_fraction == pytest.approx(best_free, abs=1e-4)
 
 
 @pytest.mark.parametrize("vram", [(1500.0, 1100.0), (1400.0, 900.0, 1200.0)])

@@ -356,7 +356,9 @@ def test_installed_deb_prints_versions_and_passes_its_self_test(tmp_path: Path) 
     assert lines[0] == f"rigfit {__version__}"
     assert re.fullmatch(r"Python 3\.\d+\.\d+", lines[1])
     assert re.fullmatch(r"Qt 6\.\d+\.\d+ \(PySide6 6\.\d+\.\d+\)", lines[2])
-    assert re.search(r"^llama-cpp-python 0\.3\.36 \((CUDA|CPU only)\)$", version.stdout, re.M)
+    assert re.search(
+        r"^llama-cpp-python 0\.3\.36 \((CUDA|CPU only), (RPC|no RPC[^)]*)\)$", version.stdout, re.M
+    )
     assert re.search(r"^NVML (not found|\d)", version.stdout, re.M)
 
     started = time.monotonic()

@@ -314,6 +314,9 @@ class FakeClient:
     def stop(self) -> None:
         self.requests.append("stop")
 
+    def cancel(self, req_id: int) -> None:
+        self.requests.append(f"cancel {req_id}")
+
     def unload(self) -> int:
         self.requests.append("unload")
         return next(self._ids)
@@ -383,7 +386,8 @@ def test_requests_out_of_turn_are_refused_in_plain_words(
     with pytest.raises(RigfitError, match="cannot load now"):
         adapter.load(P.LoadSettings(model_path="/m.gguf"))
     adapter.stop()
-    assert client.requests == ["load", "chat", "stop"]
+    # By id: a request of the local server on the same worker is not stopped with the chat.
+    assert client.requests == ["load", "chat", "cancel 2"]
     # Tokens and the done event of another request id are not this chat's.
     rec = Recorder(adapter)
     client.on_event(P.TokenEvent(text="x", index=0, id=99))

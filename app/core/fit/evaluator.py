@@ -7,7 +7,6 @@ buffer sizes from :mod:`app.core.memory`.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, fields, replace
 
 import numpy as np
@@ -23,6 +22,7 @@ from app.core.layout import (
     gpu_overhead_mib,
     kv_rows,
     model_gpus,
+    offload_gpu,
     op_offload_active,
     pipeline_parallel,
     raw_split,
@@ -219,11 +219,13 @@ class Evaluator:
                 overhead_mib=None,
             )
         )
-        self.offload = op_offload_active(settings, n > 0)
+        # op_offload goes to the first local GPU of llama.cpp's device order (layout.offload_gpu).
+        self.offload_to = offload_gpu(rig, self.model_gpus)
+        self.offload = op_offload_active(settings, self.offload_to is not None)
         # Pipeline copies when every slot is offloaded (a property of k, applied per placement).
         self.multi = pipeline_parallel(settings, len(self.model_gpus), all_offloaded=True)
         self.bandwidth = np.array([perf.gpu_bandwidth_gbps(gpu) for gpu in rig.gpus], dtype=np.float64)
-        self._links: dict[tuple[int, bool, int], float] = {}
+        self._links: dict[tuple[int, bool, bool, int, int], float] = {}
 
     # --- layouts ---------------------------------------------------------------------------------------
     def place_one(self, g: ModelGroup, k: int) -> Placement:
@@ -304,12 +306,12 @@ class Evaluator:
         copies = np.zeros((nk, n), dtype=np.int64)
         if self.multi:
             copies[:, :] = (ks == g.n_slots)[:, None]
-        first = self.model_gpus[0]
-        if self.offload:
+        first = self.offload_to
+        if self.offload and first is not None:
             offw[:, first] = h > 0
             offout[:, first] = ks == 0
         offkv = np.zeros((nk, n), dtype=np.int64)
-        if s.flash_attn and self.offload:
+        if s.flash_attn and self.offload and first is not None:
             offkv[:, first] = np.where(h > 0, self.kv(g).row_max[h], 0.0).astype(np.int64)
         if nk == 1:
             # One placement: a few GPUs, cheaper in plain Python than in numpy.
@@ -516,20 +518,17 @@ class Evaluator:
             one = g.one_cells[(self.sid, ctx)] = one_cell(s, g.prof.n_swa, ctx)
         return CellsAt(one, ("ctx", ctx), 0)
 
-    def link_seconds(self, mask: int, host_hop: bool, n_embd: int) -> float:
-        """Activation hops per decoded token between the GPUs in ``mask`` (bit per GPU, in layer
-        order) and from the host when layers stay there — as perf.estimate_speed adds them."""
-        key = (mask, host_hop, n_embd)
+    def link_seconds(
+        self, mask: int, host_hop: bool, output_on_gpu: bool, n_embd: int, n_vocab: int
+    ) -> float:
+        """Link seconds per decoded token of a placement whose slot-holding GPUs are ``mask`` (a bit
+        per rig GPU), ``host_hop`` when layers stay on the host: perf.layer_link_seconds over those
+        GPUs in llama.cpp's device order (the layer order: remote devices first)."""
+        key = (mask, host_hop, output_on_gpu, n_embd, n_vocab)
         hit = self._links.get(key)
         if hit is None:
-            order = [gi for gi in range(self.n) if mask >> gi & 1]
-            act = n_embd * perf.ACTIVATION_BYTES_PER_VALUE
-            hit = 0.0
-            for a, b in itertools.pairwise(order):
-                bw, lat = perf.link(self.rig, a, b)
-                hit += perf.hop_seconds(act, bw, lat)
-            if host_hop and order:
-                hit += perf.hop_seconds(act, perf.pcie_gbps(self.rig.gpus[order[0]]), perf.PCIE_LATENCY_S)
+            order = [gi for gi in self.model_gpus if mask >> gi & 1]
+            hit = perf.layer_link_seconds(self.rig, order, host_hop, output_on_gpu, n_embd, n_vocab)
             self._links[key] = hit
         return hit
 

@@ -454,6 +454,7 @@ class TableRun:
         kv_read = np.zeros((len(b.groups), width))
         attn = np.zeros((len(b.groups), width))
         n_embd = np.zeros(len(b.groups), dtype=np.int64)
+        n_vocab = np.zeros(len(b.groups), dtype=np.int64)
         for gi_, g in enumerate(b.groups):
             sp = perf.speed_profile(g.specs[0])
             key = (ev.sid, depth)
@@ -472,6 +473,7 @@ class TableRun:
             attn[gi_, : g.n_layer + 1] = hit[1]
             attn[gi_, g.n_layer + 1 :] = hit[1][-1]
             n_embd[gi_] = sp.n_embd
+            n_vocab[gi_] = sp.spec.n_vocab
         rows = b.rows
         rg = b.row_group
         last = np.array([g.n_layer for g in b.groups], dtype=np.int64)[rg]
@@ -495,16 +497,18 @@ class TableRun:
             layers = (hi - lo) + out
             per_gpu = perf.gpu_decode_seconds(read, layers, ev.bandwidth[None, :])
             seconds = seconds + per_gpu.sum(axis=1)
-            # hops: which GPUs hold layers (a bit each), and whether the host holds some
+            # hops: which GPUs hold layers (a bit each), whether the host holds some and whether a
+            # GPU holds the output layer (remote devices send the logits back)
             weights_bits = (1 << np.arange(n, dtype=np.int64))[None, :]
             masks = ((layers > 0) * weights_bits).sum(axis=1)
             link = np.zeros(R)
-            keys = masks * 2 + (h > 0)
+            keys = (masks * 2 + (h > 0)) * 2 + ~out_on_host
             for key in np.unique(keys[runs]).tolist() if runs.any() else []:
                 sel = runs & (keys == key)
-                for e in np.unique(n_embd[rg[sel]]).tolist():
-                    sel2 = sel & (n_embd[rg] == e)
-                    link[sel2] = ev.link_seconds(key >> 1, bool(key & 1), int(e))
+                shapes = np.stack([n_embd[rg[sel]], n_vocab[rg[sel]]], axis=1)
+                for e, v in np.unique(shapes, axis=0).tolist():
+                    sel2 = sel & (n_embd[rg] == e) & (n_vocab[rg] == v)
+                    link[sel2] = ev.link_seconds(key >> 2, bool(key >> 1 & 1), bool(key & 1), int(e), int(v))
             seconds = seconds + link + perf.GPU_DECODE_TOKEN_S
         return np.asarray(np.where(runs, 1.0 / seconds, np.nan), dtype=np.float64)
 

@@ -84,7 +84,14 @@ class GpuCard(QtWidgets.QFrame):
         self.pcie_label = QtWidgets.QLabel(f"PCIe {gpu.pcie.describe()}")
         self.pcie_label.setObjectName("pcieLabel")
         self.pcie_label.setToolTip(tip("pcie_width"))
-        if gpu.pcie.slot_limited:
+        if gpu.remote is not None:
+            where = gpu.remote.endpoint or "a planned machine"
+            self.pcie_label.setText(f"Remote (llama.cpp RPC) at {where} over {gpu.remote.link.describe()}")
+            self.pcie_label.setToolTip(
+                "A device on another machine: llama.cpp sends it activations over the network for every "
+                "token, and the weights once when loading."
+            )
+        elif gpu.pcie.slot_limited:
             tint(self.pcie_label, TEXT_WARNING)
             self.pcie_label.setToolTip(
                 "The slot gives this card less than it supports: tensor-parallel (row) traffic to it is "
@@ -117,7 +124,7 @@ class GpuCard(QtWidgets.QFrame):
         else:
             _muted(self.nvlink_badge)
         badges.addWidget(self.nvlink_badge)
-        if gpu.vendor != VENDOR_NVIDIA:
+        if gpu.vendor != VENDOR_NVIDIA and gpu.remote is None:
             planning = QtWidgets.QLabel("planning only")
             tint(planning, TEXT_WARNING)
             from app.hardware.sysfs import note_for
@@ -153,6 +160,14 @@ class GpuCard(QtWidgets.QFrame):
         row = QtWidgets.QHBoxLayout()
         from app.hardware.catalog import SLOT_WIDTHS
 
+        if self.gpu.remote is not None:  # in another machine: no slot or bridge of this rig's
+            row.addStretch(1)
+            remove = QtWidgets.QPushButton("Remove")
+            remove.setObjectName("removeGpu")
+            remove.clicked.connect(lambda: self.remove_requested.emit(self.position))
+            row.addWidget(remove)
+            self.remove_button = remove
+            return row
         row.addWidget(QtWidgets.QLabel("Slot"))
         combo = QtWidgets.QComboBox()
         combo.setObjectName("slotWidth")

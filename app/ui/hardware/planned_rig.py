@@ -88,8 +88,22 @@ class PlannedRigEditor:
         self.rig = rig
 
     def add(self, entry: CatalogEntry) -> Rig:
-        """Add a GPU of the catalog at the end."""
-        self._gpus.append(entry.to_gpu(len(self._gpus)))
+        """Add a GPU of the catalog after the local GPUs: remote devices always follow them (so
+        adding a card never renumbers the cards before it; llama.cpp's order is layout's)."""
+        at = next((i for i, g in enumerate(self._gpus) if g.remote is not None), len(self._gpus))
+        self._gpus.insert(at, entry.to_gpu(at))
+        self._flags.insert(at, False)
+        self._groups = [tuple(i + 1 if i >= at else i for i in g) for g in self._groups]
+        return self._rebuild()
+
+    def add_remote(self, entry: CatalogEntry, link_name: str) -> Rig:
+        """Add a GPU of the catalog on another machine, reached over ``link_name`` (``1GbE``...):
+        ``rpc(RTX 4090 @ 1GbE)`` in a rig expression."""
+        from app.core.rig import Remote
+        from app.core.rpc import parse_link
+
+        link = parse_link(link_name)
+        self._gpus.append(replace(entry.to_gpu(len(self._gpus)), remote=Remote(link=link)))
         self._flags.append(False)
         return self._rebuild()
 

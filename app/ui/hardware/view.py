@@ -86,6 +86,7 @@ class HardwareView(QtWidgets.QWidget):
 
         self._catalog = load_gpu_catalog()
         self._fill_add_combo()
+        self.rpc_panel.set_catalog(self._catalog)
         if not self._planned_set:
             self._adopt_planned(parse_rig_expression(DEMO_RIG_EXPRESSION))
 
@@ -175,6 +176,7 @@ class HardwareView(QtWidgets.QWidget):
         topo_layout.addWidget(self.topology_table)
         legend = QtWidgets.QLabel(
             "NV# NVLink links · PIX/PXB PCIe bridges · PHB through the CPU · NODE/SYS across host bridges / CPUs"
+            " · NET over the network (llama.cpp RPC)"
         )
         legend.setWordWrap(True)
         tint(legend, TEXT_MUTED)
@@ -191,6 +193,12 @@ class HardwareView(QtWidgets.QWidget):
         lower.addWidget(advice_box, 2)
         self.body_layout.addLayout(lower)
 
+        from app.ui.hardware.rpc_panel import RpcPanel
+
+        self.rpc_panel = RpcPanel()
+        self.rpc_panel.devices_changed.connect(self._refresh)
+        self.rpc_panel.planned_remote_requested.connect(self.add_planned_remote)
+        self.body_layout.addWidget(self.rpc_panel)
         self.host_label = QtWidgets.QLabel("")
         self.host_label.setObjectName("hostLabel")
         self.host_label.setWordWrap(True)
@@ -237,10 +245,19 @@ class HardwareView(QtWidgets.QWidget):
         return self.editor_model.rig
 
     def current_rig(self) -> Rig:
-        """The rig the tab shows now (what the other tabs should plan for)."""
-        if self._mode == MODE_DETECTED and self._detected is not None:
-            return self._detected
-        return self.editor_model.rig
+        """The rig the tab shows now (what the other tabs should plan for), with the remote
+        machines' devices of the RPC panel after its own."""
+        base = (
+            self._detected
+            if self._mode == MODE_DETECTED and self._detected is not None
+            else self.editor_model.rig
+        )
+        extra = self.rpc_panel.remote_devices()
+        if not extra:
+            return base
+        from app.hardware.rpc import with_remote_devices
+
+        return with_remote_devices(base, extra)
 
     def set_detecting(self) -> None:
         self._ensure_ready()
@@ -296,6 +313,15 @@ class HardwareView(QtWidgets.QWidget):
             self._show_editor_message(f"unknown catalog GPU '{catalog_id}'", error=True)
             return
         self._edit(lambda: self.editor_model.add(entry))
+
+    def add_planned_remote(self, catalog_id: str, link_name: str) -> None:
+        """A planned GPU on another machine, reached over ``link_name`` (``rpc(RTX 4090 @ 1GbE)``)."""
+        self._ensure_ready()
+        entry = next((e for e in self._catalog if e.id == catalog_id), None)
+        if entry is None:
+            self._show_editor_message(f"unknown catalog GPU '{catalog_id}'", error=True)
+            return
+        self._edit(lambda: self.editor_model.add_remote(entry, link_name))
 
     def remove_planned_gpu(self, position: int) -> None:
         self._ensure_ready()
@@ -411,6 +437,7 @@ class HardwareView(QtWidgets.QWidget):
         self._cards = []
         catalog = {e.id: e for e in self._catalog}
         linked = {i for i, flag in enumerate(self.editor_model.nvlink_flags) if flag} if editable else set()
+        n_planned = self.editor_model.rig.n_gpus
         columns = 3 if rig.n_gpus >= 5 else 2
         for i, gpu in enumerate(rig.gpus):
             entry = catalog.get(gpu.catalog_id or "")
@@ -418,7 +445,8 @@ class HardwareView(QtWidgets.QWidget):
                 gpu,
                 i,
                 rig,
-                editable=editable,
+                # the RPC panel's devices are edited there, not here
+                editable=editable and i < n_planned,
                 nvlink_capable=bool(entry and entry.nvlink),
                 nvlink_checked=i in linked,
             )

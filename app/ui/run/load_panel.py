@@ -251,8 +251,9 @@ class LoadPanel(QtWidgets.QGroupBox):
         self.hide_confirm()
         settings = self.state.settings
         try:
-            load = P.LoadSettings.from_settings(choice.path, settings, n_threads=self.n_threads)
-            self.adapter.load(load, plan)
+            rig = self.state.rig
+            load = P.LoadSettings.for_rig(rig, choice.path, settings, n_threads=self.n_threads)
+            self.adapter.load(load, plan, remote_devices=len(rig.remote_gpus) if rig is not None else 0)
         except RigfitError as exc:
             self.load_refused.emit(str(exc))
             return False

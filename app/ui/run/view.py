@@ -7,7 +7,8 @@
 * :class:`~app.ui.run.chat.ChatPanel` — the conversation;
 * :class:`~app.ui.run.memory.MemoryComparison` — ``state.plan`` beside what llama.cpp reports;
 
-plus the :class:`~app.ui.run.problem.ProblemBar` across the top. The model runs in a child process
+plus the :class:`~app.ui.run.problem.ProblemBar` across the top and the
+:class:`~app.ui.run.serve_panel.ServePanel` (the loaded model served to other apps over HTTP). The model runs in a child process
 (:class:`~app.ui.runner_adapter.RunnerAdapter`, shared by the load panel and the chat), so a llama.cpp
 abort or an out-of-memory kill ends that process; the tab says so and loads again on request.
 
@@ -29,6 +30,7 @@ from app.ui.run.load_panel import LoadContext, LoadPanel
 from app.ui.run.memory import MemoryComparison, predicted_vram
 from app.ui.run.picker import Discover, ModelPicker, dropped_model
 from app.ui.run.problem import ProblemBar
+from app.ui.run.serve_panel import ServePanel
 from app.ui.runner_adapter import STATE_GENERATING, STATE_IDLE, STATE_LOADING, STATE_STARTING, RunnerAdapter
 from app.ui.state import AppState
 from app.ui.tasks import TaskRunner
@@ -80,6 +82,7 @@ class RunView(QtWidgets.QWidget):
         self.load_panel = LoadPanel(state, self.adapter, n_threads=n_threads)
         self.chat = ChatPanel(self.adapter)
         self.memory = MemoryComparison()
+        self.serve = ServePanel(self.adapter)
         self._lay_out()
         self._connect()
 
@@ -94,7 +97,13 @@ class RunView(QtWidgets.QWidget):
 
         top = QtWidgets.QSplitter(QtCore.Qt.Orientation.Horizontal)
         top.setChildrenCollapsible(False)
-        top.addWidget(self.picker)
+        # The serve switch sits under the picker, whose list gives up the height; the load panel keeps its own.
+        left = QtWidgets.QWidget()
+        column = QtWidgets.QVBoxLayout(left)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.addWidget(self.picker, 1)
+        column.addWidget(self.serve)
+        top.addWidget(left)
         top.addWidget(self.load_panel)
         top.setStretchFactor(0, 3)
         top.setStretchFactor(1, 2)
@@ -214,6 +223,7 @@ class RunView(QtWidgets.QWidget):
             return
         self._shut_down = True
         self.picker.shutdown()
+        self.serve.shutdown()  # its requests end before the worker they run in
         self.adapter.close()
         self.tasks.wait()
         self.load_panel.shutdown()

@@ -1,0 +1,1 @@
+"""The local OpenAI-compatible server: the model the worker holds, answering chat apps over HTTP."""
