@@ -102,3 +102,50 @@ def test_a_catalog_entry_that_cannot_be_planned_is_one_entry(tmp_path: Path, mon
     (entry,) = table.unreadable
     assert (entry.model, entry.source, entry.path) == ("qwen3-8b", "catalog", "")
     assert "not nan" in entry.message
+
+
+def test_a_model_that_reads_nothing_per_token_has_no_speed_not_a_division_by_zero() -> None:
+    """Found by the fuzz campaign: one layer of attention weights only (no FFN, no output layer),
+    no layer offloaded, context 1. Nothing is read per decoded token, so the fit table's speed was
+    1/0 (a RuntimeWarning, and the model became "Rigfit could not plan this model"); plan() already
+    gave no speed there. Now the row is computed and its speed is None, as in plan()."""
+    import warnings
+
+    from tests.fuzz import gguf_bytes as G
+    from tests.fuzz.harness import spec_from_bytes
+
+    def u32(v: int) -> G.Value:
+        return G.Value(vtype=4, value=v, item_type=4)
+
+    doc = G.GgufDoc(
+        metadata=[
+            ("general.architecture", G.Value(vtype=8, value="llama", item_type=4)),
+            ("llama.block_count", u32(1)),
+            ("llama.embedding_length", u32(32)),
+            ("llama.attention.head_count", u32(2)),
+            ("llama.attention.head_count_kv", u32(1)),
+            ("llama.feed_forward_length", u32(0)),
+            ("llama.context_length", u32(0)),
+        ],
+        tensors=[
+            G.Tensor(name="output_norm.weight", shape=(32,), ggml_type=0, offset=0),
+            G.Tensor(name="blk.0.attn_norm.weight", shape=(32,), ggml_type=0, offset=128),
+            G.Tensor(name="blk.0.attn_q.weight", shape=(32, 32), ggml_type=0, offset=256),
+            G.Tensor(name="blk.0.attn_k.weight", shape=(32, 16), ggml_type=0, offset=4352),
+            G.Tensor(name="blk.0.attn_v.weight", shape=(32, 16), ggml_type=0, offset=6400),
+            G.Tensor(name="blk.0.attn_output.weight", shape=(32, 32), ggml_type=0, offset=8448),
+        ],
+        version=3,
+        data_size=12544,
+        alignment=32,
+        big_endian=False,
+    )
+    spec = spec_from_bytes(G.encode(doc))
+    settings = Settings(ctx=1, n_gpu_layers=0, n_batch=1, n_ubatch=1, flash_attn=False, type_k="q8_0")
+    rig = parse_rig_expression("RTX 3090")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        table = fit_table(rig, 1, settings, extra_specs=[spec], models=["smollm2-135m"])
+    assert table.unreadable == ()
+    mine = [r for r in table.rows if r.model == spec.id]
+    assert mine and all(r.decode_tok_s is None for r in mine), mine
