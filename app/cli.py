@@ -9,12 +9,13 @@ the exit code is 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from app.core.errors import RigfitError
+from app.core.errors import RigfitError, one_line
 
 COMMAND_NAMES: tuple[str, ...] = (
     "detect",
@@ -38,7 +39,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but usage errors are one line in the user's words, exit code 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_USAGE, f"rigfit: {message} (see 'rigfit --help')\n")
+        self.exit(EXIT_USAGE, f"rigfit: {one_line(message)} (see 'rigfit --help')\n")
 
 
 def _command_modules() -> dict[str, ModuleType]:
@@ -103,8 +104,23 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, dict[str, ModuleType]]:
     return parser.parse_args(argv), modules
 
 
+def _printable_streams() -> None:
+    # Names from files and paths that are not UTF-8 reach Python with surrogate escapes; printing one
+    # must show it escaped, not end the command with a UnicodeEncodeError.
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if callable(reconfigure):
+            # A closed or unusual stream stays as it is.
+            with contextlib.suppress(ValueError, OSError):
+                reconfigure(errors="backslashreplace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args, modules = _parse(list(sys.argv[1:] if argv is None else argv))
+    _printable_streams()
+    try:
+        args, modules = _parse(list(sys.argv[1:] if argv is None else argv))
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2, already printed as one line)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
         if args.version:
             from app.versions import describe_versions
@@ -126,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_gui(args)
         return int(modules[args.command].run(args))
     except RigfitError as exc:
-        print(f"rigfit: {exc}", file=sys.stderr)
+        print(f"rigfit: {one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

@@ -78,6 +78,7 @@ class SynthShape:
     tied: bool = False
     n_ctx_train: int = 4096
     seed: int = 0
+    chat_template: str | None = None  # tokenizer.chat_template, when the model should have one
 
     @property
     def kv_heads(self) -> int:
@@ -200,6 +201,8 @@ def write_llama_gguf(path: str | Path, shape: SynthShape) -> SynthModel:
     writer.add_file_type(int(_FILE_TYPE.get(s.weight_type.upper(), LlamaFileType.GUESSED)))
     writer.add_quantization_version(2)
     _add_tokenizer(writer, s.n_vocab)
+    if s.chat_template is not None:
+        writer.add_chat_template(s.chat_template)
 
     rows: dict[tuple[GGMLQuantizationType, int, bool], np.ndarray] = {}
     for name, ne, qtype in plan:

@@ -20,7 +20,9 @@ import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from app.commands.args import int_in
 from app.commands.run import CPU_NOTE, RpcRun, add_model_arguments, rpc_run, settings_from_args, start_worker
+from app.core import limits
 from app.core.errors import RigfitError
 from app.core.rules import RuleError
 from app.runner import protocol as P
@@ -35,7 +37,12 @@ STATUS_FAILED = "failed"
 
 
 def add_parser(subparsers: Any) -> None:
-    p = subparsers.add_parser("bench", help="prompt and generation tok/s per split configuration")
+    p = subparsers.add_parser(
+        "bench",
+        help="prompt and generation tok/s per split configuration",
+        description="Prompt and generation speed per split configuration, like llama-bench. A worker that "
+        f"gives no sign of life for {P.SILENCE_LIMIT_S:g} s is ended and its configuration reported failed.",
+    )
     add_model_arguments(p, ctx_default=None)
     p.add_argument(
         "--configs",
@@ -43,9 +50,19 @@ def add_parser(subparsers: Any) -> None:
         metavar="MODE[:R1,R2];...",
         help="split configurations, e.g. 'layer:1,1;layer:3,1;row:1,1' (default: layer, llama.cpp's own split)",
     )
-    p.add_argument("--pp", type=int, default=512, metavar="N", help="prompt tokens per run (0: skip)")
-    p.add_argument("--tg", type=int, default=128, metavar="N", help="generated tokens per run (0: skip)")
-    p.add_argument("--repeat", type=int, default=3, metavar="N", help="runs per configuration")
+    p.add_argument(
+        "--pp", type=int_in(limits.PP_RANGE), default=512, metavar="N", help="prompt tokens per run (0: skip)"
+    )
+    p.add_argument(
+        "--tg",
+        type=int_in(limits.TG_RANGE),
+        default=128,
+        metavar="N",
+        help="generated tokens per run (0: skip)",
+    )
+    p.add_argument(
+        "--repeat", type=int_in(limits.REPEAT_RANGE), default=3, metavar="N", help="runs per configuration"
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per configuration on stdout")
 
 

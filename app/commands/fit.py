@@ -19,7 +19,9 @@ import json
 import sys
 from typing import Any
 
+from app.commands.args import int_in
 from app.commands.plan import add_rig_arguments, resolve_rig, rig_label
+from app.core import limits
 from app.core.errors import RigfitError
 from app.core.fit import DEFAULT_FIT_CTX, DEFAULT_PREFERENCE, PREFERENCES, FitRow, FitTable, fit_table
 from app.core.model_source import load_model_spec
@@ -39,7 +41,7 @@ def add_parser(subparsers: Any) -> None:
     add_rig_arguments(p)
     p.add_argument(
         "--ctx",
-        type=int,
+        type=int_in(limits.CTX_RANGE),
         default=DEFAULT_FIT_CTX,
         metavar="N",
         help=f"context in tokens (default {DEFAULT_FIT_CTX})",
@@ -103,6 +105,17 @@ def table_json(table: FitTable, rig_name: str, note: str | None) -> dict[str, An
             "n_gpu_layers": table.settings.n_gpu_layers,
         },
         "notes": [note] if note else [],
+        # Models that could not be planned at all (a broken catalog entry): one entry each.
+        "unreadable": [
+            {
+                "model": u.model,
+                "name": u.name,
+                "source": u.source,
+                "path": u.path or None,
+                "message": u.message,
+            }
+            for u in table.unreadable
+        ],
     }
 
 
@@ -148,6 +161,7 @@ def format_table(table: FitTable, rig_name: str, note: str | None, show_all: boo
             )
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines += [f"{u.model}  unreadable: {u.message}" for u in table.unreadable]
     if not show_all:
         lines += ["", "(--all lists every quantization; tok/s: predicted decode averaged over the context)"]
     return "\n".join(lines)
@@ -163,6 +177,11 @@ def run(args: argparse.Namespace) -> int:
         raise RigfitError("--models needs at least one catalog id, e.g. --models llama-3.1-8b,qwen3-8b")
     settings = Settings(flash_attn=args.flash_attn == "on", type_k=args.kv_type, type_v=args.kv_type)
     table = fit_table(rig, args.ctx, settings, extra_specs=extra, models=models, prefer=args.prefer)
+    named = {spec.id for spec in extra}
+    for u in table.unreadable:
+        if u.model in named:
+            # A file the user named on the command line is theirs to fix: one line, exit 2.
+            raise RigfitError(u.message)
     name = rig_label(rig)
     if args.json:
         json.dump(table_json(table, name, note), sys.stdout, indent=2)

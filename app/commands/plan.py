@@ -24,6 +24,8 @@ import json
 import sys
 from typing import Any
 
+from app.commands.args import int_in
+from app.core import limits
 from app.core.commands import ExportedCommand, export_commands
 from app.core.errors import RigfitError
 from app.core.model_source import load_model_spec
@@ -110,7 +112,7 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument(
         "--ctx",
-        type=int,
+        type=int_in(limits.CTX_RANGE),
         default=defaults.ctx,
         metavar="N",
         help=f"context in tokens (default {defaults.ctx})",
@@ -124,13 +126,21 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("--split-mode", choices=SPLIT_MODES, default=defaults.split_mode)
     p.add_argument(
-        "--ngl", type=int, default=defaults.n_gpu_layers, metavar="N", help="layers on the GPUs (-1: all)"
+        "--ngl",
+        type=int_in(limits.NGL_RANGE),
+        default=defaults.n_gpu_layers,
+        metavar="N",
+        help="layers on the GPUs (-1: all)",
     )
     p.add_argument("--kv-type", choices=KV_TYPES, default=defaults.type_k, help="K and V cache type")
     p.add_argument("--flash-attn", choices=("on", "off"), default="on" if defaults.flash_attn else "off")
-    p.add_argument("--main-gpu", type=int, default=defaults.main_gpu, metavar="N")
+    p.add_argument("--main-gpu", type=int_in(limits.MAIN_GPU_RANGE), default=defaults.main_gpu, metavar="N")
     p.add_argument(
-        "--ubatch", type=int, default=defaults.n_ubatch, metavar="N", help="micro-batch (n_ubatch)"
+        "--ubatch",
+        type=int_in(limits.UBATCH_RANGE),
+        default=defaults.n_ubatch,
+        metavar="N",
+        help="micro-batch (n_ubatch)",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.set_defaults(command="plan")

@@ -16,6 +16,8 @@ import sys
 import time
 from typing import Any
 
+from app.commands.args import int_in
+from app.core import limits
 from app.core.errors import RigfitError
 from app.core.rules import RuleError, rpc_unavailable
 from app.hardware.rpc import DEFAULT_PORT
@@ -33,7 +35,9 @@ def add_parser(subparsers: Any) -> None:
         "network: anyone who can reach the port can use the devices and read what they hold.",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    p.add_argument(
+        "--port", type=int_in(limits.PORT_RANGE), default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})"
+    )
     p.add_argument(
         "--device",
         default="",
@@ -43,7 +47,13 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "--cache", action="store_true", help="keep received tensors on disk, so the next load sends less"
     )
-    p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads (CPU device)")
+    p.add_argument(
+        "--threads",
+        type=int_in(limits.THREADS_RANGE),
+        default=None,
+        metavar="N",
+        help="CPU threads (CPU device)",
+    )
     p.add_argument(
         "--allow-network",
         action="store_true",

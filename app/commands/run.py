@@ -13,7 +13,9 @@ import threading
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from app.commands.args import float_in, int_in
 from app.commands.rpc_args import add_rpc_argument, rpc_specs
+from app.core import limits
 from app.core.errors import RigfitError
 from app.core.rig import Rig
 from app.core.rules import RuleError, rpc_unavailable
@@ -44,24 +46,42 @@ def add_model_arguments(p: argparse.ArgumentParser, *, ctx_default: int | None) 
         help="GGUF file, 'demo' (SmolLM2-135M), or a model downloaded with 'rigfit pull' (hf:OWNER/REPO/FILE.gguf)",
     )
     p.add_argument(
-        "--ngl", type=int, default=defaults.n_gpu_layers, metavar="N", help="layers on the GPUs (-1: all)"
+        "--ngl",
+        type=int_in(limits.NGL_RANGE),
+        default=defaults.n_gpu_layers,
+        metavar="N",
+        help="layers on the GPUs (-1: all)",
     )
     p.add_argument(
         "--ctx",
-        type=int,
+        type=int_in(limits.CTX_RANGE),
         default=ctx_default,
         metavar="N",
         help=f"context in tokens (default {ctx_default if ctx_default else 'pp + tg'})",
     )
     p.add_argument("--kv-type", choices=KV_TYPES, default=defaults.type_k, help="K and V cache type")
     p.add_argument("--flash-attn", choices=("on", "off"), default="on" if defaults.flash_attn else "off")
-    p.add_argument("--main-gpu", type=int, default=defaults.main_gpu, metavar="N")
+    p.add_argument("--main-gpu", type=int_in(limits.MAIN_GPU_RANGE), default=defaults.main_gpu, metavar="N")
     p.add_argument(
-        "--threads", type=int, default=None, metavar="N", help="CPU threads (default: physical cores)"
+        "--threads",
+        type=int_in(limits.THREADS_RANGE),
+        default=None,
+        metavar="N",
+        help="CPU threads (default: physical cores)",
     )
-    p.add_argument("--batch", type=int, default=defaults.n_batch, metavar="N", help="logical batch (n_batch)")
     p.add_argument(
-        "--ubatch", type=int, default=defaults.n_ubatch, metavar="N", help="micro-batch (n_ubatch)"
+        "--batch",
+        type=int_in(limits.BATCH_RANGE),
+        default=defaults.n_batch,
+        metavar="N",
+        help="logical batch (n_batch)",
+    )
+    p.add_argument(
+        "--ubatch",
+        type=int_in(limits.UBATCH_RANGE),
+        default=defaults.n_ubatch,
+        metavar="N",
+        help="micro-batch (n_ubatch)",
     )
     add_rpc_argument(p)
 
@@ -96,8 +116,24 @@ def rpc_run(args: argparse.Namespace) -> RpcRun:
     return RpcRun(rig, rig.rpc_endpoints(), len(rig.remote_gpus))
 
 
+# What `rigfit run --help` (and bench, serve) say about a worker that stops answering.
+SILENCE_HELP = f"""\
+A silent model process: the worker sends a sign of life every second. One silent for
+{P.SILENCE_LIMIT_S:g} s (suspended with Ctrl+Z or kill -STOP, frozen, or stalled by a machine out of
+memory) is ended, the command says so and exits with code 1; it never waits longer (a worker that
+never starts is given {P.START_LIMIT_S:g} s). Then: resume or end whatever stopped it, close other
+programs or pick a smaller model or context, and run again. On a very slow or busy machine set
+another limit in seconds (1 to 3600): {P.SILENCE_ENV}=120 rigfit run ..."""
+
+
 def add_parser(subparsers: Any) -> None:
-    p = subparsers.add_parser("run", help="run a model with llama.cpp and stream its reply")
+    p = subparsers.add_parser(
+        "run",
+        help="run a model with llama.cpp and stream its reply",
+        description="Load a GGUF with llama.cpp in a worker process and stream its reply.",
+        epilog=SILENCE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_model_arguments(p, ctx_default=Settings().ctx)
     p.add_argument(
         "--split", metavar="R1,R2,...", help="tensor split, one ratio per GPU (default: by free VRAM)"
@@ -105,10 +141,10 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--split-mode", choices=SPLIT_MODES, default="layer")
     p.add_argument("--prompt", required=True, help="the user message")
     p.add_argument("--system", default=None, help="an optional system message")
-    p.add_argument("--max-tokens", type=int, default=256, metavar="N")
-    p.add_argument("--temperature", type=float, default=0.8, metavar="T")
-    p.add_argument("--top-p", type=float, default=0.95, metavar="P")
-    p.add_argument("--seed", type=int, default=None, metavar="S")
+    p.add_argument("--max-tokens", type=int_in(limits.MAX_TOKENS_RANGE), default=256, metavar="N")
+    p.add_argument("--temperature", type=float_in(limits.TEMPERATURE_RANGE), default=0.8, metavar="T")
+    p.add_argument("--top-p", type=float_in(limits.TOP_P_RANGE), default=0.95, metavar="P")
+    p.add_argument("--seed", type=int_in(limits.SEED_RANGE), default=None, metavar="S")
     p.add_argument("--json", action="store_true", help="one JSON object per event on stdout")
 
 
@@ -301,7 +337,9 @@ def _run_with(
     except P.RunnerError as exc:
         if progress:
             progress.finish()
-        return fail(exc.event, EXIT_USAGE)
+        # The worker dying or falling silent is not bad input; llama.cpp refusing the file is.
+        crashed = exc.event.kind in (P.ERR_CRASHED, P.ERR_START_FAILED)
+        return fail(exc.event, EXIT_FAILED if crashed else EXIT_USAGE)
     if progress:
         progress.finish()
     plan = planner.result()

@@ -20,6 +20,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
+from app.commands.args import int_in
 from app.commands.run import (
     CPU_NOTE,
     Progress,
@@ -29,6 +30,7 @@ from app.commands.run import (
     rpc_run,
     settings_from_args,
 )
+from app.core import limits
 from app.core.errors import RigfitError
 from app.core.settings import SPLIT_MODES, Settings
 from app.runner import protocol as P
@@ -62,7 +64,7 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument(
         "--port",
-        type=int,
+        type=int_in(limits.LISTEN_PORT_RANGE),
         default=DEFAULT_PORT,
         metavar="N",
         help=f"port (default {DEFAULT_PORT}; 0: any free one)",
@@ -75,7 +77,7 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument(
         "--queue",
-        type=int,
+        type=int_in(limits.QUEUE_RANGE),
         default=DEFAULT_MAX_WAITING,
         metavar="N",
         help=f"requests that may wait behind the running one; more get 503 (default {DEFAULT_MAX_WAITING})",

@@ -10,11 +10,12 @@ from __future__ import annotations
 import difflib
 import os
 import threading
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.core import files, limits
 from app.core.errors import BadModelFile, UnknownName
+from app.core.files import show_path
 from app.core.hf_config import architecture_of, spec_from_config
 from app.core.model_spec import ModelSpec
 from app.core.quant import normalize_file_type
@@ -92,11 +93,15 @@ def _parse_entry(raw: object, index: int, origin: str) -> CatalogEntry:
     quants = tuple(normalize_file_type(q) for q in quants_raw)
     default_quant = normalize_file_type(_str(raw, "default_quant", where))
     params_b = raw.get("params_b")
-    if isinstance(params_b, bool) or not isinstance(params_b, int | float) or params_b <= 0:
+    if (
+        isinstance(params_b, bool)
+        or not isinstance(params_b, int | float)
+        or not 0 < params_b <= limits.MAX_PARAMS / 1e9
+    ):
         raise BadModelFile(f"{where}: 'params_b' must be a positive number")
     n_vocab = raw.get("gguf_n_vocab")
-    if n_vocab is not None and (isinstance(n_vocab, bool) or not isinstance(n_vocab, int) or n_vocab <= 0):
-        raise BadModelFile(f"{where}: 'gguf_n_vocab' must be a positive whole number")
+    if n_vocab is not None:
+        n_vocab = limits.whole_number(n_vocab, "gguf_n_vocab", limits.VOCAB, where)
     return CatalogEntry(
         gguf_repos=_gguf_repos(raw.get("gguf"), where),
         id=entry_id,
@@ -139,14 +144,10 @@ def load_model_catalog(path: str | os.PathLike[str] | None = None) -> tuple[Cata
     cached = _entries.get(p)
     if cached is not None:
         return cached
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BadModelFile(f"the model catalog is missing: {p}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadModelFile(f"cannot read the model catalog {p}: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise BadModelFile(f"the model catalog {p} is not valid TOML: {exc}") from None
+    if not files.path_exists(p):
+        raise BadModelFile(f"the model catalog is missing: {show_path(p)}")
+    text = files.read_text(p, "model catalog", files.MAX_CATALOG_BYTES, BadModelFile)
+    data = files.parse_toml(text, f"the model catalog {show_path(p)}", BadModelFile)
     models = data.get("model")
     if not isinstance(models, list):
         raise BadModelFile(f"the model catalog {p} has no [[model]] entries")

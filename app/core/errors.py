@@ -21,3 +21,21 @@ class UnknownName(RigfitError):
 
 class RigfitWarning(UserWarning):
     """Rigfit's own warnings; tests turn them into errors."""
+
+
+MAX_MESSAGE_CHARS = 600
+
+
+def one_line(message: object, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """A message as one printable line of at most ``limit`` characters.
+
+    Messages quote what files and users gave (tensor names, keys, paths); a newline or a megabyte
+    of name in there must not turn one line of error into a screenful.
+    """
+    text = str(message)
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    text = " ".join(text.split()) if any(not c.isprintable() for c in text) else text
+    text = "".join(c if c.isprintable() else "?" for c in text)
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return text

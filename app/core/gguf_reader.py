@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Protocol, TypeAlias
 
 from app.core.errors import BadModelFile
+from app.core.files import open_regular, path_exists, show_path
 from app.core.model_spec import TensorInfo
 from app.core.quant import block_size, is_known_type, tensor_nbytes, type_name
 
@@ -285,20 +286,16 @@ class _Header:
 
 
 def _open_map(path: Path) -> tuple[mmap.mmap, int]:
+    # Regular files only: a FIFO would block the open, a device (/dev/zero) would map endless zeros.
+    fd, size = open_regular(path, "model file", BadModelFile)
     try:
-        with path.open("rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size == 0:
-                raise BadModelFile(f"{path} is empty, not a GGUF model")
-            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ), size
-    except FileNotFoundError:
-        raise BadModelFile(f"model file not found: {path}") from None
-    except IsADirectoryError:
-        raise BadModelFile(f"{path} is a folder, not a GGUF file") from None
-    except PermissionError:
-        raise BadModelFile(f"no permission to read {path}") from None
+        if size == 0:
+            raise BadModelFile(f"{show_path(path)} is empty, not a GGUF model")
+        return mmap.mmap(fd, 0, access=mmap.ACCESS_READ), size
     except (OSError, ValueError) as exc:
-        raise BadModelFile(f"cannot read {path}: {exc}") from None
+        raise BadModelFile(f"cannot read {show_path(path)}: {exc}") from None
+    finally:
+        os.close(fd)
 
 
 def read_gguf_file(path: str | os.PathLike[str]) -> GgufFile:
@@ -334,10 +331,11 @@ def read_gguf_source(source: RangeSource, name: str, *, first_read_bytes: int = 
 
 
 def _parse(buf: Buffer, size: int, path: str, source: RangeSource | None = None) -> GgufFile:
+    shown = show_path(path)
     if size < 4 or buf[:4] != GGUF_MAGIC:
-        raise BadModelFile(f"{path} is not a GGUF file (it does not start with 'GGUF')")
+        raise BadModelFile(f"{shown} is not a GGUF file (it does not start with 'GGUF')")
     if size < 8:
-        raise BadModelFile(f"{path} is not a usable GGUF file: it ends after the magic (truncated)")
+        raise BadModelFile(f"{shown} is not a usable GGUF file: it ends after the magic (truncated)")
     (version,) = struct.unpack_from("<I", buf, 4)
     endian = "<"
     if version & 0xFFFF == 0 and version != 0:
@@ -346,9 +344,9 @@ def _parse(buf: Buffer, size: int, path: str, source: RangeSource | None = None)
         (version,) = struct.unpack_from(">I", buf, 4)
     if version not in SUPPORTED_VERSIONS:
         raise BadModelFile(
-            f"{path} uses GGUF version {version}; Rigfit reads versions {', '.join(map(str, SUPPORTED_VERSIONS))}"
+            f"{shown} uses GGUF version {version}; Rigfit reads versions {', '.join(map(str, SUPPORTED_VERSIONS))}"
         )
-    h = _Header(buf, path, endian, size, source)
+    h = _Header(buf, shown, endian, size, source)
     h.off = 8
     n_tensors = h.read_u64("the tensor count")
     n_kv = h.read_u64("the metadata count")
@@ -444,7 +442,7 @@ def split_parts(path: str | os.PathLike[str]) -> tuple[Path, ...] | None:
     count = int(m.group("count"))
     no = int(m.group("no"))
     if count < 1 or not 1 <= no <= count:
-        raise BadModelFile(f"{p.name} claims to be part {no} of {count}")
+        raise BadModelFile(f"{show_path(p.name)} claims to be part {no} of {count}")
     prefix = m.group("prefix")
     return tuple(p.with_name(f"{prefix}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1))
 
@@ -463,16 +461,20 @@ def read_gguf(path: str | os.PathLike[str]) -> GgufModel:
     if parts is None:
         if count > 1:
             raise BadModelFile(
-                f"{p} is part of a model split into {count} files, but its name does not follow "
+                f"{show_path(p)} is part of a model split into {count} files, but its name does not follow "
                 "llama.cpp's 'name-00001-of-0000N.gguf' pattern, so the other parts cannot be found"
             )
         return model_from_parts((first,))
     if count != len(parts):
-        raise BadModelFile(f"{parts[0].name} says the model has {count} parts, its name says {len(parts)}")
+        raise BadModelFile(
+            f"{show_path(parts[0].name)} says the model has {count} parts, its name says {len(parts)}"
+        )
     files = [first]
     for i, part in enumerate(parts[1:], start=1):
-        if not part.exists():
-            raise BadModelFile(f"part {i + 1} of {len(parts)} of this split model is missing: {part}")
+        if not path_exists(part):
+            raise BadModelFile(
+                f"part {i + 1} of {len(parts)} of this split model is missing: {show_path(part)}"
+            )
         files.append(read_gguf_file(part))
     return model_from_parts(files)
 
@@ -497,15 +499,19 @@ def model_from_parts(files: Sequence[GgufFile]) -> GgufModel:
     for index, f in enumerate(files):
         no = _int_meta(f, "split.no")
         if no is not None and no != index:
-            raise BadModelFile(f"{f.path} says it is split part {no + 1}, its name says {index + 1}")
+            raise BadModelFile(
+                f"{show_path(f.path)} says it is split part {no + 1}, its name says {index + 1}"
+            )
         for t in f.tensors:
             if t.name in names:
-                raise BadModelFile(f"tensor '{t.name}' appears in more than one part of {name}")
+                raise BadModelFile(f"tensor '{t.name}' appears in more than one part of {show_path(name)}")
             names.add(t.name)
             tensors.append(TensorInfo(t.name, t.shape, t.ggml_type, t.offset, index))
     expected = _int_meta(first, "split.tensors.count")
     if expected is not None and expected != len(tensors):
-        raise BadModelFile(f"{name}: the parts hold {len(tensors)} tensors, the header promises {expected}")
+        raise BadModelFile(
+            f"{show_path(name)}: the parts hold {len(tensors)} tensors, the header promises {expected}"
+        )
     return GgufModel(
         paths=tuple(f.path for f in files),
         metadata=first.metadata,

@@ -14,9 +14,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from app.core import limits
 from app.core.arch import SWA_DEFAULT_PATTERN, swa_pattern
 from app.core.errors import BadModelFile, UnknownName
+from app.core.files import printable, show_path
 from app.core.gguf_reader import GgufArray, GgufModel, split_parts
+from app.core.limits import Bound
 from app.core.model_spec import ModelSpec
 from app.core.quant import file_type_from_gguf
 
@@ -26,48 +29,48 @@ _NO_SWA: frozenset[str] = frozenset({"llama", "qwen2", "qwen3", "qwen3moe", "dee
 _SWA_ALWAYS: dict[str, int] = {"gemma2": 4096, "gpt-oss": 0}
 
 
-def _num(model: GgufModel, key: str) -> int | float | None:
+def _where(model: GgufModel) -> str:
+    return show_path(model.paths[0])
+
+
+def _int(model: GgufModel, key: str, default: int = 0, bound: Bound = limits.ANY_COUNT) -> int:
+    """A whole-number key within ``bound`` (NaN, infinities, fractions, negatives: BadModelFile)."""
     v = model.metadata.get(key)
-    if isinstance(v, bool):
-        return int(v)
-    if isinstance(v, int | float):
-        return v
-    return None
-
-
-def _int(model: GgufModel, key: str, default: int = 0) -> int:
-    v = _num(model, key)
     if v is None:
-        if key in model.metadata:
-            raise BadModelFile(f"{model.paths[0]}: metadata '{key}' should be a number")
         return default
-    return int(v)
+    if isinstance(v, GgufArray | str):
+        raise BadModelFile(f"{_where(model)}: metadata '{key}' should be a number")
+    return limits.whole_number(v, key, bound, _where(model))
 
 
-def _per_layer(model: GgufModel, key: str, n_layer: int, default: tuple[int, ...]) -> tuple[int, ...]:
+def _per_layer(
+    model: GgufModel, key: str, n_layer: int, default: tuple[int, ...], bound: Bound
+) -> tuple[int, ...]:
     """llama_model_loader::get_key_or_arr: a scalar for every layer, or one value per layer."""
     v = model.metadata.get(key)
     if v is None:
         return default
+    where = _where(model)
     if isinstance(v, GgufArray):
         if v.values is None or v.length != n_layer:
-            raise BadModelFile(f"{model.paths[0]}: '{key}' has {v.length} values for {n_layer} layers")
+            raise BadModelFile(f"{where}: '{key}' has {v.length} values for {n_layer} layers")
         out: list[int] = []
         for item in v.values:
             if not isinstance(item, int | float):
-                raise BadModelFile(f"{model.paths[0]}: '{key}' should hold numbers")
-            out.append(int(item))
+                raise BadModelFile(f"{where}: '{key}' should hold numbers")
+            out.append(limits.whole_number(item, key, bound, where))
         return tuple(out)
     if isinstance(v, int | float):
-        return (int(v),) * n_layer
-    raise BadModelFile(f"{model.paths[0]}: metadata '{key}' should be a number or a list of numbers")
+        return (limits.whole_number(v, key, bound, where),) * n_layer
+    raise BadModelFile(f"{where}: metadata '{key}' should be a number or a list of numbers")
 
 
 def _swa(model: GgufModel, arch: str, n_layer: int) -> tuple[int, tuple[bool, ...]]:
     """Sliding window and per-layer SWA flags as llama.cpp's loader for ``arch`` sets them."""
     if arch in _NO_SWA:
         return 0, ()
-    window = _int(model, f"{arch}.attention.sliding_window", _SWA_ALWAYS.get(arch, 0))
+    # A window beyond any context is a full-size cache: capped, it plans the same.
+    window = min(_int(model, f"{arch}.attention.sliding_window", _SWA_ALWAYS.get(arch, 0)), limits.MAX_CTX)
     if window <= 0 and arch not in _SWA_ALWAYS:
         return 0, ()
     pattern_key = f"{arch}.attention.sliding_window_pattern"
@@ -76,13 +79,13 @@ def _swa(model: GgufModel, arch: str, n_layer: int) -> tuple[int, tuple[bool, ..
     if isinstance(raw, GgufArray):
         if raw.values is None or raw.length != n_layer:
             raise BadModelFile(
-                f"{model.paths[0]}: '{pattern_key}' has {raw.length} values for {n_layer} layers"
+                f"{_where(model)}: '{pattern_key}' has {raw.length} values for {n_layer} layers"
             )
         layers = tuple(bool(x) for x in raw.values)
     else:
         n_pattern, dense_first = SWA_DEFAULT_PATTERN.get(arch, (-1, False))
         if isinstance(raw, int | float) and not isinstance(raw, bool):
-            n_pattern = int(raw)
+            n_pattern = limits.whole_number(raw, pattern_key, limits.LAYERS_OR_NONE, _where(model))
         if n_pattern < 0:
             # An architecture Rigfit does not know and no pattern in the file: no SWA assumed, which
             # overestimates the KV cache rather than underestimating it.
@@ -100,7 +103,7 @@ def _vocab_size(model: GgufModel, arch: str) -> int:
     for t in model.tensors:
         if t.name == "token_embd.weight" and len(t.shape) >= 2:
             return t.shape[1]
-    return _int(model, f"{arch}.vocab_size")
+    return _int(model, f"{arch}.vocab_size", 0, limits.VOCAB)
 
 
 def model_stem(path: str | Path) -> str:
@@ -114,37 +117,41 @@ def model_stem(path: str | Path) -> str:
 
 def spec_from_gguf(model: GgufModel, *, id: str | None = None) -> ModelSpec:
     """Build a :class:`ModelSpec` (real tensor types) from a read GGUF model."""
-    path = model.paths[0]
+    path = _where(model)
     arch = model.metadata.get("general.architecture")
     if not isinstance(arch, str) or not arch:
         raise BadModelFile(f"{path} has no general.architecture, so it is not a model Rigfit can plan")
-    n_layer = _int(model, f"{arch}.block_count")
-    n_embd = _int(model, f"{arch}.embedding_length")
-    if n_layer <= 0 or n_embd <= 0:
+    arch = arch[:64]
+    raw_layers = model.metadata.get(f"{arch}.block_count")
+    raw_embd = model.metadata.get(f"{arch}.embedding_length")
+    if raw_layers is None or raw_embd is None:
         raise BadModelFile(
             f"{path}: Rigfit does not know the '{arch}' architecture and the file lacks "
             f"{arch}.block_count / {arch}.embedding_length, so its layers cannot be planned"
         )
+    # The layer count sizes every per-layer list below: checked first, against real models' range.
+    n_layer = _int(model, f"{arch}.block_count", 0, limits.LAYERS)
+    n_embd = _int(model, f"{arch}.embedding_length", 0, limits.EMBD)
     zeros = (0,) * n_layer
-    n_ff = _per_layer(model, f"{arch}.feed_forward_length", n_layer, zeros)
-    n_head = _per_layer(model, f"{arch}.attention.head_count", n_layer, zeros)
-    n_head_kv = _per_layer(model, f"{arch}.attention.head_count_kv", n_layer, n_head)
+    n_ff = _per_layer(model, f"{arch}.feed_forward_length", n_layer, zeros, limits.FF)
+    n_head = _per_layer(model, f"{arch}.attention.head_count", n_layer, zeros, limits.HEADS)
+    n_head_kv = _per_layer(model, f"{arch}.attention.head_count_kv", n_layer, n_head, limits.HEADS)
     head0 = n_head[0] if n_head else 0
     default_head_dim = n_embd // head0 if head0 > 0 else 0
-    head_dim_k = _int(model, f"{arch}.attention.key_length", default_head_dim)
-    head_dim_v = _int(model, f"{arch}.attention.value_length", default_head_dim)
+    head_dim_k = _int(model, f"{arch}.attention.key_length", default_head_dim, limits.HEAD_DIM)
+    head_dim_v = _int(model, f"{arch}.attention.value_length", default_head_dim, limits.HEAD_DIM)
 
     for t in model.tensors:
         layer = t.layer
         if layer is not None and layer >= n_layer:
             raise BadModelFile(f"{path}: tensor '{t.name}' names layer {layer}, but the model has {n_layer}")
 
-    n_expert = _int(model, f"{arch}.expert_count")
-    used = _per_layer(model, f"{arch}.expert_used_count", n_layer, zeros)
-    n_ff_expert_layers = _per_layer(model, f"{arch}.expert_feed_forward_length", n_layer, zeros)
+    n_expert = _int(model, f"{arch}.expert_count", 0, limits.EXPERTS)
+    used = _per_layer(model, f"{arch}.expert_used_count", n_layer, zeros, limits.EXPERTS)
+    n_ff_expert_layers = _per_layer(model, f"{arch}.expert_feed_forward_length", n_layer, zeros, limits.FF)
     n_ff_expert = max(n_ff_expert_layers) if n_ff_expert_layers else 0
-    n_expert_shared = _int(model, f"{arch}.expert_shared_count")
-    n_ff_shared = _int(model, f"{arch}.expert_shared_feed_forward_length")
+    n_expert_shared = _int(model, f"{arch}.expert_shared_count", 0, limits.SHARED_EXPERTS)
+    n_ff_shared = _int(model, f"{arch}.expert_shared_feed_forward_length", 0, limits.FF)
     if not n_ff_shared and arch == "deepseek2":
         n_ff_shared = n_ff_expert * n_expert_shared
 
@@ -158,11 +165,11 @@ def spec_from_gguf(model: GgufModel, *, id: str | None = None) -> ModelSpec:
         except UnknownName:
             file_type = None
     name = model.metadata.get("general.name")
-    stem = model_stem(path)
+    stem = printable(model_stem(model.paths[0]))
     template = model.metadata.get("tokenizer.chat_template")
-    return ModelSpec(
+    spec = ModelSpec(
         id=id or stem,
-        name=name if isinstance(name, str) and name.strip() else stem,
+        name=printable(name) if isinstance(name, str) and name.strip() else stem,
         architecture=arch,
         n_layer=n_layer,
         n_embd=n_embd,
@@ -172,7 +179,8 @@ def spec_from_gguf(model: GgufModel, *, id: str | None = None) -> ModelSpec:
         n_ff=n_ff,
         head_dim_k=head_dim_k,
         head_dim_v=head_dim_v,
-        n_ctx_train=_int(model, f"{arch}.context_length"),
+        # The trained context only bounds the largest-context search: beyond any context it is capped.
+        n_ctx_train=min(_int(model, f"{arch}.context_length"), limits.MAX_CTX),
         tensors=model.tensors,
         tied_embeddings=not any(t.name == "output.weight" for t in model.tensors),
         n_expert=n_expert,
@@ -180,15 +188,17 @@ def spec_from_gguf(model: GgufModel, *, id: str | None = None) -> ModelSpec:
         n_expert_shared=n_expert_shared,
         n_ff_expert=n_ff_expert,
         n_ff_shared_expert=n_ff_shared,
-        n_layer_dense_lead=_int(model, f"{arch}.leading_dense_block_count"),
+        n_layer_dense_lead=_int(model, f"{arch}.leading_dense_block_count", 0, limits.LAYERS_OR_NONE),
         sliding_window=window,
         swa_layers=swa_layers,
-        kv_lora_rank=_int(model, f"{arch}.attention.kv_lora_rank"),
-        qk_rope_head_dim=_int(model, f"{arch}.rope.dimension_count") if arch == "deepseek2" else 0,
-        q_lora_rank=_int(model, f"{arch}.attention.q_lora_rank"),
-        head_dim_k_mla=_int(model, f"{arch}.attention.key_length_mla"),
-        head_dim_v_mla=_int(model, f"{arch}.attention.value_length_mla"),
-        n_layer_nextn=_int(model, f"{arch}.nextn_predict_layers"),
+        kv_lora_rank=_int(model, f"{arch}.attention.kv_lora_rank", 0, limits.LORA_RANK),
+        qk_rope_head_dim=_int(model, f"{arch}.rope.dimension_count", 0, limits.HEAD_DIM)
+        if arch == "deepseek2"
+        else 0,
+        q_lora_rank=_int(model, f"{arch}.attention.q_lora_rank", 0, limits.LORA_RANK),
+        head_dim_k_mla=_int(model, f"{arch}.attention.key_length_mla", 0, limits.HEAD_DIM),
+        head_dim_v_mla=_int(model, f"{arch}.attention.value_length_mla", 0, limits.HEAD_DIM),
+        n_layer_nextn=_int(model, f"{arch}.nextn_predict_layers", 0, limits.LAYERS_OR_NONE),
         file_type=file_type,
         source="gguf",
         paths=model.paths,
@@ -196,3 +206,4 @@ def spec_from_gguf(model: GgufModel, *, id: str | None = None) -> ModelSpec:
         chat_template=template if isinstance(template, str) else None,
         metadata=dict(model.metadata),
     )
+    return limits.check_spec(spec, path)

@@ -17,14 +17,16 @@ Limits: the converter trims Gemma 3's embedding rows to the tokenizer (262144 in
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
+from app.core import files, limits
 from app.core.arch import SWA_DEFAULT_PATTERN, ArchParams, build_spec, per_layer, swa_pattern
 from app.core.errors import BadModelFile, RigfitError, UnknownName
+from app.core.files import printable, show_path
+from app.core.limits import Bound
 from app.core.model_spec import ModelSpec
 
 # Hugging Face model class -> GGUF architecture (convert_hf_to_gguf's registrations).
@@ -93,14 +95,13 @@ class _Config:
         v = self.data.get(key)
         return default if v is None else v
 
-    def int(self, *keys: str, default: int | None = None) -> int:
+    def int(self, *keys: str, default: int | None = None, bound: Bound = limits.ANY_COUNT) -> int:
+        """The first of ``keys`` present, a finite whole number within ``bound`` (else BadModelFile)."""
         for key in keys:
             v = self.data.get(key)
             if v is None:
                 continue
-            if isinstance(v, bool) or not isinstance(v, int | float) or v != int(v) or v < 0:
-                raise BadModelFile(f"{self.origin}: '{key}' should be a whole number, not {v!r}")
-            return int(v)
+            return limits.whole_number(v, key, bound, self.origin)
         if default is None:
             raise BadModelFile(f"{self.origin} has no '{keys[0]}', which Rigfit needs to lay out the model")
         return default
@@ -157,15 +158,18 @@ def params_from_config(config: Mapping[str, object], origin: str = "config.json"
     data.update({k: v for k, v in _flatten(config).items() if v is not None})
     c = _Config(data, origin)
 
-    n_layer = c.int("num_hidden_layers", "n_layer", "num_layers")
-    n_embd = c.int("hidden_size", "n_embd", "d_model")
-    n_head = c.int("num_attention_heads", "n_head")
-    n_head_kv = c.int("num_key_value_heads", "n_head_kv", default=n_head)
-    n_vocab = c.int("vocab_size")
-    n_ff = c.int("intermediate_size", default=0)
+    # The layer count sizes every per-layer list: checked against real models' range before anything.
+    n_layer = c.int("num_hidden_layers", "n_layer", "num_layers", bound=limits.LAYERS)
+    n_embd = c.int("hidden_size", "n_embd", "d_model", bound=limits.EMBD)
+    n_head = c.int("num_attention_heads", "n_head", bound=limits.HEADS)
+    n_head_kv = c.int("num_key_value_heads", "n_head_kv", default=n_head, bound=limits.HEADS)
+    n_vocab = c.int("vocab_size", bound=limits.VOCAB)
+    n_ff = c.int("intermediate_size", default=0, bound=limits.FF)
     if n_layer <= 0 or n_embd <= 0 or n_head <= 0 or n_vocab <= 0:
         raise BadModelFile(f"{origin}: layers, hidden size, heads and vocabulary must be positive")
-    head_dim = c.int("head_dim", default=n_embd // n_head)
+    if n_ff == 0 and arch not in ("qwen3moe", "gpt-oss", "deepseek2"):
+        raise BadModelFile(f"{origin} has no 'intermediate_size', which Rigfit needs to lay out the model")
+    head_dim = c.int("head_dim", default=n_embd // n_head, bound=limits.HEAD_DIM)
     tied = c.flag("tie_word_embeddings", arch in _TIED_BY_DEFAULT)
     common = ArchParams(
         architecture=arch,
@@ -177,11 +181,14 @@ def params_from_config(config: Mapping[str, object], origin: str = "config.json"
         n_ff=per_layer(n_ff, n_layer),
         head_dim_k=head_dim,
         head_dim_v=head_dim,
-        n_ctx_train=c.int("max_position_embeddings", "max_sequence_length", "n_positions", default=0),
+        # Only bounds the largest-context search: a value beyond any context is capped.
+        n_ctx_train=min(
+            c.int("max_position_embeddings", "max_sequence_length", "n_positions", default=0), limits.MAX_CTX
+        ),
         tied_embeddings=tied,
     )
     if arch == "llama":
-        n_expert = c.int("num_local_experts", default=0)
+        n_expert = c.int("num_local_experts", default=0, bound=limits.EXPERTS)
         attention_bias = c.flag("attention_bias", False)
         return replace(
             common,
@@ -189,7 +196,7 @@ def params_from_config(config: Mapping[str, object], origin: str = "config.json"
             attn_out_bias=attention_bias,
             rope_freqs=c.rope_type() == "llama3",
             n_expert=n_expert,
-            n_expert_used=c.int("num_experts_per_tok", default=2) if n_expert else 0,
+            n_expert_used=c.int("num_experts_per_tok", default=2, bound=limits.EXPERTS) if n_expert else 0,
         )
     if arch == "qwen2":
         # Qwen2 always has q/k/v biases (the config has no switch for them).
@@ -198,19 +205,21 @@ def params_from_config(config: Mapping[str, object], origin: str = "config.json"
         return replace(common, attn_bias=c.flag("attention_bias", False))
     if arch == "qwen3moe":
         mlp_only = data.get("mlp_only_layers")
-        if (isinstance(mlp_only, list) and mlp_only) or c.int("decoder_sparse_step", default=1) != 1:
+        if (isinstance(mlp_only, list) and mlp_only) or c.int(
+            "decoder_sparse_step", default=1, bound=limits.LAYERS_OR_NONE
+        ) != 1:
             raise UnknownName(
                 f"{origin}: Qwen3-MoE with dense layers in between is not supported by llama.cpp"
             )
         return replace(
             common,
             attn_bias=c.flag("attention_bias", False),
-            n_expert=c.int("num_experts"),
-            n_expert_used=c.int("num_experts_per_tok"),
-            n_ff_expert=c.int("moe_intermediate_size"),
+            n_expert=c.int("num_experts", bound=limits.EXPERTS),
+            n_expert_used=c.int("num_experts_per_tok", bound=limits.EXPERTS),
+            n_ff_expert=c.int("moe_intermediate_size", bound=limits.FF),
         )
     if arch in ("gemma2", "gemma3"):
-        window = c.int("sliding_window", default=0)
+        window = min(c.int("sliding_window", default=0), limits.MAX_CTX)
         if arch == "gemma3" and data.get("sliding_window_pattern") == 1:
             window = 0  # the converter writes no window: llama.cpp runs every layer dense
         layers: tuple[bool, ...] = ()
@@ -235,32 +244,34 @@ def params_from_config(config: Mapping[str, object], origin: str = "config.json"
             common,
             attn_bias=True,
             attn_out_bias=True,
-            n_expert=c.int("num_local_experts", "num_experts"),
-            n_expert_used=c.int("num_experts_per_tok", "experts_per_token"),
-            n_ff_expert=c.int("intermediate_size"),
-            sliding_window=c.int("sliding_window"),
+            n_expert=c.int("num_local_experts", "num_experts", bound=limits.EXPERTS),
+            n_expert_used=c.int("num_experts_per_tok", "experts_per_token", bound=limits.EXPERTS),
+            n_ff_expert=c.int("intermediate_size", bound=limits.FF),
+            sliding_window=min(c.int("sliding_window"), limits.MAX_CTX),
             swa_layers=swa_pattern(n_layer, n_pattern, dense_first),
         )
     if arch == "deepseek2":
-        kv_lora = c.int("kv_lora_rank", default=512)
-        rope_dim = c.int("qk_rope_head_dim")
-        nope = c.int("qk_nope_head_dim")
-        v_dim = c.int("v_head_dim")
+        kv_lora = c.int("kv_lora_rank", default=512, bound=limits.LORA_RANK)
+        rope_dim = c.int("qk_rope_head_dim", bound=limits.HEAD_DIM)
+        nope = c.int("qk_nope_head_dim", bound=limits.HEAD_DIM)
+        v_dim = c.int("v_head_dim", bound=limits.HEAD_DIM)
         has_moe = data.get("n_routed_experts") is not None
-        dense_lead = c.int("first_k_dense_replace", default=0 if has_moe else n_layer)
+        dense_lead = c.int(
+            "first_k_dense_replace", default=0 if has_moe else n_layer, bound=limits.LAYERS_OR_NONE
+        )
         # The converter turns MLA into MQA: one KV head of kv_lora_rank + rope dims (K) / kv_lora_rank (V).
         return replace(
             common,
             n_head_kv=per_layer(1, n_layer),
             head_dim_k=kv_lora + rope_dim,
             head_dim_v=kv_lora,
-            n_expert=c.int("n_routed_experts", default=0),
-            n_expert_used=c.int("num_experts_per_tok", default=0),
-            n_ff_expert=c.int("moe_intermediate_size", "intermediate_size"),
-            n_expert_shared=c.int("n_shared_experts", default=0),
+            n_expert=c.int("n_routed_experts", default=0, bound=limits.EXPERTS),
+            n_expert_used=c.int("num_experts_per_tok", default=0, bound=limits.EXPERTS),
+            n_ff_expert=c.int("moe_intermediate_size", "intermediate_size", bound=limits.FF),
+            n_expert_shared=c.int("n_shared_experts", default=0, bound=limits.SHARED_EXPERTS),
             n_layer_dense_lead=dense_lead,
             expert_bias=data.get("topk_method") == "noaux_tc",
-            q_lora_rank=c.int("q_lora_rank", default=0),
+            q_lora_rank=c.int("q_lora_rank", default=0, bound=limits.LORA_RANK),
             kv_lora_rank=kv_lora,
             qk_rope_head_dim=rope_dim,
             head_dim_k_mla=nope + rope_dim,
@@ -287,7 +298,11 @@ def spec_from_config(
     params = params_from_config(config, origin)
     if n_vocab is not None:
         params = _with_vocab(params, n_vocab)
-    return build_spec(params, id=id, name=name, source=source, file_type=quant)
+    try:
+        spec = build_spec(params, id=id, name=name, source=source, file_type=quant)
+    except RecursionError:  # pragma: no cover - build_spec does not recurse; kept for the message
+        raise BadModelFile(f"{origin}: the model description is too deeply nested") from None
+    return limits.check_spec(spec, origin)
 
 
 def _with_vocab(params: ArchParams, n_vocab: int) -> ArchParams:
@@ -297,20 +312,14 @@ def _with_vocab(params: ArchParams, n_vocab: int) -> ArchParams:
 def read_config(path: str | os.PathLike[str]) -> tuple[dict[str, object], Path]:
     """Read a config.json (or the config.json inside a folder); returns the dict and the file's path."""
     p = Path(path)
-    if p.is_dir():
+    if files.is_dir(p):
         p = p / "config.json"
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise BadModelFile(f"no config.json at {p}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadModelFile(f"cannot read {p}: {exc}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BadModelFile(f"{p} is not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    if not files.path_exists(p):
+        raise BadModelFile(f"no config.json at {show_path(p)} ({files.describe_missing(p)})")
+    text = files.read_text(p, "config.json", files.MAX_CONFIG_JSON_BYTES, BadModelFile)
+    data = files.parse_json(text, show_path(p), BadModelFile)
     if not isinstance(data, dict):
-        raise BadModelFile(f"{p} does not hold a JSON object, so it is not a model config")
+        raise BadModelFile(f"{show_path(p)} does not hold a JSON object, so it is not a model config")
     return data, p
 
 
@@ -326,9 +335,11 @@ def spec_from_config_file(path: str | os.PathLike[str], quant: str | None = None
     """
     data, p = read_config(path)
     if quant is None:
-        quant = default_quant(architecture_of(data, str(p)))
-    model_name = (p.parent.name if p.name == "config.json" else p.stem) or p.stem
+        quant = default_quant(architecture_of(data, show_path(p)))
+    model_name = printable((p.parent.name if p.name == "config.json" else p.stem) or p.stem)
     name_or_path = data.get("_name_or_path")
     if isinstance(name_or_path, str) and name_or_path.strip():
-        model_name = name_or_path.strip().rstrip("/").split("/")[-1]
-    return spec_from_config(data, id=model_name, name=model_name, quant=quant, source="config", origin=str(p))
+        model_name = printable(name_or_path.strip().rstrip("/").split("/")[-1]) or model_name
+    return spec_from_config(
+        data, id=model_name, name=model_name, quant=quant, source="config", origin=show_path(p)
+    )

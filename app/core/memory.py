@@ -29,12 +29,13 @@ Buffers and how they are sized (bytes; MiB = 2**20 bytes):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
+from app.core import limits
 from app.core.errors import RigfitError
 from app.core.model_spec import ModelSpec, TensorInfo, uses_mla_cache
 from app.core.settings import Settings
@@ -272,6 +273,19 @@ class KvCells:
         return self.swa_cells * self.n_stream
 
 
+def _check_sizes(s: Settings) -> None:
+    # The sizes every buffer scales with, checked here because every plan passes through: a value
+    # beyond these ranges would wrap in llama.cpp and overflow the int64 arithmetic below.
+    if not (
+        isinstance(s.ctx, int)
+        and 1 <= s.ctx <= limits.MAX_CTX
+        and 1 <= s.n_batch <= limits.MAX_BATCH
+        and 1 <= s.n_ubatch <= limits.MAX_BATCH
+        and 1 <= s.n_seq_max <= limits.MAX_SEQUENCES
+    ):
+        limits.check_settings(s)
+
+
 def kv_cells(settings: Settings, n_swa: int = 0) -> KvCells:
     """Cells of the KV cache(s) and the graph's token count for these settings.
 
@@ -280,6 +294,7 @@ def kv_cells(settings: Settings, n_swa: int = 0) -> KvCells:
     by n_batch; the sliding-window cache holds ``min(n_ctx_seq, n_swa*(n_seq if unified) + n_ubatch)``
     cells padded to 256, or the whole context with ``swa_full``.
     """
+    _check_sizes(settings)
     n_seq = max(1, settings.n_seq_max)
     n_ctx = pad(settings.ctx, KV_CTX_PAD)
     if settings.kv_unified:
@@ -325,7 +340,10 @@ class KvCellsArray:
 def kv_cells_for_contexts(settings: Settings, n_swa: int, ctxs: npt.ArrayLike) -> KvCellsArray:
     """:func:`kv_cells` vectorised over ``ctxs`` (``settings.ctx`` is ignored): the same rules."""
     s = settings
+    _check_sizes(replace(s, ctx=1))
     ctx = np.asarray(ctxs, dtype=np.int64)
+    if ctx.size and (int(ctx.min()) < 1 or int(ctx.max()) > limits.MAX_CTX):
+        raise RigfitError(f"contexts must be {limits.CTX_RANGE.describe()}")
     n_seq = max(1, s.n_seq_max)
     n_ctx = (ctx + KV_CTX_PAD - 1) // KV_CTX_PAD * KV_CTX_PAD
     if s.kv_unified:
@@ -432,6 +450,9 @@ def _build_profile(spec: ModelSpec) -> ModelProfile:
     n_layer = spec.n_layer
     if n_layer < 1:
         raise RigfitError(f"model '{spec.id}' has no layers")
+    # Specs from files were checked where they were made; a spec built some other way is checked
+    # here, so no dimension can overflow the int64 sums below or size an array by a corrupt count.
+    limits.check_spec(spec)
     if not spec.tensors:
         raise RigfitError(
             f"model '{spec.id}' has no tensor list: pick a quantization so its tensor sizes are known"
@@ -544,6 +565,21 @@ def _build_profile(spec: ModelSpec) -> ModelProfile:
     if int(ff_eff.max()) <= 0:
         ff_eff[:] = 4 * spec.n_embd
 
+    if int(layer_max_mm.sum()) + output_mm_gpu <= 0:
+        # No matrix to multiply: nothing is read per token, so no speed and no compute to size (a
+        # vocabulary-only GGUF, or a header whose tensors are norms or empty).
+        raise RigfitError(
+            f"model '{spec.id}' holds no weights in its layers or output layer, so there is nothing to run"
+        )
+    for label, arr in (
+        ("layer weights", layer_gpu),
+        ("layer file bytes", layer_host),
+        ("K cache widths", k_width),
+        ("V cache widths", v_width),
+        ("feed-forward widths", ff_eff),
+    ):
+        if arr.size and int(arr.min()) < 0:
+            raise RigfitError(f"model '{spec.id}': negative {label} (a corrupt model description)")
     return ModelProfile(
         spec=spec,
         n_layer=n_layer,

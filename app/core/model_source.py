@@ -23,9 +23,11 @@ import threading
 from dataclasses import replace
 from pathlib import Path
 
+from app.core import files
 from app.core.catalog import catalog_spec
 from app.core.demo import DEMO_MODEL_ID, DEMO_MODEL_NAME, demo_model_path
 from app.core.errors import BadModelFile, UnknownName
+from app.core.files import show_path
 from app.core.gguf_reader import GGUF_MAGIC, read_gguf, split_parts
 from app.core.gguf_spec import spec_from_gguf
 from app.core.hf_config import spec_from_config_file
@@ -41,15 +43,12 @@ def _fingerprint(path: Path) -> tuple[tuple[str, int, int], ...]:
     parts = split_parts(path) or (path,)
     out: list[tuple[str, int, int]] = []
     for part in parts:
-        try:
-            st = part.stat()
-        except FileNotFoundError:
-            # read_gguf names the missing part; the fingerprint just stays uncacheable.
+        st = files.safe_stat(part)
+        if st is None:
+            # read_gguf names the missing or unreadable part; the fingerprint just stays uncacheable.
             out.append((str(part), -1, -1))
             continue
-        except OSError as exc:
-            raise BadModelFile(f"cannot read {part}: {exc}") from None
-        out.append((str(part.resolve()), st.st_size, st.st_mtime_ns))
+        out.append((os.path.abspath(part), st.st_size, st.st_mtime_ns))
     return tuple(out)
 
 
@@ -61,8 +60,8 @@ def load_gguf_spec(
     ``id`` / ``name`` replace the ones taken from the file name and metadata.
     """
     p = Path(path)
-    if not p.exists():
-        raise BadModelFile(f"model file not found: {p}")
+    if not files.path_exists(p):
+        raise BadModelFile(_missing(p))
     fingerprint = _fingerprint(p)
     key = (fingerprint, id, name)
     cacheable = all(size >= 0 for _, size, _ in fingerprint)
@@ -78,6 +77,13 @@ def load_gguf_spec(
                 _gguf_cache.pop(next(iter(_gguf_cache)))
             _gguf_cache[key] = spec
     return spec
+
+
+def _missing(path: Path) -> str:
+    why = files.describe_missing(path)
+    if why == "not found":
+        return f"model file not found: {show_path(path)}"
+    return f"model file {show_path(path)}: {why}"
 
 
 def clear_cache() -> None:
@@ -102,10 +108,15 @@ def _with_quant_note(spec: ModelSpec, quant: str | None) -> ModelSpec:
 
 def _is_gguf(path: Path) -> bool:
     try:
-        with path.open("rb") as f:
-            return f.read(4) == GGUF_MAGIC
+        fd, _size = files.open_regular(path, "model file", BadModelFile)
+    except BadModelFile:
+        return False
+    try:
+        return os.read(fd, 4) == GGUF_MAGIC
     except OSError:
         return False
+    finally:
+        os.close(fd)
 
 
 def load_model_spec(ref: str, quant: str | None = None) -> ModelSpec:
@@ -126,18 +137,24 @@ def load_model_spec(ref: str, quant: str | None = None) -> ModelSpec:
 
     path = Path(os.path.expanduser(text))
     looks_like_path = text.lower().endswith((".gguf", ".json")) or os.sep in text or "/" in text
-    if path.exists():
-        if path.is_dir():
-            if (path / "config.json").is_file():
+    if files.path_exists(path):
+        if files.is_dir(path):
+            if files.is_regular(path / "config.json"):
                 return spec_from_config_file(path, quant)
-            ggufs = sorted(path.glob("*.gguf"))
-            hint = f" (it holds {ggufs[0].name}: pass that file)" if ggufs else ""
-            raise BadModelFile(f"{path} is a folder without a config.json{hint}")
+            try:
+                ggufs = sorted(path.glob("*.gguf"))[:1]
+            except OSError:
+                ggufs = []
+            hint = f" (it holds {files.printable(ggufs[0].name)}: pass that file)" if ggufs else ""
+            raise BadModelFile(f"{show_path(path)} is a folder without a config.json{hint}")
         if path.suffix.lower() == ".gguf" or _is_gguf(path):
             return _with_quant_note(load_gguf_spec(path), quant)
         if path.suffix.lower() == ".json":
             return spec_from_config_file(path, quant)
-        raise BadModelFile(f"{path} is neither a GGUF model nor a config.json")
-    if looks_like_path:
-        raise BadModelFile(f"model file not found: {path}")
+        if not files.is_regular(path):
+            # open_regular says what it is: a FIFO, a device...
+            files.open_regular(path, "model file", BadModelFile)
+        raise BadModelFile(f"{show_path(path)} is neither a GGUF model nor a config.json")
+    if looks_like_path or len(text) > 200:
+        raise BadModelFile(_missing(path))
     return catalog_spec(text, quant)

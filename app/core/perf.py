@@ -26,6 +26,7 @@ it worth it), not a benchmark: expect tens of percent, not single digits.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -423,9 +424,9 @@ def estimate_speed(
     empty = _decode(rig, sp, settings, place, 0.0)
     prompt_s = _prompt_seconds(rig, sp, settings, place, prompt_tokens)
     return SpeedEstimate(
-        decode_tok_s=1.0 / decode[0],
-        decode_empty_tok_s=1.0 / empty[0],
-        prompt_tok_s=prompt_tokens / prompt_s,
+        decode_tok_s=_per_second(1.0, decode[0]),
+        decode_empty_tok_s=_per_second(1.0, empty[0]),
+        prompt_tok_s=_per_second(prompt_tokens, prompt_s),
         depth_tokens=depth,
         prompt_tokens=prompt_tokens,
         n_gpu_layers=ngl,
@@ -438,6 +439,11 @@ def estimate_speed(
 
 def _range_sum(cum: FloatArray, lo: int, hi: int) -> float:
     return float(cum[hi] - cum[lo]) if hi > lo else 0.0
+
+
+def _per_second(amount: float, seconds: float) -> float | None:
+    # A plan that reads nothing per token has no meaningful speed (and 1/0 is no answer).
+    return amount / seconds if seconds > 0 and math.isfinite(seconds) else None
 
 
 def _decode(

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from app.core import rules
+from app.core import limits, rules
 from app.core.buffers import gpu_buffer_name, logged_buffers, logged_model_buffers
 from app.core.compute import BACKEND_CPU, BACKEND_CUDA, ComputeRole, compute_bytes_cells, output_buffer_bytes
 from app.core.errors import RigfitError
@@ -99,6 +99,8 @@ def validate_settings(rig: Rig, spec: ModelSpec, settings: Settings) -> None:
     """Raise :class:`~app.core.rules.RuleError` (a :class:`RigfitError`) with a plain message for the
     first setting llama.cpp would refuse (:func:`app.core.rules.settings_problems`)."""
     rules.raise_first_error(rules.settings_problems(rig, spec, settings))
+    # Then the upper ends: the ranges the CLI and the window check too (app/core/limits.py).
+    limits.check_settings(settings)
 
 
 # ------------------------------------------------------------------------------------------------

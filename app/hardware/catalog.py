@@ -632,7 +632,7 @@ def parse_rig_expression(expr: str, host: Host | None = None) -> Rig:
         else:
             local_parts.append(part)
     terms = [_parse_term(part, catalog) for part in local_parts]
-    if sum(t.count for t in terms) + len(remote) > 64:
+    if sum(t.count for t in terms) + len(remote) + len(specs) > 64:
         raise RigfitError("a rig expression can hold at most 64 GPUs")
     gpus: list[Gpu] = []
     groups: list[tuple[int, ...]] = []

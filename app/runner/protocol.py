@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from app.core import rules
+from app.core import limits, rules
 from app.core.errors import RigfitError
 from app.core.rig import Rig
 from app.core.settings import Settings
@@ -45,6 +46,26 @@ REQUESTS: tuple[str, ...] = (
     REQ_CANCEL,
 )
 
+# The worker's sign of life: sent every second from its own thread, consumed by the client (never
+# delivered as an event). A worker silent for SILENCE_LIMIT_S is stopped or frozen.
+EVENT_HEARTBEAT = "heartbeat"
+HEARTBEAT_LINE_PREFIX = b'{"type":"heartbeat"'
+SILENCE_LIMIT_S = 30.0
+SILENCE_ENV = "RIGFIT_WORKER_SILENCE_S"  # another limit, in seconds (tests; a very slow machine)
+# How long a new worker may take to say it is ready (import llama.cpp, list devices) on a busy machine.
+START_LIMIT_S = 120.0
+
+
+def silence_limit_s() -> float:
+    """The silence after which a worker counts as stopped: ``RIGFIT_WORKER_SILENCE_S`` or 30 s."""
+    text = os.environ.get(SILENCE_ENV, "")
+    try:
+        value = float(text) if text else SILENCE_LIMIT_S
+    except ValueError:
+        return SILENCE_LIMIT_S
+    return value if math.isfinite(value) and 1.0 <= value <= 3600.0 else SILENCE_LIMIT_S
+
+
 # Error kinds
 ERR_BAD_REQUEST = "bad_request"
 ERR_BAD_MODEL = "bad_model"  # missing file, not a GGUF, truncated, unsupported architecture
@@ -73,8 +94,16 @@ class RunnerError(RigfitError):
 
 
 def encode(message: Mapping[str, Any]) -> bytes:
-    """One message as a protocol line (compact JSON + newline; never contains a raw newline)."""
-    return (json.dumps(message, ensure_ascii=False, separators=(",", ":"), allow_nan=False) + "\n").encode()
+    """One message as a protocol line (compact JSON + newline; never contains a raw newline).
+
+    Text that is not valid Unicode (a file name that is not UTF-8 reaches Python with surrogate
+    escapes) is sent as JSON ``\\u`` escapes, which read back to the same string.
+    """
+    text = json.dumps(message, ensure_ascii=False, separators=(",", ":"), allow_nan=False) + "\n"
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return (json.dumps(message, separators=(",", ":"), allow_nan=False) + "\n").encode()
 
 
 def decode(line: bytes | str) -> dict[str, Any]:
@@ -206,12 +235,28 @@ class LoadSettings:
         return found
 
     def validate(self) -> None:
-        """Raise :class:`RigfitError` for values llama.cpp would reject or misread."""
+        """Raise :class:`RigfitError` for values llama.cpp would reject or misread.
+
+        The ranges are :data:`app.core.limits.SETTING_RANGES`: the CLI and the window check the same
+        ones, and nothing outside them reaches llama.cpp's C integers, where it would wrap.
+        """
         if not self.model_path:
             raise RigfitError("no model file given")
+        if len(self.model_path) > 32768:
+            raise RigfitError("the model file's path is too long")
         rules.raise_first_error(self.problems())
-        if self.n_threads is not None and self.n_threads < 1:
-            raise RigfitError(f"the number of threads must be at least 1, got {self.n_threads}")
+        # Then the upper ends, where llama.cpp's C integers would wrap (app/core/limits.py).
+        if self.tensor_split is not None:
+            limits.check_split(self.tensor_split)
+        limits.MAIN_GPU_RANGE.check(self.main_gpu)
+        limits.NGL_RANGE.check(self.n_gpu_layers)
+        limits.CTX_RANGE.check(self.n_ctx)
+        limits.BATCH_RANGE.check(self.n_batch)
+        limits.UBATCH_RANGE.check(self.n_ubatch)
+        if self.n_threads is not None:
+            limits.THREADS_RANGE.check(self.n_threads)
+        if self.seed is not None:
+            limits.SEED_RANGE.check(self.seed)
         from app.hardware.rpc import parse_endpoint
 
         for endpoint in self.rpc_servers:
@@ -278,28 +323,50 @@ class ChatRequest:
     repeat_last_n: int = 64
 
     def validate(self) -> None:
+        """Raise :class:`RigfitError` for an empty chat, text that is not UTF-8, or knobs out of range."""
         if self.prompt is None and not self.messages:
             raise RigfitError("a chat needs at least one message")
         if self.prompt is not None and self.messages:
             raise RigfitError("give either messages or a prompt, not both")
-        if self.max_tokens < 1:
-            raise RigfitError(f"max tokens must be at least 1, got {self.max_tokens}")
-        if not math.isfinite(self.temperature) or self.temperature < 0:
-            raise RigfitError(f"the temperature must be 0 or more, got {self.temperature:g}")
+        texts = [self.prompt] if self.prompt is not None else []
+        for m in self.messages:
+            texts += [m.content, m.role]
+        total = 0
+        for text in texts:
+            total += len(text)
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                # Command-line bytes that are not UTF-8 arrive as surrogate escapes.
+                raise RigfitError(
+                    "the message holds bytes that are not UTF-8 text (is the terminal set to UTF-8?)"
+                ) from None
+        if total > limits.MAX_PROMPT_CHARS:
+            raise RigfitError(
+                f"the conversation is {total:,} characters; at most {limits.MAX_PROMPT_CHARS:,} can be sent"
+            )
+        limits.MAX_TOKENS_RANGE.check(self.max_tokens)
+        limits.TEMPERATURE_RANGE.check(self.temperature)
         if not (0 < self.top_p <= 1):
             raise RigfitError(f"top-p must be above 0 and at most 1, got {self.top_p:g}")
+        if self.seed is not None:
+            limits.SEED_RANGE.check(self.seed)
         if len(self.stop) > MAX_STOP_STRINGS:
             raise RigfitError(f"at most {MAX_STOP_STRINGS} stop sequences, got {len(self.stop)}")
         for s in self.stop:
             if not s or len(s) > MAX_STOP_CHARS:
                 raise RigfitError(f"a stop sequence must have 1 to {MAX_STOP_CHARS} characters")
+            try:
+                s.encode("utf-8")
+            except UnicodeEncodeError:
+                raise RigfitError("a stop sequence holds bytes that are not UTF-8 text") from None
         if not (0 <= self.min_p < 1):
             raise RigfitError(f"min-p must be 0 or more and below 1, got {self.min_p:g}")
         if not math.isfinite(self.repeat_penalty) or self.repeat_penalty <= 0:
             raise RigfitError(f"the repeat penalty must be above 0 (1 is off), got {self.repeat_penalty:g}")
-        if self.repeat_last_n < 0:
+        if not 0 <= self.repeat_last_n <= limits.MAX_CTX:  # a C int in llama.cpp's penalties sampler
             raise RigfitError(
-                f"the repeat penalty's window must be 0 or more tokens, got {self.repeat_last_n}"
+                f"the repeat penalty's window must be from 0 to {limits.MAX_CTX:,} tokens, got {self.repeat_last_n}"
             )
 
     def to_message(self) -> dict[str, Any]:

@@ -21,8 +21,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.core import limits
 from app.core.errors import RigfitError
-from app.hardware.rpc import DEFAULT_PORT, RpcError, ServerInfo, is_loopback, query_server
+from app.hardware.rpc import (
+    DEFAULT_PORT,
+    HOST_RE,
+    MAX_HOST_CHARS,
+    RpcError,
+    ServerInfo,
+    is_loopback,
+    query_server,
+)
 
 DEFAULT_HOST = "127.0.0.1"
 PREFIX_FROM_SERVER = "rigfit rpc-server: "  # how the server process starts a line about its own problem
@@ -102,15 +111,16 @@ class ServerOptions:
 
     def validate(self) -> None:
         """Plain-words errors for what the server would refuse or what must be asked for explicitly."""
-        if not 1 <= self.port <= 65535:
-            raise RigfitError(f"the port must be from 1 to 65535, not {self.port}")
+        limits.PORT_RANGE.check(self.port)
+        if len(self.host) > MAX_HOST_CHARS or not HOST_RE.fullmatch(self.host):
+            raise RigfitError(f"'{self.host}' is not a host name or address to listen on")
         if not is_loopback(self.host) and not self.allow_network:
             raise RigfitError(
                 f"listening on {self.host} lets other machines use this computer's devices with no "
                 "password; add --allow-network if this network is yours alone"
             )
-        if self.threads is not None and self.threads < 1:
-            raise RigfitError(f"the number of threads must be at least 1, not {self.threads}")
+        if self.threads is not None:
+            limits.THREADS_RANGE.check(self.threads)
         for name in self.devices:
             if not name or any(ch.isspace() or ch == "," for ch in name):
                 raise RigfitError(f"'{name}' is not a device name (use names like CUDA0 or CPU)")

@@ -28,15 +28,19 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from app.core import rules
+from app.core import files, rules
 from app.core.errors import RigfitError
 from app.runner import ggml
 from app.runner import protocol as P
 from app.runner.chat_template import render_prompt
 from app.runner.generation import GenerationFailed, generate, tokenize
 from app.runner.logparse import error_reason, parse_load_log, used_devices
+from app.runner.template_sandbox import TemplateSandbox
 from app.runner.worker_io import LOG_ERROR, Channel, LogSink, claim_protocol_fd
 
+# The worker says it is alive this often, whatever it is doing; the client ends a worker that is
+# silent for much longer (a stopped or frozen process: app/runner/client.py).
+HEARTBEAT_INTERVAL_S = 1.0
 _PROGRESS_INTERVAL_S = 0.05
 _GGUF_MAGIC = b"GGUF"
 
@@ -129,6 +133,7 @@ class Worker:
         llama_cpp.llama_log_set(self.log.callback, ctypes.c_void_p(0))
         llama_cpp.llama_backend_init()
 
+        self.templates = TemplateSandbox()
         self.model: Any = None
         self.ctx: Any = None
         # RPC servers registered with ggml in this process, in order; ggml cannot unregister them.
@@ -222,6 +227,7 @@ class Worker:
                 continue
             if kind == P.REQ_SHUTDOWN:
                 self._free()
+                self.templates.close()
                 self._flush_log()
                 return
             try:
@@ -383,7 +389,7 @@ class Worker:
         mparams.progress_callback = progress_cb
 
         with self.log.capture(keep_debug=True) as captured:
-            model = ll.llama_model_load_from_file(str(path).encode("utf-8"), mparams)
+            model = ll.llama_model_load_from_file(os.fsencode(path), mparams)
             if not model:
                 if self._stopped(seq):
                     raise _Failure(P.ERR_CANCELLED, "loading was cancelled")
@@ -407,6 +413,8 @@ class Worker:
         self._warm_up()
         template = ll.llama_model_chat_template(model, None)
         self.chat_template = template.decode("utf-8", "replace") if template else None
+        if self.chat_template:
+            self.templates.start()  # its start-up overlaps the rest of the load
         after = vram_used()
         report = parse_load_log(lines)
         vram: tuple[P.VramDelta, ...] = ()
@@ -512,7 +520,7 @@ class Worker:
                 what = "prompt"
             else:
                 prompt, add_special, template, template_error = render_prompt(
-                    ll, self.vocab, self.chat_template, request.messages
+                    ll, self.vocab, self.chat_template, request.messages, self.templates
                 )
             if template_error:
                 self.log.note(
@@ -648,18 +656,22 @@ def _nothing_done(req_id: Any) -> P.DoneEvent:
 
 
 def check_model_file(path: Path) -> None:
-    """Fail the request, in plain words, for a missing file or one that is not a GGUF."""
-    if not path.exists():
-        raise _Failure(P.ERR_BAD_MODEL, f"model file not found: {path}")
-    if not path.is_file():
-        raise _Failure(P.ERR_BAD_MODEL, f"not a file: {path}")
+    """Fail the request, in plain words, for a missing file, one that is not a regular file (a FIFO
+    would block llama.cpp's open), or one that is not a GGUF."""
     try:
-        with path.open("rb") as f:
-            magic = f.read(4)
+        fd, _size = files.open_regular(path, "model file", RigfitError)
+    except RigfitError as exc:
+        raise _Failure(P.ERR_BAD_MODEL, str(exc)) from None
+    try:
+        magic = os.read(fd, 4)
     except OSError as exc:
-        raise _Failure(P.ERR_BAD_MODEL, f"cannot read {path}: {exc.strerror or exc}") from None
+        raise _Failure(
+            P.ERR_BAD_MODEL, f"cannot read {files.show_path(path)}: {files.os_problem(exc)}"
+        ) from None
+    finally:
+        os.close(fd)
     if magic != _GGUF_MAGIC:
-        raise _Failure(P.ERR_BAD_MODEL, f"{path.name} is not a GGUF file")
+        raise _Failure(P.ERR_BAD_MODEL, f"{files.show_path(path.name)} is not a GGUF file")
 
 
 def _is_file_problem(reason: str) -> bool:
@@ -676,6 +688,25 @@ def _is_file_problem(reason: str) -> bool:
     return any(w in reason for w in words)
 
 
+def start_heartbeat(channel: Channel, interval_s: float = HEARTBEAT_INTERVAL_S) -> threading.Thread:
+    """Send a heartbeat every ``interval_s`` from a thread of its own.
+
+    llama.cpp releases the GIL while it computes, so this runs through a long load or prompt; it stops
+    when the whole process does (SIGSTOP, a debugger, a machine out of memory), which is what the
+    client watches for.
+    """
+
+    def beat() -> None:
+        message = {"type": P.EVENT_HEARTBEAT}
+        while not channel.broken:
+            channel.send(message)
+            time.sleep(interval_s)
+
+    thread = threading.Thread(target=beat, name="rigfit-heartbeat", daemon=True)
+    thread.start()
+    return thread
+
+
 def main() -> int:
     """Entry point of the worker process."""
     proto_fd = claim_protocol_fd()
@@ -685,6 +716,7 @@ def main() -> int:
     # message out of the log tail the user sees.
     os.environ.setdefault("GGML_NO_BACKTRACE", "1")
     channel = Channel(proto_fd)
+    start_heartbeat(channel)
     # Before llama.cpp creates any CUDA context, so a load's increase includes the context itself.
     baseline = vram_used()
     try:

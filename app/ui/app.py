@@ -195,10 +195,15 @@ def _screenshot(app: object, window: object, path: Path, tab: str | None = None)
         QtWidgets.QApplication.processEvents()
     pixmap = window.grab()
     window.close()
-    if path.parent and not path.parent.exists():
+    from app.core.files import os_problem, show_path
+
+    try:
         path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"rigfit: cannot write the screenshot to {show_path(path)}: {os_problem(exc)}", file=sys.stderr)
+        return EXIT_USAGE
     if not pixmap.save(str(path)):
-        print(f"rigfit: could not write the screenshot to {path}", file=sys.stderr)
+        print(f"rigfit: could not write the screenshot to {show_path(path)}", file=sys.stderr)
         return EXIT_FAILED
     print(f"screenshot saved to {path}")
     return EXIT_OK

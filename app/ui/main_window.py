@@ -14,6 +14,7 @@ and read back on the next start (:mod:`app.ui.settings_store`); a value that no 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -23,8 +24,10 @@ from typing import TYPE_CHECKING, Any
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from app import __version__
+from app.core.errors import one_line
+from app.core.files import path_exists
 from app.core.rig import Rig
-from app.ui.settings_store import RIG_DETECTED, RIG_PLANNED, Session, SettingsStore
+from app.ui.settings_store import KEEP_MODEL, KEEP_RIG, RIG_DETECTED, RIG_PLANNED, Session, SettingsStore
 from app.ui.state import AppState, ModelChoice
 from app.ui.tasks import Task, TaskRunner, TaskSignals
 from app.versions import describe_llama_build
@@ -42,6 +45,7 @@ TAB_SPLIT = "split"
 TAB_RUN = "run"
 TAB_MONITOR = "monitor"
 TAB_NAMES: tuple[str, ...] = (TAB_HARDWARE, TAB_FIT, TAB_SPLIT, TAB_RUN, TAB_MONITOR)
+NOTICE_KEY = "notice/told"  # digest of the last settings notice, so it is given once
 
 
 def _detect() -> Rig:
@@ -172,6 +176,7 @@ class MainWindow(QtWidgets.QMainWindow):
     detection_finished = QtCore.Signal(object)  # the detected Rig, or None when detection failed
     versions_ready = QtCore.Signal(dict)
     model_failed = QtCore.Signal(str)  # a model could not be opened (one line, the user's words)
+    settings_notice = QtCore.Signal(str)  # remembered settings that could not be used (told once)
 
     def __init__(
         self,
@@ -247,6 +252,12 @@ class MainWindow(QtWidgets.QMainWindow):
         self.hub = HubHooks(self)  # "Get this model", downloads (app/ui/hub)
 
         session = self.store.load_session() if restore else Session()
+        self._problems: list[str] = list(session.problems)
+        # What the window could not use from the remembered session: kept in the store, as it was,
+        # until the user chooses something new for it (see save_session).
+        self._rig_unreadable = bool({"rig/mode", "rig/planned"} & self.store.kept_keys)
+        self._model_unread = False
+        self._notice_box: QtWidgets.QMessageBox | None = None
         self._run_folders = session.run_folders or ()
         if planned_rig is not None:
             self._initial_planned = planned_rig
@@ -559,6 +570,12 @@ class MainWindow(QtWidgets.QMainWindow):
             rig = rig_from_toml(session.planned_rig_toml, "the remembered rig")
         except RigfitError as exc:
             log.info("ignoring the remembered rig: %s", exc)
+            self._rig_unreadable = True
+            self._problems.append(
+                f"The remembered rig could not be read ({one_line(str(exc).removeprefix('the remembered rig: '), 200)}); "
+                "it is kept as it was, "
+                "and a demo rig is shown until you choose one."
+            )
             return
         self._initial_planned = rig
 
@@ -585,8 +602,12 @@ class MainWindow(QtWidgets.QMainWindow):
         if not ref:
             return
         looks_like_file = ref.lower().endswith((".gguf", ".json")) or "/" in ref or "\\" in ref
-        if looks_like_file and not Path(ref).expanduser().exists():
+        if looks_like_file and not path_exists(Path(ref).expanduser()):
             log.info("the remembered model %s is gone", ref)
+            self._model_unread = True  # kept for when its drive is back
+            self._tell_once(
+                [f"The remembered model {one_line(ref, 200)} is not there now; it is kept for when it is."]
+            )
             return
 
         def done(choice: object) -> None:
@@ -596,6 +617,10 @@ class MainWindow(QtWidgets.QMainWindow):
 
         def failed(message: str) -> None:
             log.info("ignoring the remembered model %s: %s", ref, message)
+            self._model_unread = True
+            self._tell_once(
+                [f"The remembered model could not be opened ({one_line(message, 200)}); it is kept."]
+            )
 
         self.tasks.submit(lambda: model_choice_for(ref, session.model_quant), done, failed, key="model")
 
@@ -633,12 +658,63 @@ class MainWindow(QtWidgets.QMainWindow):
             run_folders=self._run_folders,
         )
 
+    def _kept_entries(self) -> set[str]:
+        """Remembered entries the window could not use and the user has not replaced: kept as stored."""
+        keep: set[str] = set()
+        if self._rig_unreadable:
+            from app.hardware.catalog import parse_rig_expression
+            from app.hardware.rigfile import rig_to_toml
+            from app.ui.hardware.view import DEMO_RIG_EXPRESSION
+
+            planned = self.hardware.planned_rig
+            untouched = not planned.gpus or rig_to_toml(planned) == rig_to_toml(
+                parse_rig_expression(DEMO_RIG_EXPRESSION)
+            )
+            if untouched:
+                keep.add(KEEP_RIG)
+        if self._model_unread and self.state.model is None:
+            keep.add(KEEP_MODEL)
+        return keep
+
+    def _tell_once(self, problems: Sequence[str]) -> None:
+        """Say, in one notice, what of the remembered session could not be used.
+
+        Problems found later (a remembered model that fails to open) join the notice still open; a
+        notice already given at an earlier start is not given again (the store keeps its digest).
+        """
+        if not problems:
+            return
+        log.warning("remembered settings: %s", " ".join(problems))
+        box = self._notice_box
+        if box is not None:
+            box.setText(box.text() + "\n" + "\n".join(problems))
+            self.settings_notice.emit(box.text())
+            return
+        text = "\n".join(problems)
+        digest = hashlib.sha1(text.encode("utf-8", "replace")).hexdigest()[:16]
+        if self.store.get_text(NOTICE_KEY) == digest:
+            return
+        self.store.set_text(NOTICE_KEY, digest)
+        self.settings_notice.emit(text)
+        box = QtWidgets.QMessageBox(self)
+        box.setObjectName("settingsNotice")
+        box.setIcon(QtWidgets.QMessageBox.Icon.Information)
+        box.setWindowTitle("Remembered settings")
+        box.setText(text)
+        box.setAttribute(QtCore.Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.finished.connect(self._notice_closed)
+        self._notice_box = box
+        box.open()
+
+    def _notice_closed(self) -> None:
+        self._notice_box = None
+
     def save_session(self) -> None:
         """Remember the window and the session (called on close)."""
         try:
             self.store.set_window_blob("geometry", self.saveGeometry())
             self.store.set_window_blob("state", self.saveState())
-            self.store.save_session(self.current_session())
+            self.store.save_session(self.current_session(), keep=self._kept_entries())
         except Exception:  # a settings file that cannot be written must not stop the window closing
             log.exception("cannot save the settings")
 
@@ -718,6 +794,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self._started_background = True
         self.hardware.populate()
         self._restore_model(self._session)
+        problems, self._problems = self._problems, []
+        self._tell_once(problems)
         self.fit_view.activate()
         self._discover_local_models()
 

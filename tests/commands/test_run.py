@@ -114,8 +114,8 @@ def test_a_context_that_cannot_be_made_is_one_line() -> None:
         (["--split", "1,-1"], "zero or positive"),
         (["--split", "abc"], "not a number"),
         (["--split-mode", "row"], "needs GPUs"),
-        (["--ctx", "0"], "context must be at least 1"),
-        (["--max-tokens", "0"], "max tokens"),
+        (["--ctx", "0"], "the context must be from 1"),
+        (["--max-tokens", "0"], "--max-tokens"),
     ],
     ids=[
         "too-many-entries",

@@ -133,3 +133,55 @@ def test_a_minimal_hand_written_file_loads_with_the_default_host(tmp_path: Path)
 def test_saving_into_a_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(RigfitError, match="cannot save the rig file"):
         save_rig(parse_rig_expression("RTX 3090"), tmp_path / "no" / "such" / "dir" / "rig.toml")
+
+
+# -- saving never loses the old file (issue 17) ------------------------------------------------------
+
+
+def test_a_failed_save_leaves_the_old_rig_file_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import os
+
+    from app.hardware import rigfile
+
+    target = tmp_path / "mine.toml"
+    rigfile.save_rig(parse_rig_expression("2x RTX 3090"), target)
+    before = target.read_bytes()
+    real_write = os.write
+
+    def disk_full(fd: int, data: bytes | memoryview) -> int:
+        real_write(fd, bytes(data)[:10])  # part of it lands, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(rigfile.os, "write", disk_full)
+    with pytest.raises(RigfitError, match="No space left"):
+        rigfile.save_rig(parse_rig_expression("RTX 4090 + RTX 3060"), target)
+    monkeypatch.undo()
+    assert target.read_bytes() == before
+    assert load_rig(target).n_gpus == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["mine.toml"]  # no temporary file left behind
+
+
+def test_a_save_replaces_the_file_whole_and_keeps_its_permissions(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    from app.hardware import rigfile
+
+    target = tmp_path / "shared.toml"
+    rigfile.save_rig(parse_rig_expression("RTX 3090"), target)
+    os.chmod(target, 0o640)
+    rigfile.save_rig(parse_rig_expression("RTX 4090 + RTX 3090"), target)
+    assert load_rig(target).n_gpus == 2
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o640
+
+
+def test_saving_onto_a_folder_or_into_a_missing_folder_is_one_line(tmp_path: Path) -> None:
+    from app.hardware import rigfile
+
+    with pytest.raises(RigfitError, match="is a folder"):
+        rigfile.save_rig(parse_rig_expression("RTX 3090"), tmp_path)
+    with pytest.raises(RigfitError, match=r"not found|a part of the path"):
+        rigfile.save_rig(parse_rig_expression("RTX 3090"), tmp_path / "nope" / "rig.toml")

@@ -342,3 +342,20 @@ def test_missing_roots_are_quietly_ignored_and_a_file_given_as_a_folder_is_repor
 )
 def test_quant_is_read_from_the_file_name(name: str, quant: str | None) -> None:
     assert guess_quant(name) == quant
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX")
+def test_fifos_and_deeply_nested_manifests_do_not_stall_or_break_the_search(tmp_path: Path) -> None:
+    models = tmp_path / ".ollama" / "models"
+    (models / "blobs").mkdir(parents=True)
+    os.mkfifo(models / "blobs" / f"sha256-{'f' * 64}")  # a blob that is a pipe: never opened
+    deep = models / "manifests" / "registry.ollama.ai" / "library" / "deep"
+    deep.mkdir(parents=True)
+    (deep / "latest").write_text("[" * 100000 + "]" * 100000)
+    os.mkfifo(deep / "pipe")
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    os.mkfifo(folder / "pipe.gguf")
+    real = _gguf(folder / "real.gguf")
+    result = discover_models([SearchRoot(str(models), SOURCE_OLLAMA)], [folder], home=tmp_path)
+    assert [m.path for m in result.models] == [str(real)]

@@ -471,16 +471,16 @@ def test_a_taken_port_is_one_line_and_exit_2() -> None:
 @pytest.mark.parametrize(
     ("args", "words"),
     [
-        (("--model", "demo", "--port", "70000"), "port 70000 does not exist"),
+        (("--model", "demo", "--port", "70000"), "the port must be from 0 to 65,535"),
         (("--model", "/nonexistent/model.gguf", "--port", "0"), "model file not found"),
         (
             ("--model", "demo", "--port", "0", "--host", "no.such.host.invalid"),
             "cannot listen on 'no.such.host.invalid'",
         ),
         (("--model", "demo", "--port", "0", "--host", "192.0.2.1"), "cannot listen on 192.0.2.1"),
-        (("--model", "demo", "--port", "0", "--queue", "-1"), "--queue must be 0 or more"),
+        (("--model", "demo", "--port", "0", "--queue", "-1"), "the queue must be from 0 to 4096 requests"),
         (("--model", "demo", "--port", "0", "--api-key", " "), "the API key is empty"),
-        (("--model", "demo", "--port", "abc"), "invalid int value"),
+        (("--model", "demo", "--port", "abc"), "the port must be a whole number"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: tuple[str, ...], words: str) -> None:

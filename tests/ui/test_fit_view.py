@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
+import numpy as np
 import pytest
+from gguf import GGUFWriter
 from pytestqt.qtbot import QtBot
 
 from PySide6 import QtCore, QtGui, QtWidgets
@@ -200,13 +203,54 @@ def test_local_gguf_files_become_rows(view: FitView, qtbot: QtBot, demo_model_pa
     assert sum(r.local for r in view.model.model_rows) == 1
 
 
-def test_a_file_that_is_not_a_model_is_reported_not_shown(view: FitView, qtbot: QtBot, tmp_path) -> None:
-    bad = tmp_path / "broken.gguf"
-    bad.write_bytes(b"not a gguf at all")
-    view.add_local_models([str(bad)])
-    qtbot.waitUntil(lambda: not view.busy, timeout=WAIT_MS)
-    assert not any(r.local for r in view.model.model_rows)
-    assert "broken.gguf" in view.status_label.text()
+def _nan_layers_gguf(path: Path) -> Path:
+    """The issue's case: a GGUF in the Hugging Face cache whose ``llama.block_count`` is an f32 NaN."""
+    w = GGUFWriter(str(path), "llama")
+    w.add_float32("llama.block_count", float("nan"))
+    w.add_uint32("llama.embedding_length", 64)
+    w.add_uint32("llama.attention.head_count", 4)
+    w.add_tensor("token_embd.weight", np.zeros((32, 64), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def test_a_bad_file_is_one_row_marked_unreadable_never_the_whole_table(
+    view: FitView, qtbot: QtBot, tmp_path: Path
+) -> None:
+    catalog_rows = [r.key for r in view.model.model_rows]
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"not a gguf at all")
+    nan = _nan_layers_gguf(tmp_path / "nan-layers.gguf")
+    view.add_local_models([str(broken), str(nan)])
+    qtbot.waitUntil(lambda: not view.busy and len(view.model.model_rows) > len(catalog_rows), timeout=WAIT_MS)
+    assert not view.error_text and "No fit table" not in view.status_label.text()
+    rows = view.model.model_rows
+    assert [r.key for r in rows[: len(catalog_rows)]] == catalog_rows  # every catalog row still there
+    bad = {r.key: r for r in rows if r.unreadable}
+    assert set(bad) == {str(broken), str(nan)}
+    assert "'llama.block_count' should be a whole number, not nan" in bad[str(nan)].unreadable
+    # The row says "unreadable" where the best quant goes, the reason in its tooltips, nothing to pick.
+    row = view.model.row_of(str(nan))
+    best = view.model.index(row, COL_BEST)
+    assert best.data() == "unreadable" and best.data(STATUS_ROLE) == "unreadable"
+    assert "not nan" in view.model.index(row, COL_MODEL).data(QtCore.Qt.ItemDataRole.ToolTipRole)
+    assert "not nan" in best.data(QtCore.Qt.ItemDataRole.ToolTipRole)
+    assert not view.choose(view.proxy.mapFromSource(best))
+    assert "2 unreadable" in view.status_label.text()
+    # Shown under "Any status" and among local files; not an answer to "what fits".
+    view.filters.family_filter.setCurrentIndex(view.filters.family_filter.findData(FAMILY_LOCAL))
+    assert view.proxy.rowCount() == 2
+    view.filters.status_filter.setCurrentIndex(view.filters.status_filter.findData("fits"))
+    assert view.proxy.rowCount() == 0
+    # A change of rig recomputes the table; the bad files stay rows, read once.
+    view.state.set_rig(parse_rig_expression("RTX 4090"))
+    qtbot.waitUntil(
+        lambda: not view.busy and view.result is not None and view.result.rig.n_gpus == 1, timeout=WAIT_MS
+    )
+    assert {r.key for r in view.model.model_rows if r.unreadable} == {str(broken), str(nan)}
 
 
 def test_dark_palette_gives_dark_cells(view: FitView) -> None:

@@ -46,7 +46,7 @@ from app.core.fit.quality import (
     pick_best,
     quality_rank,
 )
-from app.core.fit.results import FitRow, FitTable
+from app.core.fit.results import FitRow, FitTable, Unreadable
 from app.core.fit.table import DEFAULT_FIT_CTX, fit_table, plan_for_row, warm_up
 
 __all__ = [
@@ -58,6 +58,7 @@ __all__ = [
     "FitRow",
     "FitTable",
     "QuantOption",
+    "Unreadable",
     "catalog_groups",
     "check_preference",
     "fit_table",

@@ -11,15 +11,16 @@ import itertools
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from app.core import perf
 from app.core.catalog import catalog_path, catalog_spec, load_model_catalog
-from app.core.errors import RigfitError
+from app.core.errors import RigfitError, one_line
 from app.core.fit.quality import quality_rank
+from app.core.fit.results import Unreadable
 from app.core.memory import MIB, ModelProfile, profile
 from app.core.model_spec import ModelSpec
 from app.core.settings import Settings
@@ -32,14 +33,20 @@ IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 
 
-def _range_max_ids(values: IntArray) -> tuple[npt.NDArray[np.int32], int]:
+def _range_max_ids(values: IntArray) -> tuple[npt.NDArray[np.integer[Any]], int]:
     """Ids of max(values[lo:hi]) for every 0 <= lo < hi <= n, as an (n+1, n+1) table, and the number
-    of distinct ids (a constant array gives one id)."""
+    of distinct ids.
+
+    A constant array gives one id and a table that takes no memory (a broadcast view). The table is
+    (n+1)**2 entries, so its ids take the smallest integer type that holds them: at the largest layer
+    count a model may have (limits.MAX_LAYERS) that is 1 MiB per statistic instead of 4.
+    """
     n = values.size
     distinct = np.unique(values)
-    table = np.zeros((n + 1, n + 1), dtype=np.int32)
     if distinct.size <= 1:
-        return table, 1
+        return np.broadcast_to(np.zeros((1, 1), dtype=np.uint8), (n + 1, n + 1)), 1
+    dtype = np.uint8 if distinct.size <= 256 else np.uint16 if distinct.size <= 65536 else np.int32
+    table = np.zeros((n + 1, n + 1), dtype=dtype)
     for lo in range(n):
         run = np.maximum.accumulate(values[lo:])
         table[lo, lo + 1 :] = np.searchsorted(distinct, run)
@@ -84,7 +91,7 @@ class ModelGroup:
     out_read: FloatArray
     out_flops: FloatArray
     # quant-independent compute-role statistics: range-max id tables
-    stat_tables: tuple[npt.NDArray[np.int32], ...] = ()
+    stat_tables: tuple[npt.NDArray[np.integer[Any]], ...] = ()
     stat_sizes: tuple[int, ...] = ()
     memo: dict[tuple[object, ...], FloatArray] = field(default_factory=dict)
     kv_memo: dict[tuple[object, ...], KvCum] = field(default_factory=dict)
@@ -110,6 +117,20 @@ _STATS = ("n_ff_eff", "n_head", "n_head_kv", "kv_k_width", "kv_v_width")
 _LOCK = threading.Lock()
 _groups: dict[tuple[int, ...], ModelGroup] = {}
 _MAX_GROUPS = 256
+# The cached groups' arrays together: a few hundred models of 1024 layers must not hold gigabytes.
+_MAX_GROUP_BYTES = 256 << 20
+_group_bytes: dict[tuple[int, ...], int] = {}
+
+
+def _nbytes(group: ModelGroup) -> int:
+    # Arrays the group owns; a broadcast view (a constant statistic's table) takes no memory.
+    total = 0
+    for value in vars(group).values():
+        if isinstance(value, np.ndarray) and value.base is None:
+            total += value.nbytes
+        elif isinstance(value, tuple):
+            total += sum(v.nbytes for v in value if isinstance(v, np.ndarray) and 0 not in v.strides)
+    return total
 
 
 def _build_group(
@@ -172,42 +193,64 @@ def _group_for(
     if hit is not None and all(a is b for a, b in zip(hit.specs, specs, strict=True)):
         return hit
     group = _build_group(model, name, source, quants, specs)
+    size = _nbytes(group)
     with _LOCK:
-        if len(_groups) >= _MAX_GROUPS:
-            _groups.pop(next(iter(_groups)))
+        while _groups and (
+            len(_groups) >= _MAX_GROUPS or sum(_group_bytes.values()) + size > _MAX_GROUP_BYTES
+        ):
+            oldest = next(iter(_groups))
+            _groups.pop(oldest)
+            _group_bytes.pop(oldest, None)
         _groups[key] = group
+        _group_bytes[key] = size
     return group
 
 
-_catalog_groups: dict[tuple[str, tuple[str, ...] | None], list[ModelGroup]] = {}
+_catalog_groups: dict[
+    tuple[str, tuple[str, ...] | None], tuple[list[ModelGroup], tuple[Unreadable, ...]]
+] = {}
 
 
 def catalog_groups(models: Iterable[str] | None = None) -> list[ModelGroup]:
     """The catalog's models with all their quants, warmed up (specs, profiles, matrices).
 
-    The first call builds everything (about 2 s for the whole catalog); later calls are a lookup.
+    The first call builds everything (about 2 s for the whole catalog); later calls are a lookup. A
+    model that cannot be planned is left out (:func:`catalog_groups_read` says which and why).
     """
+    return catalog_groups_read(models)[0]
+
+
+def catalog_groups_read(
+    models: Iterable[str] | None = None,
+) -> tuple[list[ModelGroup], tuple[Unreadable, ...]]:
+    """:func:`catalog_groups` and the catalog models that could not be planned (one entry each)."""
     wanted = tuple(sorted({m.strip().lower() for m in models})) if models is not None else None
     key = (str(catalog_path()), wanted)
     hit = _catalog_groups.get(key)
     if hit is not None:
         return hit
     groups = []
+    failed: list[Unreadable] = []
     for entry in load_model_catalog():
         if wanted is not None and entry.id not in wanted:
             continue
         quants = sorted(entry.quants, key=lambda q: quality_rank(q, entry.architecture))
-        specs = [catalog_spec(entry.id, q) for q in quants]
-        groups.append(_group_for(entry.id, entry.name, "catalog", quants, specs))
+        try:
+            specs = [catalog_spec(entry.id, q) for q in quants]
+            groups.append(_group_for(entry.id, entry.name, "catalog", quants, specs))
+        except RigfitError as exc:
+            # One entry of a catalog the user edited is one unreadable row, not the whole table.
+            failed.append(Unreadable(entry.id, entry.name, "catalog", one_line(exc)))
     if wanted is not None:
-        missing = sorted(set(wanted) - {g.model for g in groups})
+        missing = sorted(set(wanted) - {g.model for g in groups} - {u.model for u in failed})
         if missing:
             catalog_spec(missing[0])  # raises UnknownName with the closest ids
+    result = (groups, tuple(failed))
     with _LOCK:
         if len(_catalog_groups) > 64:
             _catalog_groups.clear()
-        _catalog_groups[key] = groups
-    return groups
+        _catalog_groups[key] = result
+    return result
 
 
 def spec_group(spec: ModelSpec) -> ModelGroup:

@@ -37,14 +37,30 @@ class FitRow:
 
 
 @dataclass(frozen=True)
+class Unreadable:
+    """A model the table could not plan at all: one row marked unreadable, with the reason.
+
+    A corrupt or hostile file (a NaN layer count, a tensor list that names no weights) is one such
+    entry; the other models' rows are computed as usual.
+    """
+
+    model: str
+    name: str
+    source: str  # "catalog", "gguf", "config"
+    message: str  # one line, in the user's words
+    path: str = ""  # the file, for a local model
+
+
+@dataclass(frozen=True)
 class FitTable:
-    """The fit table for one rig and context."""
+    """The fit table for one rig and context; ``unreadable`` lists the models left out and why."""
 
     rig_name: str
     ctx: int
     settings: Settings
     rows: tuple[FitRow, ...]
     prefer: str = DEFAULT_PREFERENCE  # what "best" means: app.core.fit.quality.PREFERENCES
+    unreadable: tuple[Unreadable, ...] = ()
 
     def best(self) -> dict[str, str]:
         """Best quant per model (models where nothing loads are left out)."""

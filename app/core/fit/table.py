@@ -7,11 +7,11 @@ from dataclasses import replace
 
 from app.core import perf
 from app.core.catalog import catalog_spec
-from app.core.errors import RigfitError
+from app.core.errors import RigfitError, one_line
 from app.core.fit.evaluator import Evaluator
-from app.core.fit.groups import ModelGroup, batch_for, catalog_groups, spec_group
+from app.core.fit.groups import ModelGroup, batch_for, catalog_groups, catalog_groups_read, spec_group
 from app.core.fit.quality import DEFAULT_PREFERENCE, QuantOption, check_preference, pick_best
-from app.core.fit.results import FitRow, FitTable
+from app.core.fit.results import FitRow, FitTable, Unreadable
 from app.core.fit.table_run import TableRun
 from app.core.memory import MIB
 from app.core.model_spec import ModelSpec
@@ -32,8 +32,6 @@ def warm_up(extra_specs: Sequence[ModelSpec] = (), settings: Settings | None = N
     cases (one GPU, pipeline copies with several) are computed before the first real table.
     """
     catalog_groups()
-    for spec in extra_specs:
-        spec_group(spec)
     s = settings if settings is not None else Settings()
     card = Gpu(index=0, name="warm-up", vram_total_mib=24576.0, bandwidth_gbps=1000.0, fp16_tflops=100.0)
     host = Host(ram_available_mib=65536.0)
@@ -119,6 +117,9 @@ def fit_table(
 ) -> FitTable:
     """Every catalog model (or only ``models``) at every quant, plus ``extra_specs`` (local GGUFs...).
 
+    A model that cannot be planned (a corrupt local file, a broken catalog entry) is left out of the
+    rows and listed in :attr:`FitTable.unreadable` with its reason; it never stops the table.
+
     ``settings`` (default :class:`Settings`) gives the split, KV types, flash attention and
     ``n_gpu_layers``; its ``ctx`` is replaced by ``ctx``. Each row agrees with ``plan()`` for that
     model, quant and context. Raises :class:`RigfitError` for settings no model could use (a bad split
@@ -131,16 +132,66 @@ def fit_table(
     if not isinstance(ctx, int) or isinstance(ctx, bool) or ctx < 1:
         raise RigfitError(f"the context must be a whole number of tokens, at least 1 (got {ctx})")
     s = replace(settings if settings is not None else Settings(), ctx=ctx)
-    groups = catalog_groups(models) + [spec_group(spec) for spec in extra_specs]
+    catalog, failed = catalog_groups_read(models)
+    groups = list(catalog)
+    unreadable = list(failed)
+    for spec in extra_specs:
+        try:
+            groups.append(spec_group(spec))
+        except Exception as exc:  # whatever one file does, it is one row (see _unreadable)
+            unreadable.append(_unreadable(spec.id, spec.name, spec.source, _spec_path(spec), exc))
     if groups:
         # Errors about the rig and the settings, not one model, stop the whole table.
         validate_settings(rig, _neutral_spec(groups[0].specs[0]), s)
-    if s.split_mode in ("layer", "none") or rig.n_gpus == 0:
-        rows = TableRun(Evaluator(rig, s), batch_for(groups), ctx).run()
-    else:
-        rows = [row for g in groups for row in _slow_rows(rig, g, s, ctx)]
+    try:
+        rows = _rows(rig, s, ctx, groups)
+    except Exception:
+        if len(groups) < 2:
+            raise
+        # Something about one model stopped the batch: each model alone, so that one is one row
+        # marked unreadable and the others are computed as usual. A failure of every model is the
+        # table's own (the rig, the settings) and is raised as it was.
+        rows = []
+        first: Exception | None = None
+        for g in groups:
+            try:
+                rows.extend(_rows(rig, s, ctx, [g]))
+            except Exception as exc:
+                first = first or exc
+                path = _spec_path(g.specs[0]) if g.source != "catalog" else ""
+                unreadable.append(_unreadable(g.model, g.name, g.source, path, exc))
+        if not rows and first is not None:
+            raise first from None
     rows = _mark_best(rows, groups, prefer, on_gpus=rig.n_gpus > 0)
-    return FitTable(rig_name=rig.name or _describe(rig), ctx=ctx, settings=s, rows=tuple(rows), prefer=prefer)
+    return FitTable(
+        rig_name=rig.name or _describe(rig),
+        ctx=ctx,
+        settings=s,
+        rows=tuple(rows),
+        prefer=prefer,
+        unreadable=tuple(unreadable),
+    )
+
+
+def _rows(rig: Rig, s: Settings, ctx: int, groups: Sequence[ModelGroup]) -> list[FitRow]:
+    if s.split_mode in ("layer", "none") or rig.n_gpus == 0:
+        return list(TableRun(Evaluator(rig, s), batch_for(groups), ctx).run())
+    return [row for g in groups for row in _slow_rows(rig, g, s, ctx)]
+
+
+def _spec_path(spec: ModelSpec) -> str:
+    return str(spec.paths[0]) if spec.paths else ""
+
+
+def _unreadable(model: str, name: str, source: str, path: str, exc: BaseException) -> Unreadable:
+    # A RigfitError is already in the user's words (a corrupt file, a count beyond any real model).
+    # Anything else is a fault of Rigfit's with this model; it is still one row, never the whole table,
+    # and says what broke so it can be reported.
+    if isinstance(exc, RigfitError):
+        message = one_line(exc)
+    else:
+        message = one_line(f"Rigfit could not plan this model ({type(exc).__name__}: {exc})")
+    return Unreadable(model=model, name=name, source=source, message=message, path=path)
 
 
 def _neutral_spec(spec: ModelSpec) -> ModelSpec:

@@ -508,4 +508,7 @@ class TableRun:
                     sel2 = sel & (n_embd[rg] == e) & (n_vocab[rg] == v)
                     link[sel2] = ev.link_seconds(key >> 2, bool(key >> 1 & 1), bool(key & 1), int(e), int(v))
             seconds = seconds + link + perf.GPU_DECODE_TOKEN_S
-        return np.asarray(np.where(runs, 1.0 / seconds, np.nan), dtype=np.float64)
+        # A row that reads nothing per token (a model with no weights left where it runs) has no
+        # speed, as in plan() (perf._per_second): never 1/0.
+        timed = runs & (seconds > 0) & np.isfinite(seconds)
+        return np.asarray(np.where(timed, 1.0 / np.where(timed, seconds, 1.0), np.nan), dtype=np.float64)

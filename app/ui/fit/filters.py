@@ -85,6 +85,9 @@ class FitFilterProxy(QtCore.QSortFilterProxyModel):
         low, high = self._size
         if (low > 0 or high != float("inf")) and (row.params_b is None or not low <= row.params_b < high):
             return False
+        if row.unreadable:
+            # Shown under "Any status" only: it is no answer to "what fits".
+            return STATUS_NO in self._statuses
         return any(c.status in self._statuses for c in row.cells.values())
 
 

@@ -29,6 +29,9 @@ from app.ui.glossary import tip
 from app.ui.theme import STATUS_WORDS, fmt_tok_s, status_background
 
 STATUS_ORDER = {STATUS_FITS: 0, STATUS_TIGHT: 1, STATUS_OFFLOAD: 2, STATUS_NO: 3}
+# A row whose model could not be read or planned (a corrupt file): not a status of a cell.
+STATUS_UNREADABLE = "unreadable"
+UNREADABLE_TEXT = "unreadable"
 # Catalog ids start with the family's name; a few need mapping to the name users know.
 _FAMILY_NAMES = {
     "llama": "Llama",
@@ -83,6 +86,7 @@ class FitModelRow:
     local: bool
     cells: dict[str, Any]  # quant -> app.core.fit.FitRow
     best: str | None  # the best quant, None when nothing loads
+    unreadable: str = ""  # why the model could not be read or planned (a row without cells)
 
 
 @dataclass(frozen=True)
@@ -104,9 +108,14 @@ def compute_fit(
     local: Sequence[tuple[str, ModelSpec]],
     first_run: bool = False,
     prefer: str = DEFAULT_PREFERENCE,
+    failed: Sequence[tuple[str, str]] = (),
 ) -> FitResult:
     """Build the fit table for ``rig`` at ``settings`` (its ctx, KV types, flash attention, split mode)
-    plus the local model files, each model's best quant chosen by ``prefer``. Runs on a pool thread."""
+    plus the local model files, each model's best quant chosen by ``prefer``. Runs on a pool thread.
+
+    ``failed`` are local files whose header could not be read, as (path, message); they, and every
+    model the table could not plan, are rows marked unreadable at the end of the table.
+    """
     from app.core.catalog import load_model_catalog
     from app.core.fit import fit_table, quality_rank
 
@@ -159,6 +168,22 @@ def compute_fit(
                 local=False,
                 cells=cells,
                 best=best,
+            )
+        )
+    unreadable = [(u.path or u.model, u.name, u.source != "catalog", u.message) for u in table.unreadable]
+    unreadable += [(path, Path(path).name, True, message) for path, message in failed]
+    for key, name, is_file, message in unreadable:
+        rows.append(
+            FitModelRow(
+                key=key,
+                ref=key,
+                name=name if not is_file or Path(key).name in name else f"{name} ({Path(key).name})",
+                params_b=None,
+                family=family_of(key if not is_file else ""),
+                local=is_file,
+                cells={},
+                best=None,
+                unreadable=message or "unreadable",
             )
         )
     ordered = tuple(sorted(quants, key=lambda q: (quality_rank(q), q)))
@@ -309,6 +334,8 @@ class FitTableModel(QtCore.QAbstractTableModel):
             if role == QtCore.Qt.ItemDataRole.TextAlignmentRole:
                 return int(QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignVCenter)
             return None
+        if row.unreadable:
+            return self._unreadable_data(row, col, role)
         if cell is None:
             if role == QtCore.Qt.ItemDataRole.DisplayRole:
                 return "—" if col == COL_BEST else ""
@@ -375,11 +402,31 @@ class FitTableModel(QtCore.QAbstractTableModel):
             "quantization, so there is nothing to plan"
         )
 
+    def _unreadable_data(self, row: FitModelRow, col: int, role: int) -> Any:
+        # A model that could not be read or planned: "unreadable" in the Best column, the reason in
+        # every cell's tooltip, nothing to pick.
+        if role == QtCore.Qt.ItemDataRole.DisplayRole:
+            return UNREADABLE_TEXT if col == COL_BEST else ""
+        if role in (QtCore.Qt.ItemDataRole.ToolTipRole, QtCore.Qt.ItemDataRole.AccessibleTextRole):
+            return f"{row.name}: {UNREADABLE_TEXT}. {row.unreadable}"
+        if role == QtCore.Qt.ItemDataRole.TextAlignmentRole:
+            return int(QtCore.Qt.AlignmentFlag.AlignCenter)
+        if role == STATUS_ROLE:
+            return STATUS_UNREADABLE
+        if role == SORT_ROLE:
+            return 2e9  # after every model that has a cell
+        if role == QtCore.Qt.ItemDataRole.ForegroundRole:
+            return QtGui.QBrush(self._palette.color(QtGui.QPalette.ColorRole.PlaceholderText))
+        return None
+
     def _model_data(self, row: FitModelRow, role: int) -> Any:
         if role == QtCore.Qt.ItemDataRole.DisplayRole:
             return row.name
         if role == SORT_ROLE:
             return row.name.lower()
+        if role == QtCore.Qt.ItemDataRole.ToolTipRole and row.unreadable:
+            where = f"File: {row.ref}" if row.local else f"Catalog id: {row.ref}"
+            return f"{row.name}: {UNREADABLE_TEXT}\n{where}\n{row.unreadable}"
         if role == QtCore.Qt.ItemDataRole.ToolTipRole:
             where = f"\nFile: {row.ref}" if row.local else f"\nCatalog id: {row.ref}"
             return f"{row.name} ({row.family}){where}\nDouble-click to plan it with its best quantization."
@@ -420,6 +467,8 @@ __all__ = [
     "REF_ROLE",
     "SORT_ROLE",
     "STATUS_ROLE",
+    "STATUS_UNREADABLE",
+    "UNREADABLE_TEXT",
     "FitModelRow",
     "FitResult",
     "FitTableModel",

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
-from pathlib import Path
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
@@ -57,6 +56,7 @@ class FitView(QtWidgets.QWidget):
         self.tasks = tasks
         self._local: dict[str, ModelSpec] = {}  # path -> spec (id made unique by the path)
         self._local_pending: list[str] = []  # paths whose headers are still to be read
+        self._unreadable: dict[str, str] = {}  # path -> why its header could not be read (one row each)
         self._warmed = False
         self._active = False  # computes only once activated (shown, or the window asked after start-up)
         self._computing = False
@@ -211,7 +211,11 @@ class FitView(QtWidgets.QWidget):
                     changed = True
             else:
                 path = str(item)
-                if path not in self._local and path not in self._local_pending:
+                if (
+                    path not in self._local
+                    and path not in self._local_pending
+                    and path not in self._unreadable
+                ):
                     self._local_pending.append(path)
                     changed = True
             changed = self._drop_remote_row_of(path) or changed
@@ -243,6 +247,7 @@ class FitView(QtWidgets.QWidget):
         self._last_key = key
         local = list(self._local.items())
         pending = list(self._local_pending)
+        known_bad = list(self._unreadable.items())
         first = not self._warmed
         self._computing = True
         self._error = ""
@@ -250,7 +255,9 @@ class FitView(QtWidgets.QWidget):
 
         def work() -> tuple[FitResult, list[tuple[str, ModelSpec]], list[tuple[str, str]]]:
             read, failed = _read_local(pending)
-            result = compute_fit(rig, settings, local + read, first_run=first, prefer=prefer)
+            result = compute_fit(
+                rig, settings, local + read, first_run=first, failed=known_bad + failed, prefer=prefer
+            )
             return result, read, failed
 
         self.tasks.submit(work, self._on_computed, self._on_failed, key="fit-table")
@@ -303,7 +310,8 @@ class FitView(QtWidgets.QWidget):
             self._local[path] = spec
             if path in self._local_pending:
                 self._local_pending.remove(path)
-        for path, _message in failed:
+        for path, message in failed:
+            self._unreadable[path] = message
             if path in self._local_pending:
                 self._local_pending.remove(path)
         if read or failed:
@@ -323,9 +331,12 @@ class FitView(QtWidgets.QWidget):
         self.filters.update_families(result)
         self.proxy.invalidate()
         shown = sum(1 for r in result.rows if any(c.status != STATUS_NO for c in r.cells.values()))
-        text = f"{shown} of {len(result.rows)} models load on this rig at {result.ctx:,} tokens"
-        if failed:
-            text += " · " + "; ".join(f"{Path(p).name}: {m}" for p, m in failed)
+        unreadable = [r for r in result.rows if r.unreadable]
+        text = f"{shown} of {len(result.rows) - len(unreadable)} models load on this rig at {result.ctx:,} tokens"
+        if unreadable:
+            # The rows say which; their tooltips say why.
+            text += f" · {len(unreadable)} unreadable ({', '.join(r.name for r in unreadable[:3])}"
+            text += ", …)" if len(unreadable) > 3 else ")"
         self.status_label.setText(text)
         self.table_ready.emit(result)
 
@@ -436,7 +447,7 @@ class FitView(QtWidgets.QWidget):
 
 def _read_local(paths: Sequence[str]) -> tuple[list[tuple[str, ModelSpec]], list[tuple[str, str]]]:
     """Read the headers of local GGUF files (pool thread); failures come back as (path, message)."""
-    from app.core.errors import RigfitError
+    from app.core.errors import RigfitError, one_line
     from app.core.model_source import load_gguf_spec
 
     read: list[tuple[str, ModelSpec]] = []
@@ -445,7 +456,11 @@ def _read_local(paths: Sequence[str]) -> tuple[list[tuple[str, ModelSpec]], list
         try:
             spec = load_gguf_spec(path)
         except RigfitError as exc:
-            failed.append((path, str(exc)))
+            failed.append((path, one_line(exc)))
+            continue
+        except Exception as exc:
+            # Whatever one file does to the reader, it is that file's row, never the whole table.
+            failed.append((path, one_line(f"Rigfit could not read this file ({type(exc).__name__}: {exc})")))
             continue
         read.append((path, replace(spec, id=f"file:{path}")))
     return read, failed

@@ -205,9 +205,12 @@ class RpcPanel(QtWidgets.QGroupBox):
 
     def add_host(self, text: str) -> bool:
         """Add a host and ask it (in the background). False, with a message, for bad input."""
-        from app.hardware.rpc import parse_spec
+        from app.hardware.rpc import MAX_RPC_SERVERS, parse_spec
 
         text = " ".join(text.split())
+        if len(self._hosts) >= MAX_RPC_SERVERS:
+            self._message(f"at most {MAX_RPC_SERVERS} RPC servers")
+            return False
         try:
             spec = parse_spec(text)
         except RigfitError as exc:
