@@ -238,7 +238,10 @@ class Evaluator:
             a_lo, a_count = assign_one(L, self.raw, k)
             lo[self.model_gpus] = a_lo
             hi[self.model_gpus] = a_lo + a_count
-        out = hi > L
+        # A GPU holds the output layer (slot L) when its slots reach it. A GPU with no slot holds
+        # nothing, though its empty range starts past slot L when no slot is left for it: every GPU
+        # at k = 0, and those after the last to get a slot (a split of 1e9 : 1 : 1, in float32).
+        out = (hi > L) & (hi > lo)
         hi = np.minimum(hi, L)
         lo = np.minimum(lo, hi)
         h = min(max(g.n_slots - k, 0), L) if self.model_gpus else L
@@ -255,7 +258,7 @@ class Evaluator:
             a = assignments(L, self.raw)
             lo[:, self.model_gpus] = a.lo
             hi[:, self.model_gpus] = a.lo + a.count
-        out = hi > L
+        out = (hi > L) & (hi > lo)  # as in place_one: an empty slot range holds no output layer
         hi = np.minimum(hi, L)
         lo = np.minimum(lo, hi)
         h = np.minimum(np.maximum(g.n_slots - ks, 0), L).astype(np.int64)
