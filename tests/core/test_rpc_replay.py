@@ -44,8 +44,9 @@ PARTIAL_DECODE_PCT = 25.0
 # The split's added time per token (split minus one device) for every family: the boundary cost
 # itself, apart from the single-device model's own error on MoE and gemma3 (docs/speed-model.md).
 SPLIT_COST_PCT = 35.0
-# Mixture-of-experts compute buffers that the model does not yet reproduce (docs/validation.md):
-# the output device and the experts' scratch of qwen3moe and deepseek2 run 40-56 MiB above it.
+# Mixture-of-experts compute buffers that the model does not yet reproduce (docs/validation.md;
+# what is known of the cause: docs/placement.md, "Mixture-of-experts compute buffers"): the output
+# device and the experts' scratch of qwen3moe and deepseek2 run 36-56 MiB above it.
 MOE_COMPUTE_GAPS = frozenset(
     {"qwen3moe-single", "qwen3moe-layer-1-1-1", "deepseek2-single", "deepseek2-layer-1-1-1"}
 )
