@@ -46,6 +46,9 @@ COMPUTE_HOST_E = 2  # CUDA_Host (CPU backend with GPUs): token rows + layer-0 no
 # fall varies with the context (167 MiB at 8k but 187 MiB at 2k and 16k for the same model).
 COMPUTE_OFFLOAD_F = 3
 COMPUTE_OFFLOAD_E = 2
+# CUDA's MoE weighted-reduction fusion (ggml-cuda.cu ggml_cuda_match_moe_weighted_reduction) takes
+# 2 to 15 used experts; its graph_optimize keeps the experts' outputs alive for it (see _moe_walk).
+MOE_FUSED_MIN_USED, MOE_FUSED_MAX_USED = 2, 15
 # Small graph inputs per token: tokens (i32), positions (i32), K and V cache indices (i64 each),
 # output ids (i32).
 INPUT_BYTES_PER_TOKEN = 4 + 4 + 8 + 8 + 4
@@ -85,6 +88,104 @@ def cuda_flash_attn_supported(head_dim_k: int, head_dim_v: int, gqa_ratio: int) 
     if (head_dim_k, head_dim_v) == (320, 256):
         return gqa_ratio % 32 == 0
     return (head_dim_k, head_dim_v) == (576, 512)
+
+
+class _BestFit:
+    """ggml-alloc's dynamic allocator (ggml-alloc.c ggml_dyn_tallocr_alloc / _free_tensor) on a few
+    blocks: the smallest free block that holds the tensor (the later one on a tie), else the tail."""
+
+    def __init__(self) -> None:
+        self.free: list[list[float]] = []  # [offset, size] below the tail, sorted, merged
+        self.tail = 0.0  # where the unbounded last block starts
+        self.peak = 0.0
+
+    def alloc(self, size: float) -> float:
+        best = -1
+        for k, (_, free_size) in enumerate(self.free):
+            if free_size >= size and (best < 0 or free_size <= self.free[best][1]):
+                best = k
+        if best < 0:
+            offset = self.tail
+            self.tail += size
+        else:
+            offset = self.free[best][0]
+            self.free[best] = [offset + size, self.free[best][1] - size]
+            if self.free[best][1] <= 0:
+                self.free.pop(best)
+        self.peak = max(self.peak, offset + size)
+        return offset
+
+    def release(self, offset: float, size: float) -> None:
+        blocks = sorted([*self.free, [offset, size]])
+        merged: list[list[float]] = []
+        for block in blocks:
+            if merged and merged[-1][0] + merged[-1][1] >= block[0]:
+                merged[-1][1] = block[0] + block[1] - merged[-1][0]
+            else:
+                merged.append(list(block))
+        if merged and merged[-1][0] + merged[-1][1] >= self.tail:
+            self.tail = merged.pop()[0]
+        self.free = merged
+
+
+def _moe_walk(
+    e: float, f_r: float, experts: float, router: float, weights: float, shared: bool, fused: bool
+) -> tuple[float, float]:
+    """One MoE FFN (llama-graph.cpp build_moe_ffn) through ggml-alloc, from its input on: the
+    highest byte it reaches and where the summed experts' output (the layer's hidden state) ends.
+
+    In order: ffn_inp (e), its norm (e), the router's logits, softmax and argsort (``router``), the
+    selected weights, up and gate ``ggml_mul_mat_id`` (``f_r`` = n_ff_exp x n_expert_used x T x 4
+    each), SwiGLU (f_r), down ``ggml_mul_mat_id`` (``experts`` = n_embd x n_expert_used x T x 4),
+    ``ggml_mul(experts, weights)``, the first ``ggml_add`` of the sum (e); the later adds, the
+    residual add and the output norm work in place on it. A shared expert keeps the norm alive
+    (it runs after). ``fused``: CUDA's graph_optimize adds allocation dependencies for its MoE
+    fusions (ggml-cuda.cu ggml_backend_cuda_graph_optimize: the weighted reduction keeps experts and
+    weights alive to the last add; ggml-backend.cpp turns them into GGML_OP_NONE nodes), so the
+    weighting ``ggml_mul`` cannot reuse ``experts`` in place and a second block of that size is
+    live. The experts' outputs do not fit the block up and gate free (2 f_r) when they are larger
+    (qwen3moe: 8e > 6e) and go on top of SwiGLU; the hidden state then falls into the e left over
+    above the weighted copy (qwen3moe: 11.19e), above everything when a shared expert holds the
+    hole below (deepseek2: 15.09e) or at 2e when the norm's block is free (gpt-oss).
+    """
+    a = _BestFit()
+    a.alloc(e)  # ffn_inp, alive to the residual add
+    cur = a.alloc(e)
+    r = a.alloc(router)
+    a.alloc(weights)  # alive to the sum (fused) or the weighting
+    up = a.alloc(f_r)
+    gate = a.alloc(f_r)
+    if not shared:
+        a.release(cur, e)
+    act = a.alloc(f_r)
+    a.release(up, f_r)
+    a.release(gate, f_r)
+    a.alloc(experts)
+    a.release(act, f_r)
+    a.release(r, router)
+    if fused:
+        a.alloc(experts)
+    out = a.alloc(e)
+    return a.peak, out + e
+
+
+def _moe_phases(prof: ModelProfile, t: int, share: float, fused: bool) -> tuple[float, float] | None:
+    """(_moe_walk's peak, hidden state's end) for this model's MoE layers, None for a dense model."""
+    spec = prof.spec
+    if not spec.is_moe or spec.n_ff_expert <= 0 or spec.n_expert_used <= 0:
+        return None
+    used = spec.n_expert_used
+    fused = fused and MOE_FUSED_MIN_USED <= used <= MOE_FUSED_MAX_USED
+    e = prof.n_embd * t * 4.0
+    return _moe_walk(
+        e,
+        spec.n_ff_expert * used * t * 4.0 * share,
+        used * e * share,
+        3.0 * max(spec.n_expert, used) * t * 4.0,  # router logits, softmax, argsort: [n_expert, T]
+        used * t * 4.0,  # the selected experts' weights: [1, n_used, T]
+        spec.n_ff_shared_expert > 0,
+        fused,
+    )
 
 
 def _rotation_input_bytes(prof: ModelProfile, settings: Settings) -> float:
@@ -161,14 +262,21 @@ def compute_bytes_cells(
         return np.asarray(host, dtype=np.float64)
 
     phases: list[FloatArray | float] = []
+    moe = _moe_phases(prof, t, role.share, fused=role.backend == BACKEND_CUDA)
     if role.layers:
         layers = np.array(role.layers, dtype=np.int64)
         f = float(prof.n_ff_eff[layers].max()) * t * 4.0 * role.share
+        # A mixture-of-experts FFN: _moe_walk's peak with the same allowance over the tensors' sum as
+        # the dense phase (3f + 3e on CUDA is 3f + 2e live). qwen3moe on the H200's RPC devices:
+        # 92.01 MiB logged (with the mask) against 3f + 3e + mask = 56.01, walk + e + mask = 88.76;
+        # on the CPU, ten 4-layer qwen3moe shapes (docs/placement.md) within 3.3 MiB (< e).
+        moe_peak = moe[0] if moe is not None else 0.0
         if role.backend == BACKEND_CUDA:
-            phases.append(3 * f + COMPUTE_CUDA_FFN_E * e + masks + LAYER_INPUT_BYTES_PER_TOKEN * t)
+            ffn = max(3 * f + COMPUTE_CUDA_FFN_E * e, moe_peak + (COMPUTE_CUDA_FFN_E - 2) * e)
+            phases.append(ffn + masks + LAYER_INPUT_BYTES_PER_TOKEN * t)
         else:
             k = COMPUTE_CPU_FFN_E_FA if fa else COMPUTE_CPU_FFN_E_NOFA
-            phases.append(3 * f + k * e + masks + small)
+            phases.append(max(3 * f + k * e, moe_peak + (k - 2) * e) + masks + small)
     if attn.size:
         if role.backend == BACKEND_CUDA:
             if fa and fa_on_gpu:
@@ -193,7 +301,12 @@ def compute_bytes_cells(
     kept_mask = masks if role.copies > 1 else 0.0
     if role.output:
         if role.backend == BACKEND_CUDA:
-            phases.append(logits + COMPUTE_CUDA_OUT_E * e + kept_mask)
+            # The logits go above the last hidden state, which the output norm overwrites in place:
+            # at the bottom for a dense model (+e), where _moe_walk puts it for a MoE one (H200:
+            # qwen3moe 341.54 MiB = logits + 44.79, deepseek2 260.39 = logits + 60.39, gpt-oss
+            # 404.00 = logits + 11.25; the walk gives 44.77, 60.39 and 11.25).
+            hidden = COMPUTE_CUDA_OUT_E * e if moe is None else max(COMPUTE_CUDA_OUT_E * e, moe[1])
+            phases.append(logits + hidden + kept_mask)
         elif fa:
             phases.append(logits + COMPUTE_CPU_OUT_E_FA * e + small)
         else:

@@ -44,11 +44,6 @@ PARTIAL_DECODE_PCT = 25.0
 # The split's added time per token (split minus one device) for every family: the boundary cost
 # itself, apart from the single-device model's own error on MoE and gemma3 (docs/speed-model.md).
 SPLIT_COST_PCT = 35.0
-# Mixture-of-experts compute buffers that the model does not yet reproduce (docs/validation.md):
-# the output device and the experts' scratch of qwen3moe and deepseek2 run 40-56 MiB above it.
-MOE_COMPUTE_GAPS = frozenset(
-    {"qwen3moe-single", "qwen3moe-layer-1-1-1", "deepseek2-single", "deepseek2-layer-1-1-1"}
-)
 
 
 def results() -> list[dict[str, Any]]:
@@ -153,18 +148,14 @@ def test_layers_weights_and_kv_match_every_device(result: dict[str, Any]) -> Non
 
 
 @pytest.mark.parametrize("result", CASES)
-def test_compute_buffers_match_every_device(result: dict[str, Any], request: pytest.FixtureRequest) -> None:
-    if result["config"]["case"] in MOE_COMPUTE_GAPS:
-        request.applymarker(pytest.mark.xfail(strict=True, reason="MoE compute scratch not modelled yet"))
+def test_compute_buffers_match_every_device(result: dict[str, Any]) -> None:
     for row in rows(result):
         predicted, measured = row["compute"]
         assert abs(predicted - measured) <= max(COMPUTE_MIB, measured * COMPUTE_PCT / 100), row
 
 
 @pytest.mark.parametrize("result", CASES)
-def test_each_process_total_matches_nvml(result: dict[str, Any], request: pytest.FixtureRequest) -> None:
-    if result["config"]["case"] in MOE_COMPUTE_GAPS:
-        request.applymarker(pytest.mark.xfail(strict=False, reason="MoE compute scratch not modelled yet"))
+def test_each_process_total_matches_nvml(result: dict[str, Any]) -> None:
     for row in rows(result):
         predicted, measured = row["nvml"]
         if measured is None:
