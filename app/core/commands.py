@@ -27,6 +27,8 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
+from app.core.catalog import find_entry
+from app.core.errors import RigfitError
 from app.core.model_spec import ModelSpec
 from app.core.offload import loading_plan
 from app.core.plan import STATUS_NO, Plan
@@ -131,10 +133,28 @@ def with_article(word: str) -> str:
 
 
 def _path_note(spec: ModelSpec) -> tuple[str, ...]:
+    if spec.remote:  # planned from its header on the hub: the file is known, only not here yet
+        return (
+            f"{model_path(spec)} is {spec.remote}: 'rigfit pull {spec.remote}' downloads it to that path",
+        )
     if spec.paths:
         return ()
     kind = f"{with_article(spec.file_type)} GGUF" if spec.file_type else "a GGUF"
-    return (f"{model_path(spec)} stands for {kind} of {spec.name}: download one and put its path there",)
+    return (f"{model_path(spec)} stands for {kind} of {spec.name}: {_how_to_get(spec)}",)
+
+
+def _how_to_get(spec: ModelSpec) -> str:
+    """Where a catalog model's file comes from: its first GGUF repository and ``rigfit pull``."""
+    try:
+        repos = find_entry(spec.id).gguf_repos
+    except RigfitError:  # not a catalog model (a config.json, a test spec)
+        repos = ()
+    if not repos or not spec.file_type:
+        return "download one and put its path there"
+    return (
+        f"download one ('rigfit pull {repos[0].repo} --quant {spec.file_type}'; "
+        f"'rigfit search {spec.id}' lists the other repositories) and put its path there"
+    )
 
 
 def _split_args(rig: Rig, p: Plan, sep: str) -> list[str]:

@@ -212,6 +212,23 @@ def test_placeholders_read_as_english() -> None:
     ]  # fmt: skip
 
 
+def test_a_placeholder_says_how_to_get_the_file() -> None:
+    from dataclasses import replace
+
+    from app.core.catalog import find_entry
+
+    repo = find_entry("llama-3.3-70b").gguf_repos[0].repo
+    iq3 = _cmds(PAIR, catalog_spec("llama-3.3-70b", "IQ3_M"))["llama-server"].text
+    assert f"'rigfit pull {repo} --quant IQ3_M'" in iq3 and "'rigfit search llama-3.3-70b'" in iq3
+    # Planned from its header on the hub: the file is known, so the note names it exactly.
+    remote = replace(
+        L70_Q4, remote="hf:someone/Llama-3.3-70B-GGUF/L70-Q4_K_M.gguf", paths=("/hf/cache/L70-Q4_K_M.gguf",)
+    )
+    text = _cmds(PAIR, remote)["llama-server"].text
+    assert "'rigfit pull hf:someone/Llama-3.3-70B-GGUF/L70-Q4_K_M.gguf' downloads it" in text
+    assert "stands for" not in text
+
+
 def test_row_split_and_cpu_only_plans_say_what_happens() -> None:
     row = _cmds(NVLINK, Q32, Settings(split_mode="row"))
     assert any("does not load" in n for n in row["llama-server"].notes)
