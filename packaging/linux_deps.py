@@ -14,6 +14,8 @@ the new name comes first as an alternative.
 
 from __future__ import annotations
 
+from app.ui.xcb_libs import XCB_LIBRARIES  # the window's own check; no Qt is imported
+
 # soname -> the dependency that provides it (a Debian "Depends" alternative list).
 SYSTEM_LIBRARIES: dict[str, str] = {
     # glibc (the version floor is added by build_linux.py from the build machine)
@@ -81,38 +83,11 @@ SYSTEM_LIBRARIES: dict[str, str] = {
     "libgio-2.0.so.0": "libglib2.0-0t64 | libglib2.0-0",
 }
 
-# What Qt's X11 window needs on a bare Debian 12, found with ldd on a debootstrap minbase root (the
-# same table as app/ui/xcb_libs.py, which the window checks at start; a test keeps the two in step).
+# What Qt's X11 window needs on a bare Debian 12, found with ldd on a debootstrap minbase root: the
+# table the window checks at start (app/ui/xcb_libs.py, Qt-free), so the two cannot drift apart.
 # They are always Depends, even where no bundled binary names them: a Qt build may dlopen some of
 # them instead of linking, and apt must bring them all for the window to open.
-WINDOW_SONAMES: tuple[str, ...] = (
-    "libX11.so.6",
-    "libX11-xcb.so.1",
-    "libxcb.so.1",
-    "libxcb-cursor.so.0",
-    "libxcb-glx.so.0",
-    "libxcb-icccm.so.4",
-    "libxcb-image.so.0",
-    "libxcb-keysyms.so.1",
-    "libxcb-randr.so.0",
-    "libxcb-render.so.0",
-    "libxcb-render-util.so.0",
-    "libxcb-shape.so.0",
-    "libxcb-shm.so.0",
-    "libxcb-sync.so.1",
-    "libxcb-util.so.1",
-    "libxcb-xfixes.so.0",
-    "libxcb-xkb.so.1",
-    "libxkbcommon.so.0",
-    "libxkbcommon-x11.so.0",
-    "libEGL.so.1",
-    "libGL.so.1",
-    "libfontconfig.so.1",
-    "libfreetype.so.6",
-    "libdbus-1.so.3",
-    "libglib-2.0.so.0",
-    "libgthread-2.0.so.0",
-)
+WINDOW_SONAMES: tuple[str, ...] = tuple(XCB_LIBRARIES)
 ALWAYS: tuple[str, ...] = tuple(sorted({SYSTEM_LIBRARIES[s] for s in WINDOW_SONAMES}))
 
 

@@ -100,6 +100,15 @@ class RpcRun:
     ) -> P.LoadSettings:
         return P.LoadSettings.for_rig(self.rig, path, settings, n_threads=n_threads, seed=seed)
 
+    def refusal(self, load: P.LoadSettings, ready: P.ReadyEvent) -> P.ErrorEvent | None:
+        """The error for load settings the devices the worker found (and the servers') cannot take."""
+        refused = unsupported_problem(
+            load.split_mode, load.tensor_split, load.main_gpu, len(ready.gpus) + self.n_remote
+        )
+        if refused is None:
+            return None
+        return P.ErrorEvent(message=refused.message, kind=P.ERR_BAD_REQUEST, code=refused.code)
+
 
 def rpc_run(args: argparse.Namespace) -> RpcRun:
     """Ask the ``--rpc`` servers for their devices (a clear error when one does not answer)."""
@@ -320,13 +329,9 @@ def _run_with(
         ready = start_worker(client)
     except RigfitError as exc:
         return fail(P.ErrorEvent(message=str(exc), kind=P.ERR_START_FAILED), EXIT_FAILED)
-    refused = unsupported_problem(
-        load.split_mode, load.tensor_split, load.main_gpu, len(ready.gpus) + remote.n_remote
-    )
+    refused = remote.refusal(load, ready)
     if refused is not None:
-        return fail(
-            P.ErrorEvent(message=refused.message, kind=P.ERR_BAD_REQUEST, code=refused.code), EXIT_USAGE
-        )
+        return fail(refused, EXIT_USAGE)
     if not ready.gpus and not remote.n_remote:
         print(CPU_NOTE, file=sys.stderr, flush=True)
 

@@ -34,7 +34,7 @@ from app.core import limits
 from app.core.errors import RigfitError
 from app.core.settings import SPLIT_MODES, Settings
 from app.runner import protocol as P
-from app.runner.options import parse_split, resolve_model, unsupported_problem
+from app.runner.options import parse_split, resolve_model
 from app.serve.dispatch import DEFAULT_MAX_WAITING, RequestRecord
 from app.serve.host import ModelHost, Stopped
 from app.serve.server import DEFAULT_HOST, DEFAULT_PORT, OpenAIServer, exposure_warning
@@ -173,14 +173,9 @@ def _serve(
         ready = host.start()
     except P.RunnerError as exc:
         return fail(exc.event, EXIT_FAILED)
-    load = host.settings
-    refused = unsupported_problem(
-        load.split_mode, load.tensor_split, load.main_gpu, len(ready.gpus) + remote.n_remote
-    )
+    refused = remote.refusal(host.settings, ready)
     if refused is not None:
-        return fail(
-            P.ErrorEvent(message=refused.message, kind=P.ERR_BAD_REQUEST, code=refused.code), EXIT_USAGE
-        )
+        return fail(refused, EXIT_USAGE)
     if not ready.gpus and not remote.n_remote:
         out.human(CPU_NOTE)
 
